@@ -1,0 +1,1 @@
+"""The edges: gRPC server and client, channels, feeds and stores."""

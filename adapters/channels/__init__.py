@@ -1,0 +1,1 @@
+"""Channels: where treatments go (a JSONL file by default)."""

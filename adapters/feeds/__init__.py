@@ -1,0 +1,1 @@
+"""Feeds: syndicated sources such as weather alerts."""

@@ -1,0 +1,1 @@
+"""gRPC service: proto, generated stubs, server and status table."""

@@ -1,0 +1,1 @@
+"""Starting and joining Ray, loading the configuration, the CLI."""

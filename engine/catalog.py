@@ -1,0 +1,171 @@
+"""Catalogs: the declared signal types, detectors and actions, loaded from YAML and validated.
+
+Several files merge into one ``Catalog`` (e.g. a bank and a retail catalog). Any error names the
+file, the item and the field, and fails the load: an engine never starts on a half-valid catalog.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .detectors import DetectorSpec
+from .errors import CatalogError
+from .models import Action
+
+Category = Literal[
+    "account status", "behavior-account", "behavior-device", "behavior-person", "calendar",
+    "contract-account", "environmental", "forecast", "inactivity", "law/regulation", "milestone",
+    "product/service", "product-wide/service-wide", "profile-person", "transaction status",
+]
+Touchpoint = Literal[
+    "web", "mobile", "atm", "kiosk", "ivr", "iot", "billing", "order-system", "feed",
+    "operator", "branch", "call-centre", "card-network", "core-banking", "network", "model",
+]
+AttributeType = Literal["number", "integer", "string", "boolean", "timestamp"]
+
+
+class _Item(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AttributeSpec(_Item):
+    type: AttributeType
+    unit: str = ""
+    required: bool = False
+    description: str = ""
+
+
+class SignalType(_Item):
+    type: Annotated[str, Field(min_length=1, max_length=128)]
+    category: Category
+    source: Touchpoint
+    half_life_s: float = Field(86_400.0, gt=0, description="How fast this information decays")
+    attributes: dict[str, AttributeSpec] = Field(default_factory=dict)
+    updates_profile: bool = Field(
+        False, description="Attributes of this signal are merged into the customer's profile"
+    )
+    description: str = ""
+
+
+class CatalogFile(_Item):
+    """What one YAML file may hold."""
+
+    signals: list[SignalType] = Field(default_factory=list)
+    detectors: list[DetectorSpec] = Field(default_factory=list)
+    actions: list[Action] = Field(default_factory=list)
+
+
+class Catalog:
+    """The merged, cross-checked catalog the engine runs on."""
+
+    def __init__(self, signals: Iterable[SignalType], detectors: Iterable[DetectorSpec],
+                 actions: Iterable[Action], sources: Mapping[str, str] | None = None) -> None:
+        self.signals: dict[str, SignalType] = {s.type: s for s in signals}
+        self.detectors: dict[str, DetectorSpec] = {d.id: d for d in detectors}
+        self.actions: dict[str, Action] = {a.id: a for a in actions}
+        self.sources: dict[str, str] = dict(sources or {})  # 'section/id' -> file
+        self.detectors_by_signal: dict[str, list[DetectorSpec]] = {}
+        for spec in self.detectors.values():
+            for signal_type in spec.signal_types():
+                self.detectors_by_signal.setdefault(signal_type, []).append(spec)
+        self.actions_by_moment: dict[str, list[Action]] = {}
+        for action in self.actions.values():
+            for moment in action.moments:
+                self.actions_by_moment.setdefault(moment, []).append(action)
+
+    def to_wire(self) -> dict[str, Any]:
+        """Plain data, to hand the same catalog to every actor."""
+        return {
+            "signals": [s.model_dump(mode="json") for s in self.signals.values()],
+            "detectors": [d.model_dump(mode="json") for d in self.detectors.values()],
+            "actions": [a.model_dump(mode="json") for a in self.actions.values()],
+            "sources": self.sources,
+        }
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> Catalog:
+        body = {k: v for k, v in data.items() if k != "sources"}
+        catalog = _merge([("<wire>", CatalogFile.model_validate(body))])
+        catalog.sources = dict(data.get("sources", {}))
+        return catalog
+
+
+def _field_path(error: Mapping[str, Any]) -> str:
+    return ".".join(str(part) for part in error["loc"])
+
+
+def _parse_file(raw: Any, source: str) -> CatalogFile:
+    if not isinstance(raw, dict):
+        raise CatalogError("a catalog file must be a mapping with signals/detectors/actions",
+                           file=source)
+    try:
+        return CatalogFile.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = first["loc"]
+        item = None
+        if len(loc) >= 2 and isinstance(loc[1], int):
+            section = raw.get(str(loc[0])) or []
+            entry = section[loc[1]] if loc[1] < len(section) else {}
+            if isinstance(entry, dict):
+                item = str(entry.get("id") or entry.get("type") or f"{loc[0]}[{loc[1]}]")
+        raise CatalogError(first["msg"], file=source, item=item, field=_field_path(first)) from exc
+
+
+def _merge(files: list[tuple[str, CatalogFile]]) -> Catalog:
+    signals: dict[str, SignalType] = {}
+    detectors: dict[str, DetectorSpec] = {}
+    actions: dict[str, Action] = {}
+    sources: dict[str, str] = {}
+    for name, part in files:
+        for section, items, key in (("signals", part.signals, "type"),
+                                    ("detectors", part.detectors, "id"),
+                                    ("actions", part.actions, "id")):
+            table: dict[str, Any] = {"signals": signals, "detectors": detectors,
+                                     "actions": actions}[section]
+            for item in items:
+                ident = getattr(item, key)
+                where = f"{section}/{ident}"
+                if ident in table:
+                    raise CatalogError(f"declared twice (also in {sources[where]})", file=name,
+                                       item=ident, field=key)
+                table[ident] = item
+                sources[where] = name
+    for d in detectors.values():
+        d.check(signals, file=sources[f"detectors/{d.id}"])
+    moments = {d.moment for d in detectors.values()}
+    for a in actions.values():
+        for m in a.moments:
+            if m not in moments:
+                raise CatalogError(f"no detector produces moment {m!r}", file=sources[f"actions/{a.id}"],
+                                   item=a.id, field="moments")
+    return Catalog(signals.values(), detectors.values(), actions.values(), sources)
+
+
+def load_catalog(paths: Iterable[Path | str]) -> Catalog:
+    """Load and merge catalog files; raise ``CatalogError`` naming file, item and field."""
+    parts: list[tuple[str, CatalogFile]] = []
+    for path in paths:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise CatalogError(f"cannot read: {exc.strerror}", file=str(path)) from exc
+        except yaml.YAMLError as exc:
+            raise CatalogError(f"not valid YAML: {exc}", file=str(path)) from exc
+        parts.append((str(path), _parse_file(raw, str(path))))
+    if not parts:
+        raise CatalogError("no catalog file given")
+    return _merge(parts)
+
+
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "catalogs"
+
+
+def bundled_catalog_path(name: str) -> Path:
+    return BUNDLED_DIR / f"{name}.yaml"

@@ -1,0 +1,85 @@
+"""The one root configuration, ``EngineConfig``: frozen, strict, documented field by field.
+
+It is a plain pydantic model here (pure); ``cluster.config_loader`` reads it from YAML and
+environment overrides, once, and passes it down to every actor.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RouterConfig(_Frozen):
+    max_batch_events: PositiveInt = Field(2000, description="Events per shard batch before flush")
+    flush_interval_ms: PositiveFloat = Field(2.0, description="Longest wait before a partial flush")
+    max_inflight_batches: PositiveInt = Field(
+        4, description="Unacknowledged batches per shard handle (backpressure window)"
+    )
+    max_buffered_events: PositiveInt = Field(
+        200_000, description="Events held by one router (queued + in flight) before it refuses"
+    )
+    resend_backoff_s: PositiveFloat = Field(0.2, description="Wait before re-sending to a shard")
+    num_cpus: Annotated[float, Field(ge=0)] = Field(0.25, description="Ray CPU reservation")
+
+
+class ShardConfig(_Frozen):
+    dedup_ids_per_customer: PositiveInt = Field(
+        64, description="Recent event ids kept per customer to drop duplicates"
+    )
+    decisions_per_customer: PositiveInt = Field(
+        5, description="Recent decisions kept per customer for explain"
+    )
+    num_cpus: Annotated[float, Field(ge=0)] = Field(0.25, description="Ray CPU reservation")
+    max_restarts: int = Field(-1, description="Ray restarts of a crashed shard (-1: forever)")
+
+
+class ArbitrationConfig(_Frozen):
+    num_cpus: Annotated[float, Field(ge=0)] = Field(0.25, description="Ray CPU reservation")
+    prior_strength: PositiveFloat = Field(
+        2.0, description="Pseudo-observations behind each action's prior propensity"
+    )
+
+
+class GrpcConfig(_Frozen):
+    host: str = Field("127.0.0.1", description="Address the gRPC server binds")
+    port: Annotated[int, Field(ge=0, le=65535)] = Field(50051, description="0 picks a free port")
+    max_events_per_request: PositiveInt = Field(10_000, description="Larger batches are refused")
+    max_message_bytes: PositiveInt = Field(16 * 1024 * 1024, description="gRPC message limit")
+
+
+class ChannelConfig(_Frozen):
+    kind: Literal["jsonl"] = Field("jsonl", description="Where treatments are sent")
+    path: Path = Field(Path(".shush/treatments.jsonl"), description="JSONL file of treatments")
+
+
+class EngineConfig(_Frozen):
+    num_routers: PositiveInt = Field(1, description="Router actors")
+    num_shards: PositiveInt = Field(2, description="Shard actors hosting customers")
+    num_arbitrators: PositiveInt = Field(1, description="Arbitration actors")
+    num_partitions: PositiveInt = Field(1024, description="Fixed logical partitions")
+    namespace: str = Field("shush", description="Ray namespace of the engine's named actors")
+    catalog_paths: tuple[Path, ...] = Field(
+        (), description="Catalog YAML files; empty means the bundled bank catalog"
+    )
+    data_dir: Path = Field(Path(".shush"), description="Files the engine writes")
+    call_timeout_s: PositiveFloat = Field(30.0, description="Longest wait on any actor call")
+    health_interval_s: PositiveFloat = Field(1.0, description="Supervisor health-check period")
+    router: RouterConfig = RouterConfig()
+    shard: ShardConfig = ShardConfig()
+    arbitration: ArbitrationConfig = ArbitrationConfig()
+    grpc: GrpcConfig = GrpcConfig()
+    channel: ChannelConfig = ChannelConfig()
+
+    @property
+    def dead_letter_path(self) -> Path:
+        return self.data_dir / "dead_letter.jsonl"

@@ -1,0 +1,86 @@
+"""Threshold and crossing on a numeric attribute.
+
+``mode: crossing`` fires when the condition turns true (not on every event above) and re-arms
+only once it has turned false again, past ``reset`` if one is given (hysteresis).
+``mode: level`` fires on every matching event, subject to ``cooldown_s``.
+Events older than the last one seen for this detector do not move a crossing's state.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from ..errors import CatalogError
+from ..models import Moment
+from ..signals import SignalRecord
+from .base import BaseDetector
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
+}
+
+
+class ThresholdDetector(BaseDetector):
+    kind: Literal["threshold"] = "threshold"
+    signal: str = Field(description="Signal type watched")
+    attribute: str = Field(description="Numeric attribute compared")
+    op: Literal[">", ">=", "<", "<="]
+    value: float
+    mode: Literal["crossing", "level"] = "crossing"
+    reset: float | None = Field(
+        None, description="Crossing re-arms only past this value (hysteresis band)"
+    )
+
+    @model_validator(mode="after")
+    def _reset_on_the_other_side(self) -> ThresholdDetector:
+        if self.reset is not None:
+            if self.mode != "crossing":
+                raise ValueError("reset applies to mode 'crossing' only")
+            above = self.op in (">", ">=")
+            if (above and self.reset > self.value) or (not above and self.reset < self.value):
+                raise ValueError(f"reset {self.reset} must lie on the other side of {self.value}")
+        return self
+
+    def signal_types(self) -> tuple[str, ...]:
+        return (self.signal,)
+
+    def check(self, signals: Mapping[str, Any], *, file: str) -> None:
+        super().check(signals, file=file)
+        attr = signals[self.signal].attributes.get(self.attribute)
+        if attr is None:
+            raise CatalogError(f"signal {self.signal!r} has no attribute {self.attribute!r}",
+                               file=file, item=self.id, field="attribute")
+        if attr.type not in ("number", "integer"):
+            raise CatalogError(f"attribute {self.attribute!r} is {attr.type}, not numeric",
+                               file=file, item=self.id, field="attribute")
+
+    def _rearmed(self, value: float) -> bool:
+        if self.reset is None:
+            return not _OPS[self.op](value, self.value)
+        return value <= self.reset if self.op in (">", ">=") else value >= self.reset
+
+    def detect(self, state: dict[str, Any], signal: SignalRecord) -> Moment | None:
+        value = signal.attributes.get(self.attribute)
+        if value is None:
+            return None
+        hit = _OPS[self.op](value, self.value)
+        if self.mode == "level":
+            if hit and self.cooled_down(state, signal.occurred_at_ms):
+                return self.make_moment(state, signal, (signal.event_id,))
+            return None
+        if signal.occurred_at_ms < state.get("seen_ms", signal.occurred_at_ms):
+            return None  # out of order: a crossing follows event time, not arrival
+        state["seen_ms"] = signal.occurred_at_ms
+        armed = state.get("armed", True)
+        if hit and armed:
+            state["armed"] = False
+            if self.cooled_down(state, signal.occurred_at_ms):
+                return self.make_moment(state, signal, (signal.event_id,))
+            return None
+        if not hit and not armed and self._rearmed(value):
+            state["armed"] = True
+        return None

@@ -1,0 +1,76 @@
+"""Signals on the hot path: a light record, and validation against the catalog's schemas.
+
+Validation is plain Python (no pydantic per event): it runs once per event in the router.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from .errors import EventRejected
+
+MAX_ID_LENGTH = 128
+
+
+class SignalRecord(NamedTuple):
+    """One event, in the order of the wire list (``engine.codec``)."""
+
+    event_id: str
+    customer_id: str
+    type: str
+    occurred_at_ms: int
+    source: str
+    attributes: dict[str, Any]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+_TYPE_CHECKS = {
+    "number": _is_number,
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "string": lambda v: isinstance(v, str),
+    "boolean": lambda v: isinstance(v, bool),
+    "timestamp": lambda v: (isinstance(v, int) and not isinstance(v, bool)) or isinstance(v, str),
+}
+
+
+def validate_wire_event(event: Any, signal_types: Mapping[str, Any]) -> SignalRecord:
+    """Check one wire event against the catalog; raise ``EventRejected`` naming the field."""
+    if not isinstance(event, list | tuple) or len(event) != 6:
+        raise EventRejected("an event is a list of 6 fields", field="event")
+    event_id, customer_id, type_, occurred_at_ms, source, attributes = event
+    if not isinstance(event_id, str) or not 0 < len(event_id) <= MAX_ID_LENGTH:
+        raise EventRejected("event_id must be a non-empty string of at most 128 characters",
+                            event_id=str(event_id), field="event_id")
+    if not isinstance(customer_id, str) or not 0 < len(customer_id) <= MAX_ID_LENGTH:
+        raise EventRejected("customer_id is missing or not a string of 1-128 characters",
+                            event_id=event_id, field="customer_id")
+    if not isinstance(occurred_at_ms, int) or isinstance(occurred_at_ms, bool):
+        raise EventRejected("occurred_at must be a timestamp", event_id=event_id,
+                            field="occurred_at")
+    if not isinstance(source, str):
+        raise EventRejected("source must be a string", event_id=event_id, field="source")
+    spec = signal_types.get(type_) if isinstance(type_, str) else None
+    if spec is None:
+        raise EventRejected(f"unknown signal type {type_!r}", event_id=event_id, field="type")
+    if not isinstance(attributes, dict):
+        raise EventRejected("attributes must be a mapping", event_id=event_id,
+                            field="attributes")
+    declared = spec.attributes
+    for name, value in attributes.items():
+        attr = declared.get(name)
+        if attr is None:
+            raise EventRejected(f"attribute {name!r} is not declared for {type_!r}",
+                                event_id=event_id, field=f"attributes.{name}")
+        if not _TYPE_CHECKS[attr.type](value):
+            raise EventRejected(
+                f"attribute {name!r} must be {attr.type}, got {type(value).__name__}",
+                event_id=event_id, field=f"attributes.{name}")
+    for name, attr in declared.items():
+        if attr.required and name not in attributes:
+            raise EventRejected(f"required attribute {name!r} is missing", event_id=event_id,
+                                field=f"attributes.{name}")
+    return SignalRecord(event_id, customer_id, type_, occurred_at_ms, source, attributes)
