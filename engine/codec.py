@@ -10,7 +10,9 @@ from typing import Any
 
 import msgpack
 
+from .arbitration import CandidateSet, Verdict
 from .errors import CodecError
+from .models import Candidate
 
 WIRE_VERSION = 1
 
@@ -22,8 +24,9 @@ VERDICTS = "verdicts"
 # Indexes into a wire event.
 EVENT_ID, CUSTOMER_ID, TYPE, OCCURRED_AT_MS, SOURCE, ATTRIBUTES = range(6)
 
-# Ack status codes returned per event.
-ACCEPTED, DUPLICATE, REJECTED = 0, 1, 2
+# Ack status codes returned per event: taken, already taken, refused for good (with a reason),
+# or not taken this time (the engine could not reach its shard; the client retries).
+ACCEPTED, DUPLICATE, REJECTED, RETRY = 0, 1, 2, 3
 
 
 def pack(kind: str, items: list[Any], **meta: Any) -> bytes:
@@ -53,3 +56,34 @@ def unpack_envelope(data: bytes, kind: str) -> dict[str, Any]:
 def unpack(data: bytes, kind: str) -> list[Any]:
     items: list[Any] = unpack_envelope(data, kind)["items"]
     return items
+
+
+def encode_candidate_sets(sets: list[CandidateSet]) -> bytes:
+    return pack(CANDIDATES, [[s.customer_id, list(s.action_ids), list(s.contexts),
+                              list(s.moment_ids)] for s in sets])
+
+
+def decode_candidate_sets(data: bytes) -> list[CandidateSet]:
+    try:
+        return [CandidateSet(c, tuple(a), tuple(x), tuple(m)) for c, a, x, m in
+                unpack(data, CANDIDATES)]
+    except (TypeError, ValueError) as exc:
+        raise CodecError(f"malformed candidate set: {exc}") from exc
+
+
+def encode_verdicts(verdicts: list[Verdict], **meta: Any) -> bytes:
+    return pack(VERDICTS, [
+        [v.customer_id, v.winner,
+         [[c.action_id, c.moment_id, c.p, c.c, c.v, c.l, c.score] for c in v.candidates]]
+        for v in verdicts], **meta)
+
+
+def decode_verdicts(data: bytes) -> list[Verdict]:
+    try:
+        return [
+            Verdict(customer_id, tuple(
+                Candidate.model_construct(action_id=a, moment_id=m, p=p, c=c, v=v, l=lv, score=s)
+                for a, m, p, c, v, lv, s in ranked), winner)
+            for customer_id, winner, ranked in unpack(data, VERDICTS)]
+    except (TypeError, ValueError) as exc:
+        raise CodecError(f"malformed verdicts: {exc}") from exc

@@ -1,0 +1,73 @@
+"""Every Ray call of Shush goes through here: creating, calling, finding and killing actors.
+
+Keeping them in one place makes control logic testable with fakes, and gives every remote wait
+the same timeout and error translation: a dead or silent actor becomes ``EngineUnavailable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+
+from ..engine.errors import EngineUnavailable
+
+ActorHandle = Any  # ray.actor.ActorHandle; kept loose so fakes fit
+
+
+def create(actor_class: Any, *args: Any, name: str | None = None, namespace: str | None = None,
+           num_cpus: float = 0.0, max_restarts: int = 0, max_concurrency: int | None = None,
+           detached: bool = False, **kwargs: Any) -> ActorHandle:
+    """Create (or re-attach to, when named) an actor."""
+    options: dict[str, Any] = {"num_cpus": num_cpus, "max_restarts": max_restarts}
+    if name is not None:
+        options.update(name=name, namespace=namespace, get_if_exists=True)
+    if max_concurrency is not None:
+        options["max_concurrency"] = max_concurrency
+    if detached:
+        options["lifetime"] = "detached"
+    return actor_class.options(**options).remote(*args, **kwargs)
+
+
+async def call(handle: ActorHandle, method: str, *args: Any, timeout_s: float,
+               what: str = "") -> Any:
+    """Await one actor method with a deadline; translate Ray's failures."""
+    try:
+        return await asyncio.wait_for(getattr(handle, method).remote(*args), timeout_s)
+    except (RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+        raise EngineUnavailable(f"actor unavailable ({type(exc).__name__})",
+                                what=what or method) from exc
+    except TimeoutError as exc:
+        raise EngineUnavailable(f"no answer within {timeout_s}s", what=what or method) from exc
+
+
+def call_blocking(handle: ActorHandle, method: str, *args: Any, timeout_s: float,
+                  what: str = "") -> Any:
+    """For drivers only (never inside an actor): wait for one actor method."""
+    try:
+        return ray.get(getattr(handle, method).remote(*args), timeout=timeout_s)
+    except (RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+        raise EngineUnavailable(f"actor unavailable ({type(exc).__name__})",
+                                what=what or method) from exc
+    except GetTimeoutError as exc:
+        raise EngineUnavailable(f"no answer within {timeout_s}s", what=what or method) from exc
+
+
+def fire_and_forget(handle: ActorHandle, method: str, *args: Any) -> None:
+    getattr(handle, method).remote(*args)
+
+
+def get_actor(name: str, namespace: str) -> ActorHandle | None:
+    try:
+        return ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        return None
+
+
+def kill(handle: ActorHandle, *, no_restart: bool = True) -> None:
+    try:
+        ray.kill(handle, no_restart=no_restart)
+    except (RayActorError, ValueError):
+        pass

@@ -1,0 +1,173 @@
+"""RouterActor: validates events, routes each to its customer's shard, micro-batches, and
+applies backpressure.
+
+A ``submit`` call's valid events are split per shard into chunks that wait in that shard's
+buffer; a buffer is flushed when it holds ``max_batch_events`` or after ``flush_interval_ms``.
+At most ``max_inflight_batches`` batches per shard are unacknowledged; a router holding more
+than ``max_buffered_events`` refuses new work with a retry-after. An unacknowledged batch is
+re-sent (shards drop duplicates by event id) until ``call_timeout_s`` runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import ray
+
+from ..engine import codec
+from ..engine.catalog import Catalog
+from ..engine.clock import SystemClock
+from ..engine.config import EngineConfig
+from ..engine.errors import EngineUnavailable, EventRejected
+from ..engine.partitions import PartitionTable
+from ..engine.signals import validate_wire_event
+from . import ray_calls
+from .ports import SinkFactory
+
+log = logging.getLogger(__name__)
+
+Chunk = tuple[list[Any], "asyncio.Future[list[list[Any]]]"]
+
+
+class RouterActorBody:
+    def __init__(self, index: int, config_json: str, catalog_wire: dict[str, Any],
+                 shards: list[Any], table_wire: dict[str, Any],
+                 dead_letter_factory: SinkFactory) -> None:
+        self.index = index
+        self.config = EngineConfig.model_validate_json(config_json)
+        self.settings = self.config.router
+        self.signal_types = Catalog.from_wire(catalog_wire).signals
+        self.dead_letters = dead_letter_factory()
+        self.clock = SystemClock()
+        self.shards = list(shards)
+        self.table = PartitionTable.from_wire(table_wire)
+        self._buffers: dict[int, list[Chunk]] = {}
+        self._buffered_counts: dict[int, int] = {}
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._inflight: dict[int, asyncio.Semaphore] = {}
+        self.buffered = 0
+        self.stats = {"received": 0, "rejected": 0, "batches": 0, "resends": 0, "refused": 0}
+
+    async def update_routing(self, shards: list[Any], table_wire: dict[str, Any]) -> None:
+        """Take a new shard map from the supervisor (restarted or added shards)."""
+        self.shards = list(shards)
+        self.table = PartitionTable.from_wire(table_wire)
+
+    async def submit(self, batch: bytes) -> bytes:
+        try:
+            events = codec.unpack(batch, codec.EVENTS)
+        except Exception as exc:
+            return codec.pack(codec.ACKS, [], refused=f"bad batch: {exc}")
+        n = len(events)
+        if self.buffered + n > self.settings.max_buffered_events:
+            self.stats["refused"] += n
+            return codec.pack(codec.ACKS, [], refused="router is full",
+                              retry_after_s=self.settings.flush_interval_ms / 1000 * 10)
+        self.stats["received"] += n
+        results: list[list[Any] | None] = [None] * n
+        per_shard: dict[int, tuple[list[int], list[Any]]] = {}
+        for i, event in enumerate(events):
+            try:
+                signal = validate_wire_event(event, self.signal_types)
+            except EventRejected as exc:
+                results[i] = [codec.REJECTED, exc.reason, exc.field]
+                self._dead_letter(event, exc)
+                continue
+            positions, chunk = per_shard.setdefault(self.table.shard_of(signal.customer_id),
+                                                    ([], []))
+            positions.append(i)
+            chunk.append(event)
+        loop = asyncio.get_running_loop()
+        waits = []
+        for shard, (positions, chunk) in per_shard.items():
+            future: asyncio.Future[list[list[Any]]] = loop.create_future()
+            self._enqueue(shard, chunk, future)
+            waits.append((positions, future))
+        accepted = n - sum(1 for r in results if r is not None)
+        self.buffered += accepted
+        try:
+            for positions, future in waits:
+                for pos, ack in zip(positions, await future, strict=True):
+                    results[pos] = ack
+        finally:
+            self.buffered -= accepted
+        return codec.pack(codec.ACKS, results)
+
+    def _dead_letter(self, event: Any, exc: EventRejected) -> None:
+        self.stats["rejected"] += 1
+        try:
+            self.dead_letters.write({"at_ms": self.clock.now_ms(), "stage": "router",
+                                     "reason": exc.reason, "field": exc.field,
+                                     "event_id": exc.event_id, "event": event})
+        except Exception:  # the dead-letter sink must never stop routing
+            log.exception("router %d: dead-letter write failed", self.index)
+
+    def _enqueue(self, shard: int, events: list[Any], future: asyncio.Future[Any]) -> None:
+        self._buffers.setdefault(shard, []).append((events, future))
+        count = self._buffered_counts.get(shard, 0) + len(events)
+        self._buffered_counts[shard] = count
+        if count >= self.settings.max_batch_events:
+            self._flush(shard)
+        elif shard not in self._timers:
+            self._timers[shard] = asyncio.get_running_loop().call_later(
+                self.settings.flush_interval_ms / 1000, self._flush, shard)
+
+    def _flush(self, shard: int) -> None:
+        timer = self._timers.pop(shard, None)
+        if timer is not None:
+            timer.cancel()
+        chunks = self._buffers.pop(shard, [])
+        self._buffered_counts[shard] = 0
+        if chunks:
+            asyncio.get_running_loop().create_task(self._send(shard, chunks))
+
+    async def _send(self, shard: int, chunks: list[Chunk]) -> None:
+        events = [event for chunk_events, _ in chunks for event in chunk_events]
+        payload = codec.pack(codec.EVENTS, events)
+        semaphore = self._inflight.setdefault(
+            shard, asyncio.Semaphore(self.settings.max_inflight_batches))
+        deadline = time.monotonic() + self.config.call_timeout_s
+        acks: list[list[Any]] | None = None
+        async with semaphore:
+            self.stats["batches"] += 1
+            while acks is None:
+                remaining = deadline - time.monotonic()
+                try:
+                    reply = await ray_calls.call(self.shards[shard], "submit", payload,
+                                                 timeout_s=max(remaining, 0.001),
+                                                 what=f"shard {shard}")
+                    acks = codec.unpack(reply, codec.ACKS)
+                except EngineUnavailable as exc:
+                    if time.monotonic() + self.settings.resend_backoff_s >= deadline:
+                        log.warning("router %d: shard %d unavailable: %s", self.index, shard, exc)
+                        acks = [[codec.RETRY, f"shard {shard} unavailable: {exc.reason}"]
+                                ] * len(events)
+                        break
+                    self.stats["resends"] += 1
+                    await asyncio.sleep(self.settings.resend_backoff_s)
+        offset = 0
+        for chunk_events, future in chunks:
+            if not future.done():
+                future.set_result(acks[offset:offset + len(chunk_events)])
+            offset += len(chunk_events)
+
+    async def decide(self, customer_id: str, channel: str | None) -> bytes:
+        shard = self.shards[self.table.shard_of(customer_id)]
+        reply: bytes = await ray_calls.call(shard, "decide", customer_id, channel,
+                                            timeout_s=self.config.call_timeout_s, what="decide")
+        return reply
+
+    async def explain(self, customer_id: str) -> list[dict[str, Any]]:
+        shard = self.shards[self.table.shard_of(customer_id)]
+        reply: list[dict[str, Any]] = await ray_calls.call(
+            shard, "explain", customer_id, timeout_s=self.config.call_timeout_s, what="explain")
+        return reply
+
+    async def health(self) -> dict[str, Any]:
+        return {"index": self.index, "buffered": self.buffered, **self.stats}
+
+
+RouterActor = ray.remote(RouterActorBody)

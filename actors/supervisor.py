@@ -1,0 +1,170 @@
+"""SupervisorActor: owns the engine's actors, holds the shard map, restarts what dies.
+
+It creates (or, after its own restart, re-attaches to) named arbitration, shard and router
+actors from one ``EngineConfig``; a health loop pings every actor and re-creates any that is
+gone for good, then hands routers the new shard map. The data path keeps flowing while the
+supervisor itself restarts: routers hold their own copy of the map.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import ray
+
+from ..engine.config import EngineConfig
+from ..engine.errors import EngineUnavailable
+from ..engine.partitions import PartitionTable
+from . import ray_calls
+from .arbitration import ArbitrationActor
+from .ports import ChannelFactory, SinkFactory
+from .router import RouterActor
+from .shard import ShardActor
+
+log = logging.getLogger(__name__)
+
+SUPERVISOR_NAME = "supervisor"
+
+
+class SupervisorActorBody:
+    def __init__(self, config_json: str, catalog_wire: dict[str, Any],
+                 channel_factory: ChannelFactory, dead_letter_factory: SinkFactory) -> None:
+        self.config_json = config_json
+        self.config = EngineConfig.model_validate_json(config_json)
+        self.catalog_wire = catalog_wire
+        self.channel_factory = channel_factory
+        self.dead_letter_factory = dead_letter_factory
+        self.table = PartitionTable.round_robin(self.config.num_partitions,
+                                                self.config.num_shards)
+        self.arbitrators: list[Any] = []
+        self.shards: list[Any] = []
+        self.routers: list[Any] = []
+        self.restarts = {"arbitration": 0, "shard": 0, "router": 0}
+        self._health_task: asyncio.Task[None] | None = None
+
+    # -- creation -------------------------------------------------------------------------
+    def _name(self, kind: str, index: int) -> str:
+        return f"{kind}-{index}"
+
+    def _create_arbitrator(self, i: int) -> Any:
+        return ray_calls.create(
+            ArbitrationActor, i, self.config_json, self.catalog_wire,
+            name=self._name("arbitration", i), namespace=self.config.namespace,
+            num_cpus=self.config.arbitration.num_cpus, max_restarts=-1)
+
+    def _create_shard(self, i: int) -> Any:
+        return ray_calls.create(
+            ShardActor, i, self.config_json, self.catalog_wire, self.arbitrators,
+            self.channel_factory, name=self._name("shard", i), namespace=self.config.namespace,
+            num_cpus=self.config.shard.num_cpus, max_restarts=self.config.shard.max_restarts)
+
+    def _create_router(self, i: int) -> Any:
+        return ray_calls.create(
+            RouterActor, i, self.config_json, self.catalog_wire, self.shards,
+            self.table.to_wire(), self.dead_letter_factory, name=self._name("router", i),
+            namespace=self.config.namespace, num_cpus=self.config.router.num_cpus,
+            max_restarts=-1)
+
+    async def start(self) -> dict[str, int]:
+        """Create every actor and wait until each answers; idempotent."""
+        if not self.routers:
+            self.arbitrators = [self._create_arbitrator(i)
+                                for i in range(self.config.num_arbitrators)]
+            self.shards = [self._create_shard(i) for i in range(self.config.num_shards)]
+            self.routers = [self._create_router(i) for i in range(self.config.num_routers)]
+            await asyncio.gather(*(ray_calls.call(a, "health", timeout_s=self.config.call_timeout_s)
+                                   for a in self.arbitrators + self.shards + self.routers))
+        if self._health_task is None:
+            self._health_task = asyncio.get_running_loop().create_task(self._health_loop())
+        return {"routers": len(self.routers), "shards": len(self.shards),
+                "arbitrators": len(self.arbitrators)}
+
+    # -- health and restarts --------------------------------------------------------------
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.health_interval_s)
+            try:
+                await self.check_once()
+            except Exception:  # loop boundary: one failed check never stops supervision
+                log.exception("supervisor health check failed")
+
+    async def _alive(self, handle: Any) -> bool:
+        try:
+            await ray_calls.call(handle, "health", timeout_s=self.config.call_timeout_s)
+            return True
+        except EngineUnavailable:
+            return False
+
+    async def check_once(self) -> dict[str, int]:
+        """Ping every actor; re-create the ones that are gone; return what was replaced."""
+        replaced = {"arbitration": 0, "shard": 0, "router": 0}
+        for kind, group, create in (("arbitration", self.arbitrators, self._create_arbitrator),
+                                    ("shard", self.shards, self._create_shard),
+                                    ("router", self.routers, self._create_router)):
+            alive = await asyncio.gather(*(self._alive(h) for h in group))
+            for i, ok in enumerate(alive):
+                if not ok:
+                    log.warning("supervisor: %s %d is gone; re-creating it", kind, i)
+                    ray_calls.kill(group[i])
+                    group[i] = create(i)
+                    replaced[kind] += 1
+                    self.restarts[kind] += 1
+        if replaced["shard"]:
+            await asyncio.gather(*(ray_calls.call(r, "update_routing", self.shards,
+                                                  self.table.to_wire(),
+                                                  timeout_s=self.config.call_timeout_s)
+                                   for r in self.routers))
+        return replaced
+
+    # -- queries and operator calls -------------------------------------------------------
+    async def get_routers(self) -> list[Any]:
+        return list(self.routers)
+
+    async def get_shards(self) -> list[Any]:
+        return list(self.shards)
+
+    async def partition_table(self) -> dict[str, Any]:
+        return self.table.to_wire()
+
+    async def set_lever(self, action_id: str, lever: float) -> dict[str, float]:
+        """Set one lever on every arbitrator; effective for the next decision."""
+        await asyncio.gather(*(ray_calls.call(a, "set_lever", action_id, lever,
+                                              timeout_s=self.config.call_timeout_s)
+                               for a in self.arbitrators))
+        levers: dict[str, float] = await ray_calls.call(
+            self.arbitrators[0], "levers", timeout_s=self.config.call_timeout_s)
+        return levers
+
+    async def levers(self) -> dict[str, float]:
+        levers: dict[str, float] = await ray_calls.call(
+            self.arbitrators[0], "levers", timeout_s=self.config.call_timeout_s)
+        return levers
+
+    async def health(self) -> dict[str, Any]:
+        async def report(handle: Any) -> dict[str, Any]:
+            try:
+                result: dict[str, Any] = await ray_calls.call(handle, "health", timeout_s=5.0)
+                return {"alive": True, **result}
+            except EngineUnavailable as exc:
+                return {"alive": False, "error": str(exc)}
+
+        groups = {"routers": self.routers, "shards": self.shards,
+                  "arbitrators": self.arbitrators}
+        out: dict[str, Any] = {"restarts": dict(self.restarts)}
+        for key, group in groups.items():
+            out[key] = list(await asyncio.gather(*(report(h) for h in group)))
+        return out
+
+    async def shutdown(self) -> None:
+        if self._health_task is not None:
+            self._health_task.cancel()
+        for handle in self.routers + self.shards + self.arbitrators:
+            ray_calls.kill(handle)
+        self.routers, self.shards, self.arbitrators = [], [], []
+
+
+SupervisorActor = ray.remote(SupervisorActorBody)
+
+

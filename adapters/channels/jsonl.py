@@ -1,0 +1,42 @@
+"""A JSONL file: one line per treatment (the default channel) or per dead-letter record.
+
+Each record is written with a single ``write`` on a file opened in append mode and flushed at
+once, so several shard processes can share one file without interleaving lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ...engine.models import Treatment
+
+
+class JsonlSink:
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def write(self, record: dict[str, Any]) -> None:
+        os.write(self._fd, (json.dumps(record, separators=(",", ":"), default=str) + "\n")
+                 .encode())
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class JsonlChannel(JsonlSink):
+    """Records each treatment as it fires."""
+
+    def send(self, treatment: Treatment) -> None:
+        self.write(treatment.model_dump(mode="json"))
+
+
+def read_jsonl(path: Path | str) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

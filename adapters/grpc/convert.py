@@ -1,0 +1,67 @@
+"""Protobuf messages <-> the engine's wire lists and models (one place for the mapping)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ...engine import codec
+from ...engine.arbitration import Verdict
+from . import shush_pb2 as pb
+
+_ACK = {codec.ACCEPTED: pb.ACCEPTED, codec.DUPLICATE: pb.DUPLICATE,
+        codec.REJECTED: pb.REJECTED, codec.RETRY: pb.RETRY}
+
+
+def attribute_to_proto(value: Any) -> pb.AttributeValue:
+    if isinstance(value, bool):
+        return pb.AttributeValue(flag=value)
+    if isinstance(value, int):
+        return pb.AttributeValue(integer=value)
+    if isinstance(value, float):
+        return pb.AttributeValue(number=value)
+    if isinstance(value, str):
+        return pb.AttributeValue(text=value)
+    raise TypeError(f"attribute values are numbers, strings or booleans, not "
+                    f"{type(value).__name__}")
+
+
+def attribute_from_proto(value: pb.AttributeValue) -> Any:
+    kind = value.WhichOneof("kind")
+    return None if kind is None else getattr(value, kind)
+
+
+def event_to_proto(event: Mapping[str, Any]) -> pb.Event:
+    return pb.Event(
+        event_id=event["event_id"], customer_id=event["customer_id"], type=event["type"],
+        occurred_at_ms=event["occurred_at_ms"], source=event.get("source", ""),
+        attributes={k: attribute_to_proto(v) for k, v in event.get("attributes", {}).items()})
+
+
+def event_to_wire(event: pb.Event) -> list[Any]:
+    """A protobuf event as the engine's wire list; a missing time stays invalid (None)."""
+    return [event.event_id, event.customer_id, event.type,
+            event.occurred_at_ms if event.occurred_at_ms > 0 else None, event.source,
+            {k: attribute_from_proto(v) for k, v in event.attributes.items()}]
+
+
+def acks_to_reply(events: Iterable[pb.Event], acks: Iterable[list[Any]]) -> pb.SubmitReply:
+    reply = pb.SubmitReply()
+    counts = [0, 0, 0, 0]
+    for event, ack in zip(events, acks, strict=True):
+        status = ack[0]
+        counts[status] += 1
+        if status == codec.ACCEPTED:
+            continue  # only exceptions are spelled out; accepted is the default
+        reply.acks.append(pb.EventAck(event_id=event.event_id, status=_ACK[status],
+                                      reason=ack[1], field=ack[2] if len(ack) > 2 else ""))
+    reply.accepted, reply.duplicates, reply.rejected, reply.retry = counts
+    return reply
+
+
+def verdict_to_reply(verdict: Verdict, removed: list[list[str]]) -> pb.DecideReply:
+    return pb.DecideReply(
+        customer_id=verdict.customer_id, winner=verdict.winner or "",
+        ranked=[pb.RankedAction(action_id=c.action_id, moment_id=c.moment_id or "", p=c.p,
+                                c=c.c, v=c.v, l=c.l, score=c.score) for c in verdict.candidates],
+        removed=[pb.RemovedAction(action_id=a, policy=p, reason=r) for a, p, r in removed])

@@ -1,0 +1,35 @@
+"""The one table from Shush errors to gRPC status codes."""
+
+from __future__ import annotations
+
+import grpc
+
+from ...engine.errors import (
+    AuthError,
+    BackpressureError,
+    CatalogError,
+    CodecError,
+    ConfigError,
+    EngineUnavailable,
+    EventRejected,
+    ExpressionError,
+    ShushError,
+)
+
+STATUS_OF: dict[type[ShushError], grpc.StatusCode] = {
+    EventRejected: grpc.StatusCode.INVALID_ARGUMENT,
+    CodecError: grpc.StatusCode.INVALID_ARGUMENT,
+    CatalogError: grpc.StatusCode.INVALID_ARGUMENT,
+    ExpressionError: grpc.StatusCode.INVALID_ARGUMENT,
+    ConfigError: grpc.StatusCode.FAILED_PRECONDITION,
+    BackpressureError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    EngineUnavailable: grpc.StatusCode.UNAVAILABLE,
+    AuthError: grpc.StatusCode.PERMISSION_DENIED,
+}
+
+
+def status_of(error: ShushError) -> grpc.StatusCode:
+    for cls in type(error).__mro__:
+        if cls in STATUS_OF:
+            return STATUS_OF[cls]
+    return grpc.StatusCode.INTERNAL

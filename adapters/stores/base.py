@@ -1,0 +1,286 @@
+"""The ``StateStore`` contract: what shards, the outbox and the supervisor persist.
+
+Payloads are bytes (msgpack, encoded by callers); the store never interprets them.
+
+Rules every implementation keeps (the contract suite in
+``tests/unit/adapters/test_store_contract.py`` checks them against each one):
+
+- **One transaction per call.** A batch method writes all of its rows or none.
+- **Fencing.** Each partition has an owner epoch. ``acquire_partitions`` raises it; every
+  partition-scoped write (snapshots, journal, timers) names the epoch it was issued, and a write
+  whose epoch is not the partition's current one raises ``FencedError`` and writes nothing. The
+  epoch check and the write happen in the same transaction.
+- **Last row wins** when a batch upserts the same key twice (snapshots, timers).
+- **Exactly one ledger row per idempotency key**, even for duplicates inside one batch or from
+  concurrent connections; the outbox row is written in the same transaction as the ledger row.
+- **Journal sequence numbers** grow per partition and are never reused, even after truncation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+from .errors import FencedError, StoreUsageError
+
+OutboxStatus = Literal["pending", "dispatched", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRow:
+    """A customer's state as of ``updated_at_ms``; ``data`` is opaque to the store."""
+
+    customer_id: str
+    partition: int
+    data: bytes
+    updated_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One write-ahead entry of a partition; ``seq`` is assigned by the store."""
+
+    seq: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TimerKey:
+    """Names one durable timer; ``partition`` lets the delete be fenced."""
+
+    customer_id: str
+    partition: int
+    timer_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TimerRow:
+    """A durable timer, unique by ``(customer_id, timer_id)``."""
+
+    customer_id: str
+    partition: int
+    timer_id: str
+    due_ms: int
+    payload: bytes
+
+    @property
+    def key(self) -> TimerKey:
+        return TimerKey(self.customer_id, self.partition, self.timer_id)
+
+
+@dataclass(frozen=True, slots=True)
+class TreatmentRow:
+    """A treatment in the ledger, unique by ``idempotency_key``."""
+
+    idempotency_key: str
+    treatment_id: str
+    customer_id: str
+    action_id: str
+    decided_at_ms: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """A ledger row's dispatch state.
+
+    ``pending`` until dispatched or failed for good; a retriable failure stays ``pending`` with
+    ``next_attempt_at_ms`` in the future.
+    """
+
+    idempotency_key: str
+    treatment_id: str
+    customer_id: str
+    action_id: str
+    payload: bytes
+    status: OutboxStatus
+    attempts: int
+    last_error: str
+    enqueued_at_ms: int
+    next_attempt_at_ms: int
+    dispatched_at_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRow:
+    """One audited decision of a customer (factors, removals...: ``data`` is opaque)."""
+
+    customer_id: str
+    decided_at_ms: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRow:
+    """Something the engine refused or could not do, kept rather than lost."""
+
+    kind: str
+    reason: str
+    field: str
+    payload: bytes
+    at_ms: int
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """Durable state of the engine. Implementations: memory, SQLite, PostgreSQL."""
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the connection; the store is unusable afterwards."""
+        ...
+
+    # -- fencing ----------------------------------------------------------------------------
+    def acquire_partitions(self, partitions: Sequence[int], owner: str) -> int:
+        """Take ownership of ``partitions``; return one new epoch, above each one's current."""
+        ...
+
+    def partition_epochs(self, partitions: Sequence[int]) -> dict[int, int]:
+        """The current epoch of each partition (0 if never acquired)."""
+        ...
+
+    # -- customer snapshots -----------------------------------------------------------------
+    def save_snapshots(
+        self,
+        partition_epochs: Mapping[int, int],
+        rows: Sequence[SnapshotRow],
+        *,
+        truncate_journal_to: Mapping[int, int] | None = None,
+    ) -> None:
+        """Upsert snapshots by customer id; optionally truncate the journals they cover.
+
+        Every row's partition (and every partition in ``truncate_journal_to``) must be in
+        ``partition_epochs``.
+        """
+        ...
+
+    def load_snapshots(self, partitions: Sequence[int]) -> Iterator[SnapshotRow]:
+        """Every snapshot of ``partitions``, partition by partition, lazily paged."""
+        ...
+
+    def load_snapshot(self, customer_id: str) -> SnapshotRow | None: ...
+
+    # -- event journal (write-ahead) --------------------------------------------------------
+    def append_journal(self, partition: int, epoch: int, entries: Sequence[bytes]) -> list[int]:
+        """Append in order; return the sequence numbers assigned, increasing."""
+        ...
+
+    def read_journal(
+        self, partition: int, after_seq: int = 0, limit: int | None = None
+    ) -> list[JournalEntry]:
+        """Entries with ``seq > after_seq``, oldest first."""
+        ...
+
+    def truncate_journal(self, partition: int, epoch: int, up_to_seq: int) -> int:
+        """Delete entries with ``seq <= up_to_seq``; return how many were deleted."""
+        ...
+
+    # -- durable timers ---------------------------------------------------------------------
+    def put_timers(self, partition_epochs: Mapping[int, int], rows: Sequence[TimerRow]) -> None:
+        """Upsert by ``(customer_id, timer_id)``."""
+        ...
+
+    def delete_timers(self, partition_epochs: Mapping[int, int], keys: Sequence[TimerKey]) -> int:
+        """Delete the named timers; return how many existed."""
+        ...
+
+    def load_timers(self, partitions: Sequence[int]) -> list[TimerRow]: ...
+
+    def due_timers(self, partitions: Sequence[int], now_ms: int, limit: int) -> list[TimerRow]:
+        """Timers with ``due_ms <= now_ms``, earliest first (then customer id, timer id)."""
+        ...
+
+    # -- treatment ledger and outbox --------------------------------------------------------
+    def record_treatments(self, rows: Sequence[TreatmentRow]) -> list[bool]:
+        """Record and enqueue each treatment; ``False`` where its key was already recorded."""
+        ...
+
+    def record_treatment(self, row: TreatmentRow) -> bool: ...
+
+    def has_treatment(self, idempotency_key: str) -> bool: ...
+
+    def treatment_count(self) -> int: ...
+
+    def pending_outbox(self, limit: int, *, now_ms: int | None = None) -> list[OutboxItem]:
+        """Pending items by next attempt time; with ``now_ms``, only those due by then."""
+        ...
+
+    def outbox_item(self, idempotency_key: str) -> OutboxItem | None: ...
+
+    def mark_dispatched(self, idempotency_key: str, at_ms: int) -> bool:
+        """pending -> dispatched; ``False`` (and no change) if the item is not pending."""
+        ...
+
+    def mark_failed(
+        self, idempotency_key: str, reason: str, attempts: int, *, retry_at_ms: int | None = None
+    ) -> bool:
+        """pending -> failed, or stays pending until ``retry_at_ms``; ``False`` if not pending."""
+        ...
+
+    # -- decision audit ---------------------------------------------------------------------
+    def append_decisions(self, rows: Sequence[DecisionRow]) -> None: ...
+
+    def recent_decisions(self, customer_id: str, limit: int) -> list[DecisionRow]:
+        """Newest first (by decision time, then by order of appending)."""
+        ...
+
+    # -- dead letters -----------------------------------------------------------------------
+    def dead_letter(self, rows: Sequence[DeadLetterRow]) -> None: ...
+
+    def read_dead_letters(self, limit: int) -> list[DeadLetterRow]:
+        """Newest first (order of writing)."""
+        ...
+
+    def dead_letter_count(self) -> int: ...
+
+    # -- propensity models ------------------------------------------------------------------
+    def save_model(self, name: str, data: bytes) -> None: ...
+
+    def load_model(self, name: str) -> bytes | None: ...
+
+
+# -- rules shared by the implementations ------------------------------------------------------
+
+
+def check_epochs(requested: Mapping[int, int], current: Mapping[int, int]) -> None:
+    """Raise ``FencedError`` for the first partition whose requested epoch is not current.
+
+    A partition never acquired (absent from ``current``) is at epoch 0 and takes no writes.
+    """
+    for partition in sorted(requested):
+        epoch = requested[partition]
+        now = current.get(partition, 0)
+        if now == 0 or epoch != now:
+            raise FencedError(partition, epoch, now)
+
+
+def require_epochs(partition_epochs: Mapping[int, int], partitions: Iterable[int],
+                   field: str) -> None:
+    """Every partition written must have an epoch in ``partition_epochs``."""
+    for partition in partitions:
+        if partition not in partition_epochs:
+            raise StoreUsageError(
+                f"partition {partition} is written but has no epoch in partition_epochs",
+                field=field,
+            )
+
+
+def require_positive(value: int, field: str) -> None:
+    if value < 1:
+        raise StoreUsageError(f"must be >= 1, got {value}", field=field)
+
+
+def require_partitions(partitions: Collection[int]) -> None:
+    if not partitions:
+        raise StoreUsageError("at least one partition is needed", field="partitions")
+
+
+def last_wins_snapshots(rows: Iterable[SnapshotRow]) -> list[SnapshotRow]:
+    """One row per customer, the last of the batch."""
+    return list({row.customer_id: row for row in rows}.values())
+
+
+def last_wins_timers(rows: Iterable[TimerRow]) -> list[TimerRow]:
+    """One row per ``(customer_id, timer_id)``, the last of the batch."""
+    return list({(row.customer_id, row.timer_id): row for row in rows}.values())

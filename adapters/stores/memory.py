@@ -1,0 +1,292 @@
+"""``MemoryStateStore``: the in-memory ``StateStore``, for tests and throwaway runs.
+
+Thread-safe (one lock); every call is atomic, like one transaction of the durable stores.
+Nothing survives the process.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
+
+from .base import (
+    DeadLetterRow,
+    DecisionRow,
+    JournalEntry,
+    OutboxItem,
+    SnapshotRow,
+    TimerKey,
+    TimerRow,
+    TreatmentRow,
+    check_epochs,
+    last_wins_snapshots,
+    last_wins_timers,
+    require_epochs,
+    require_partitions,
+    require_positive,
+)
+
+
+class MemoryStateStore:
+    """Keeps everything in dicts and lists under one lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._epochs: dict[int, int] = {}
+        self._owners: dict[int, str] = {}
+        self._snapshots: dict[int, dict[str, SnapshotRow]] = {}
+        self._partition_of: dict[str, int] = {}
+        self._journal: dict[int, list[JournalEntry]] = {}
+        self._journal_seq: dict[int, int] = {}
+        self._timers: dict[tuple[str, str], TimerRow] = {}
+        self._treatments: dict[str, TreatmentRow] = {}
+        self._outbox: dict[str, OutboxItem] = {}
+        self._decisions: dict[str, list[tuple[int, int, DecisionRow]]] = {}
+        self._decision_counter = itertools.count()
+        self._dead_letters: list[DeadLetterRow] = []
+        self._models: dict[str, bytes] = {}
+
+    def close(self) -> None:
+        """Nothing to release; the data stays readable through other references."""
+
+    def __enter__(self) -> MemoryStateStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- fencing ----------------------------------------------------------------------------
+    def acquire_partitions(self, partitions: Sequence[int], owner: str) -> int:
+        require_partitions(partitions)
+        with self._lock:
+            epoch = max(self._epochs.get(p, 0) for p in partitions) + 1
+            for partition in partitions:
+                self._epochs[partition] = epoch
+                self._owners[partition] = owner
+            return epoch
+
+    def partition_epochs(self, partitions: Sequence[int]) -> dict[int, int]:
+        with self._lock:
+            return {p: self._epochs.get(p, 0) for p in partitions}
+
+    def _check(self, partition_epochs: Mapping[int, int]) -> None:
+        check_epochs(partition_epochs, self._epochs)
+
+    # -- customer snapshots -----------------------------------------------------------------
+    def save_snapshots(
+        self,
+        partition_epochs: Mapping[int, int],
+        rows: Sequence[SnapshotRow],
+        *,
+        truncate_journal_to: Mapping[int, int] | None = None,
+    ) -> None:
+        truncate = truncate_journal_to or {}
+        require_epochs(partition_epochs, (row.partition for row in rows), "rows")
+        require_epochs(partition_epochs, truncate, "truncate_journal_to")
+        with self._lock:
+            self._check(partition_epochs)
+            for row in last_wins_snapshots(rows):
+                previous = self._partition_of.get(row.customer_id)
+                if previous is not None and previous != row.partition:
+                    del self._snapshots[previous][row.customer_id]
+                self._snapshots.setdefault(row.partition, {})[row.customer_id] = row
+                self._partition_of[row.customer_id] = row.partition
+            for partition, up_to_seq in truncate.items():
+                self._truncate(partition, up_to_seq)
+
+    def load_snapshots(self, partitions: Sequence[int]) -> Iterator[SnapshotRow]:
+        for partition in partitions:
+            with self._lock:
+                rows = sorted(self._snapshots.get(partition, {}).items())
+            for _, row in rows:
+                yield row
+
+    def load_snapshot(self, customer_id: str) -> SnapshotRow | None:
+        with self._lock:
+            partition = self._partition_of.get(customer_id)
+            return None if partition is None else self._snapshots[partition][customer_id]
+
+    # -- event journal ----------------------------------------------------------------------
+    def append_journal(self, partition: int, epoch: int, entries: Sequence[bytes]) -> list[int]:
+        with self._lock:
+            self._check({partition: epoch})
+            first = self._journal_seq.get(partition, 0) + 1
+            seqs = list(range(first, first + len(entries)))
+            journal = self._journal.setdefault(partition, [])
+            journal.extend(JournalEntry(seq, bytes(data)) for seq, data in zip(seqs, entries,
+                                                                                strict=True))
+            if seqs:
+                self._journal_seq[partition] = seqs[-1]
+            return seqs
+
+    def read_journal(
+        self, partition: int, after_seq: int = 0, limit: int | None = None
+    ) -> list[JournalEntry]:
+        if limit is not None:
+            require_positive(limit, "limit")
+        with self._lock:
+            entries = [e for e in self._journal.get(partition, []) if e.seq > after_seq]
+        return entries if limit is None else entries[:limit]
+
+    def truncate_journal(self, partition: int, epoch: int, up_to_seq: int) -> int:
+        with self._lock:
+            self._check({partition: epoch})
+            return self._truncate(partition, up_to_seq)
+
+    def _truncate(self, partition: int, up_to_seq: int) -> int:
+        journal = self._journal.get(partition, [])
+        kept = [e for e in journal if e.seq > up_to_seq]
+        self._journal[partition] = kept
+        return len(journal) - len(kept)
+
+    # -- durable timers ---------------------------------------------------------------------
+    def put_timers(self, partition_epochs: Mapping[int, int], rows: Sequence[TimerRow]) -> None:
+        require_epochs(partition_epochs, (row.partition for row in rows), "rows")
+        with self._lock:
+            self._check(partition_epochs)
+            for row in last_wins_timers(rows):
+                self._timers[(row.customer_id, row.timer_id)] = row
+
+    def delete_timers(self, partition_epochs: Mapping[int, int], keys: Sequence[TimerKey]) -> int:
+        require_epochs(partition_epochs, (key.partition for key in keys), "keys")
+        with self._lock:
+            self._check(partition_epochs)
+            deleted = 0
+            for key in keys:
+                row = self._timers.get((key.customer_id, key.timer_id))
+                if row is not None and row.partition == key.partition:
+                    del self._timers[(key.customer_id, key.timer_id)]
+                    deleted += 1
+            return deleted
+
+    def load_timers(self, partitions: Sequence[int]) -> list[TimerRow]:
+        wanted = set(partitions)
+        with self._lock:
+            rows = [row for row in self._timers.values() if row.partition in wanted]
+        return sorted(rows, key=_timer_order)
+
+    def due_timers(self, partitions: Sequence[int], now_ms: int, limit: int) -> list[TimerRow]:
+        require_positive(limit, "limit")
+        wanted = set(partitions)
+        with self._lock:
+            rows = [row for row in self._timers.values()
+                    if row.partition in wanted and row.due_ms <= now_ms]
+        return sorted(rows, key=_timer_order)[:limit]
+
+    # -- treatment ledger and outbox --------------------------------------------------------
+    def record_treatments(self, rows: Sequence[TreatmentRow]) -> list[bool]:
+        recorded: list[bool] = []
+        with self._lock:
+            for row in rows:
+                if row.idempotency_key in self._treatments:
+                    recorded.append(False)
+                    continue
+                self._treatments[row.idempotency_key] = row
+                self._outbox[row.idempotency_key] = OutboxItem(
+                    idempotency_key=row.idempotency_key,
+                    treatment_id=row.treatment_id,
+                    customer_id=row.customer_id,
+                    action_id=row.action_id,
+                    payload=row.payload,
+                    status="pending",
+                    attempts=0,
+                    last_error="",
+                    enqueued_at_ms=row.decided_at_ms,
+                    next_attempt_at_ms=row.decided_at_ms,
+                    dispatched_at_ms=None,
+                )
+                recorded.append(True)
+        return recorded
+
+    def record_treatment(self, row: TreatmentRow) -> bool:
+        return self.record_treatments([row])[0]
+
+    def has_treatment(self, idempotency_key: str) -> bool:
+        with self._lock:
+            return idempotency_key in self._treatments
+
+    def treatment_count(self) -> int:
+        with self._lock:
+            return len(self._treatments)
+
+    def pending_outbox(self, limit: int, *, now_ms: int | None = None) -> list[OutboxItem]:
+        require_positive(limit, "limit")
+        with self._lock:
+            items = [
+                item for item in self._outbox.values()
+                if item.status == "pending"
+                and (now_ms is None or item.next_attempt_at_ms <= now_ms)
+            ]
+        items.sort(key=lambda item: (item.next_attempt_at_ms, item.idempotency_key))
+        return items[:limit]
+
+    def outbox_item(self, idempotency_key: str) -> OutboxItem | None:
+        with self._lock:
+            return self._outbox.get(idempotency_key)
+
+    def mark_dispatched(self, idempotency_key: str, at_ms: int) -> bool:
+        with self._lock:
+            item = self._outbox.get(idempotency_key)
+            if item is None or item.status != "pending":
+                return False
+            self._outbox[idempotency_key] = replace(item, status="dispatched",
+                                                    dispatched_at_ms=at_ms)
+            return True
+
+    def mark_failed(
+        self, idempotency_key: str, reason: str, attempts: int, *, retry_at_ms: int | None = None
+    ) -> bool:
+        with self._lock:
+            item = self._outbox.get(idempotency_key)
+            if item is None or item.status != "pending":
+                return False
+            if retry_at_ms is None:
+                item = replace(item, status="failed", attempts=attempts, last_error=reason)
+            else:
+                item = replace(item, attempts=attempts, last_error=reason,
+                               next_attempt_at_ms=retry_at_ms)
+            self._outbox[idempotency_key] = item
+            return True
+
+    # -- decision audit ---------------------------------------------------------------------
+    def append_decisions(self, rows: Sequence[DecisionRow]) -> None:
+        with self._lock:
+            for row in rows:
+                entry = (row.decided_at_ms, next(self._decision_counter), row)
+                self._decisions.setdefault(row.customer_id, []).append(entry)
+
+    def recent_decisions(self, customer_id: str, limit: int) -> list[DecisionRow]:
+        require_positive(limit, "limit")
+        with self._lock:
+            entries = list(self._decisions.get(customer_id, []))
+        entries.sort(key=lambda entry: (entry[0], entry[1]), reverse=True)
+        return [row for _, _, row in entries[:limit]]
+
+    # -- dead letters -----------------------------------------------------------------------
+    def dead_letter(self, rows: Sequence[DeadLetterRow]) -> None:
+        with self._lock:
+            self._dead_letters.extend(rows)
+
+    def read_dead_letters(self, limit: int) -> list[DeadLetterRow]:
+        require_positive(limit, "limit")
+        with self._lock:
+            return self._dead_letters[::-1][:limit]
+
+    def dead_letter_count(self) -> int:
+        with self._lock:
+            return len(self._dead_letters)
+
+    # -- propensity models ------------------------------------------------------------------
+    def save_model(self, name: str, data: bytes) -> None:
+        with self._lock:
+            self._models[name] = bytes(data)
+
+    def load_model(self, name: str) -> bytes | None:
+        with self._lock:
+            return self._models.get(name)
+
+
+def _timer_order(row: TimerRow) -> tuple[int, str, str]:
+    return (row.due_ms, row.customer_id, row.timer_id)

@@ -1,0 +1,477 @@
+"""``PostgresStateStore``: the ``StateStore`` on PostgreSQL (psycopg 3), for clusters.
+
+All tables live in one schema (``shush`` unless told), created idempotently, so that several
+engines or test runs can share a database. Every write call is one transaction. Fencing: a
+partition-scoped write locks its partitions' rows ``FOR SHARE`` (the journal ``FOR UPDATE``) and
+checks their epochs before writing; ``acquire_partitions`` locks them ``FOR UPDATE``, so an
+acquisition and a write for the same partition never interleave. Rows are always locked in
+partition order, which keeps concurrent calls free of deadlocks.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, cast
+
+import psycopg
+from psycopg import sql
+
+from .base import (
+    DeadLetterRow,
+    DecisionRow,
+    JournalEntry,
+    OutboxItem,
+    OutboxStatus,
+    SnapshotRow,
+    TimerKey,
+    TimerRow,
+    TreatmentRow,
+    check_epochs,
+    last_wins_snapshots,
+    last_wins_timers,
+    require_epochs,
+    require_partitions,
+    require_positive,
+)
+from .errors import StoreUnavailable, StoreUsageError
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS partitions (
+    partition INTEGER PRIMARY KEY,
+    epoch BIGINT NOT NULL,
+    owner TEXT NOT NULL,
+    journal_seq BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+    customer_id TEXT PRIMARY KEY,
+    partition INTEGER NOT NULL,
+    data BYTEA NOT NULL,
+    updated_at_ms BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS snapshots_by_partition ON snapshots (partition, customer_id);
+CREATE TABLE IF NOT EXISTS journal (
+    partition INTEGER NOT NULL,
+    seq BIGINT NOT NULL,
+    data BYTEA NOT NULL,
+    PRIMARY KEY (partition, seq)
+);
+CREATE TABLE IF NOT EXISTS timers (
+    customer_id TEXT NOT NULL,
+    timer_id TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    due_ms BIGINT NOT NULL,
+    payload BYTEA NOT NULL,
+    PRIMARY KEY (customer_id, timer_id)
+);
+CREATE INDEX IF NOT EXISTS timers_by_due ON timers (partition, due_ms);
+CREATE TABLE IF NOT EXISTS treatments (
+    idempotency_key TEXT PRIMARY KEY,
+    treatment_id TEXT NOT NULL,
+    customer_id TEXT NOT NULL,
+    action_id TEXT NOT NULL,
+    decided_at_ms BIGINT NOT NULL,
+    payload BYTEA NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    idempotency_key TEXT PRIMARY KEY REFERENCES treatments (idempotency_key),
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT NOT NULL DEFAULT '',
+    enqueued_at_ms BIGINT NOT NULL,
+    next_attempt_at_ms BIGINT NOT NULL,
+    dispatched_at_ms BIGINT
+);
+CREATE INDEX IF NOT EXISTS outbox_by_status ON outbox (status, next_attempt_at_ms, idempotency_key);
+CREATE TABLE IF NOT EXISTS decisions (
+    id BIGSERIAL PRIMARY KEY,
+    customer_id TEXT NOT NULL,
+    decided_at_ms BIGINT NOT NULL,
+    data BYTEA NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_by_customer ON decisions (customer_id, decided_at_ms, id);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id BIGSERIAL PRIMARY KEY,
+    kind TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    field TEXT NOT NULL,
+    payload BYTEA NOT NULL,
+    at_ms BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS models (
+    name TEXT PRIMARY KEY,
+    data BYTEA NOT NULL
+);
+"""
+
+_OUTBOX_SELECT = """
+SELECT o.idempotency_key, t.treatment_id, t.customer_id, t.action_id, t.payload, o.status,
+       o.attempts, o.last_error, o.enqueued_at_ms, o.next_attempt_at_ms, o.dispatched_at_ms
+FROM outbox o JOIN treatments t ON t.idempotency_key = o.idempotency_key
+"""
+
+
+class PostgresStateStore:
+    """One connection, to one schema; safe to share between the threads of a process."""
+
+    def __init__(self, url: str, *, schema: str = "shush", connect_timeout_s: int = 10,
+                 page_size: int = 5000) -> None:
+        if not _SCHEMA_NAME.match(schema):
+            raise StoreUsageError("must be a lower-case SQL identifier", field="schema")
+        require_positive(page_size, "page_size")
+        self.schema = schema
+        self.page_size = page_size
+        self._lock = threading.Lock()
+        with _unavailable_on_driver_error():
+            self._conn = psycopg.connect(url, autocommit=True,
+                                         connect_timeout=connect_timeout_s)
+        ident = sql.Identifier(schema)
+        with self._write() as cur:
+            # CREATE ... IF NOT EXISTS races with itself; serialize per schema name.
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema,))
+            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
+            cur.execute(sql.SQL("SET search_path TO {}").format(ident))  # for the session
+            for statement in _TABLES.split(";"):
+                if statement.strip():
+                    cur.execute(statement)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> PostgresStateStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[psycopg.Cursor[Any]]:
+        """One transaction; rolled back if the body raises."""
+        with (self._lock, _unavailable_on_driver_error(), self._conn.transaction(),
+              self._conn.cursor() as cur):
+            yield cur
+
+    def _read(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._lock, _unavailable_on_driver_error():
+            return self._conn.execute(query, params).fetchall()
+
+    @staticmethod
+    def _check(cur: psycopg.Cursor[Any], partition_epochs: Mapping[int, int]) -> None:
+        if not partition_epochs:
+            return
+        rows = cur.execute(
+            "SELECT partition, epoch FROM partitions WHERE partition = ANY(%s::bigint[])"
+            " ORDER BY partition FOR SHARE",
+            (sorted(partition_epochs),),
+        ).fetchall()
+        check_epochs(partition_epochs, dict(rows))
+
+    # -- fencing ----------------------------------------------------------------------------
+    def acquire_partitions(self, partitions: Sequence[int], owner: str) -> int:
+        require_partitions(partitions)
+        ordered = sorted(set(partitions))
+        with self._write() as cur:
+            cur.execute(
+                "INSERT INTO partitions (partition, epoch, owner)"
+                " SELECT p, 0, '' FROM unnest(%s::int[]) AS p ORDER BY p"
+                " ON CONFLICT (partition) DO NOTHING",
+                (ordered,),
+            )
+            rows = cur.execute(
+                "SELECT epoch FROM partitions WHERE partition = ANY(%s::bigint[])"
+                " ORDER BY partition FOR UPDATE",
+                (ordered,),
+            ).fetchall()
+            epoch = max(int(row[0]) for row in rows) + 1
+            cur.execute(
+                "UPDATE partitions SET epoch = %s, owner = %s WHERE partition = ANY(%s::bigint[])",
+                (epoch, owner, ordered),
+            )
+            return epoch
+
+    def partition_epochs(self, partitions: Sequence[int]) -> dict[int, int]:
+        rows = self._read("SELECT partition, epoch FROM partitions"
+                          " WHERE partition = ANY(%s::bigint[])", (list(partitions),))
+        current = dict(rows)
+        return {p: current.get(p, 0) for p in partitions}
+
+    # -- customer snapshots -----------------------------------------------------------------
+    def save_snapshots(
+        self,
+        partition_epochs: Mapping[int, int],
+        rows: Sequence[SnapshotRow],
+        *,
+        truncate_journal_to: Mapping[int, int] | None = None,
+    ) -> None:
+        truncate = truncate_journal_to or {}
+        require_epochs(partition_epochs, (row.partition for row in rows), "rows")
+        require_epochs(partition_epochs, truncate, "truncate_journal_to")
+        unique = last_wins_snapshots(rows)
+        with self._write() as cur:
+            self._check(cur, partition_epochs)
+            if unique:
+                cur.execute(
+                    "INSERT INTO snapshots (customer_id, partition, data, updated_at_ms)"
+                    " SELECT * FROM unnest(%s::text[], %s::int[], %s::bytea[], %s::bigint[])"
+                    " ON CONFLICT (customer_id) DO UPDATE SET partition = excluded.partition,"
+                    " data = excluded.data, updated_at_ms = excluded.updated_at_ms",
+                    ([r.customer_id for r in unique], [r.partition for r in unique],
+                     [r.data for r in unique], [r.updated_at_ms for r in unique]),
+                )
+            for partition, up_to_seq in truncate.items():
+                cur.execute("DELETE FROM journal WHERE partition = %s AND seq <= %s",
+                            (partition, up_to_seq))
+
+    def load_snapshots(self, partitions: Sequence[int]) -> Iterator[SnapshotRow]:
+        query = ("SELECT customer_id, partition, data, updated_at_ms FROM snapshots"
+                 " WHERE partition = %s AND customer_id > %s ORDER BY customer_id LIMIT %s")
+        for partition in partitions:
+            after = ""
+            while True:
+                page = self._read(query, (partition, after, self.page_size))
+                for row in page:
+                    yield SnapshotRow(*row)
+                if len(page) < self.page_size:
+                    break
+                after = page[-1][0]
+
+    def load_snapshot(self, customer_id: str) -> SnapshotRow | None:
+        rows = self._read("SELECT customer_id, partition, data, updated_at_ms FROM snapshots"
+                          " WHERE customer_id = %s", (customer_id,))
+        return SnapshotRow(*rows[0]) if rows else None
+
+    # -- event journal ----------------------------------------------------------------------
+    def append_journal(self, partition: int, epoch: int, entries: Sequence[bytes]) -> list[int]:
+        with self._write() as cur:
+            row = cur.execute("SELECT epoch, journal_seq FROM partitions WHERE partition = %s"
+                              " FOR UPDATE", (partition,)).fetchone()
+            check_epochs({partition: epoch}, {partition: row[0]} if row else {})
+            assert row is not None  # check_epochs fences partitions never acquired
+            first = int(row[1]) + 1
+            seqs = list(range(first, first + len(entries)))
+            if seqs:
+                cur.execute(
+                    "INSERT INTO journal (partition, seq, data)"
+                    " SELECT %s, * FROM unnest(%s::bigint[], %s::bytea[])",
+                    (partition, seqs, list(entries)),
+                )
+                cur.execute("UPDATE partitions SET journal_seq = %s WHERE partition = %s",
+                            (seqs[-1], partition))
+            return seqs
+
+    def read_journal(
+        self, partition: int, after_seq: int = 0, limit: int | None = None
+    ) -> list[JournalEntry]:
+        if limit is not None:
+            require_positive(limit, "limit")
+        rows = self._read("SELECT seq, data FROM journal WHERE partition = %s AND seq > %s"
+                          " ORDER BY seq LIMIT %s", (partition, after_seq, limit))
+        return [JournalEntry(*row) for row in rows]
+
+    def truncate_journal(self, partition: int, epoch: int, up_to_seq: int) -> int:
+        with self._write() as cur:
+            self._check(cur, {partition: epoch})
+            cur.execute("DELETE FROM journal WHERE partition = %s AND seq <= %s",
+                        (partition, up_to_seq))
+            return cur.rowcount
+
+    # -- durable timers ---------------------------------------------------------------------
+    def put_timers(self, partition_epochs: Mapping[int, int], rows: Sequence[TimerRow]) -> None:
+        require_epochs(partition_epochs, (row.partition for row in rows), "rows")
+        unique = last_wins_timers(rows)
+        with self._write() as cur:
+            self._check(cur, partition_epochs)
+            if unique:
+                cur.execute(
+                    "INSERT INTO timers (customer_id, timer_id, partition, due_ms, payload)"
+                    " SELECT * FROM unnest(%s::text[], %s::text[], %s::int[], %s::bigint[],"
+                    " %s::bytea[]) ON CONFLICT (customer_id, timer_id) DO UPDATE SET"
+                    " partition = excluded.partition, due_ms = excluded.due_ms,"
+                    " payload = excluded.payload",
+                    ([r.customer_id for r in unique], [r.timer_id for r in unique],
+                     [r.partition for r in unique], [r.due_ms for r in unique],
+                     [r.payload for r in unique]),
+                )
+
+    def delete_timers(self, partition_epochs: Mapping[int, int], keys: Sequence[TimerKey]) -> int:
+        require_epochs(partition_epochs, (key.partition for key in keys), "keys")
+        with self._write() as cur:
+            self._check(cur, partition_epochs)
+            if not keys:
+                return 0
+            cur.execute(
+                "DELETE FROM timers t USING unnest(%s::text[], %s::text[], %s::int[])"
+                " AS k (customer_id, timer_id, partition) WHERE t.customer_id = k.customer_id"
+                " AND t.timer_id = k.timer_id AND t.partition = k.partition",
+                ([k.customer_id for k in keys], [k.timer_id for k in keys],
+                 [k.partition for k in keys]),
+            )
+            return cur.rowcount
+
+    def load_timers(self, partitions: Sequence[int]) -> list[TimerRow]:
+        rows = self._read(
+            "SELECT customer_id, partition, timer_id, due_ms, payload FROM timers"
+            " WHERE partition = ANY(%s::bigint[]) ORDER BY due_ms, customer_id, timer_id",
+            (list(partitions),),
+        )
+        return [TimerRow(*row) for row in rows]
+
+    def due_timers(self, partitions: Sequence[int], now_ms: int, limit: int) -> list[TimerRow]:
+        require_positive(limit, "limit")
+        rows = self._read(
+            "SELECT customer_id, partition, timer_id, due_ms, payload FROM timers"
+            " WHERE partition = ANY(%s::bigint[]) AND due_ms <= %s"
+            " ORDER BY due_ms, customer_id, timer_id LIMIT %s",
+            (list(partitions), now_ms, limit),
+        )
+        return [TimerRow(*row) for row in rows]
+
+    # -- treatment ledger and outbox --------------------------------------------------------
+    def record_treatments(self, rows: Sequence[TreatmentRow]) -> list[bool]:
+        if not rows:
+            return []
+        first: dict[str, int] = {}
+        for index, r in enumerate(rows):
+            first.setdefault(r.idempotency_key, index)
+        unique = [rows[index] for index in first.values()]
+        with self._write() as cur:
+            cur.execute(
+                "INSERT INTO treatments (idempotency_key, treatment_id, customer_id, action_id,"
+                " decided_at_ms, payload) SELECT * FROM unnest(%s::text[], %s::text[],"
+                " %s::text[], %s::text[], %s::bigint[], %s::bytea[])"
+                " ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key",
+                ([r.idempotency_key for r in unique], [r.treatment_id for r in unique],
+                 [r.customer_id for r in unique], [r.action_id for r in unique],
+                 [r.decided_at_ms for r in unique], [r.payload for r in unique]),
+            )
+            new = {row[0] for row in cur.fetchall()}
+            if new:
+                cur.execute(
+                    "INSERT INTO outbox (idempotency_key, status, enqueued_at_ms,"
+                    " next_attempt_at_ms) SELECT idempotency_key, 'pending', decided_at_ms,"
+                    " decided_at_ms FROM treatments WHERE idempotency_key = ANY(%s::text[])",
+                    (sorted(new),),
+                )
+        return [r.idempotency_key in new and first[r.idempotency_key] == index
+                for index, r in enumerate(rows)]
+
+    def record_treatment(self, row: TreatmentRow) -> bool:
+        return self.record_treatments([row])[0]
+
+    def has_treatment(self, idempotency_key: str) -> bool:
+        return bool(self._read("SELECT 1 FROM treatments WHERE idempotency_key = %s",
+                               (idempotency_key,)))
+
+    def treatment_count(self) -> int:
+        return int(self._read("SELECT count(*) FROM treatments")[0][0])
+
+    def pending_outbox(self, limit: int, *, now_ms: int | None = None) -> list[OutboxItem]:
+        require_positive(limit, "limit")
+        due = "" if now_ms is None else " AND o.next_attempt_at_ms <= %s"
+        params = (limit,) if now_ms is None else (now_ms, limit)
+        rows = self._read(_OUTBOX_SELECT + f" WHERE o.status = 'pending'{due}"
+                          " ORDER BY o.next_attempt_at_ms, o.idempotency_key LIMIT %s", params)
+        return [_outbox_item(row) for row in rows]
+
+    def outbox_item(self, idempotency_key: str) -> OutboxItem | None:
+        rows = self._read(_OUTBOX_SELECT + " WHERE o.idempotency_key = %s", (idempotency_key,))
+        return _outbox_item(rows[0]) if rows else None
+
+    def mark_dispatched(self, idempotency_key: str, at_ms: int) -> bool:
+        with self._write() as cur:
+            cur.execute("UPDATE outbox SET status = 'dispatched', dispatched_at_ms = %s"
+                        " WHERE idempotency_key = %s AND status = 'pending'",
+                        (at_ms, idempotency_key))
+            return cur.rowcount == 1
+
+    def mark_failed(
+        self, idempotency_key: str, reason: str, attempts: int, *, retry_at_ms: int | None = None
+    ) -> bool:
+        with self._write() as cur:
+            if retry_at_ms is None:
+                cur.execute("UPDATE outbox SET status = 'failed', attempts = %s,"
+                            " last_error = %s WHERE idempotency_key = %s AND status = 'pending'",
+                            (attempts, reason, idempotency_key))
+            else:
+                cur.execute("UPDATE outbox SET attempts = %s, last_error = %s,"
+                            " next_attempt_at_ms = %s"
+                            " WHERE idempotency_key = %s AND status = 'pending'",
+                            (attempts, reason, retry_at_ms, idempotency_key))
+            return cur.rowcount == 1
+
+    # -- decision audit ---------------------------------------------------------------------
+    def append_decisions(self, rows: Sequence[DecisionRow]) -> None:
+        if not rows:
+            return
+        with self._write() as cur:
+            cur.execute(
+                "INSERT INTO decisions (customer_id, decided_at_ms, data)"
+                " SELECT customer_id, decided_at_ms, data"
+                " FROM unnest(%s::text[], %s::bigint[], %s::bytea[]) WITH ORDINALITY"
+                " AS u (customer_id, decided_at_ms, data, n) ORDER BY n",
+                ([r.customer_id for r in rows], [r.decided_at_ms for r in rows],
+                 [r.data for r in rows]),
+            )
+
+    def recent_decisions(self, customer_id: str, limit: int) -> list[DecisionRow]:
+        require_positive(limit, "limit")
+        rows = self._read("SELECT customer_id, decided_at_ms, data FROM decisions"
+                          " WHERE customer_id = %s ORDER BY decided_at_ms DESC, id DESC LIMIT %s",
+                          (customer_id, limit))
+        return [DecisionRow(*row) for row in rows]
+
+    # -- dead letters -----------------------------------------------------------------------
+    def dead_letter(self, rows: Sequence[DeadLetterRow]) -> None:
+        if not rows:
+            return
+        with self._write() as cur:
+            cur.execute(
+                "INSERT INTO dead_letters (kind, reason, field, payload, at_ms)"
+                " SELECT kind, reason, field, payload, at_ms FROM unnest(%s::text[], %s::text[],"
+                " %s::text[], %s::bytea[], %s::bigint[]) WITH ORDINALITY"
+                " AS u (kind, reason, field, payload, at_ms, n) ORDER BY n",
+                ([r.kind for r in rows], [r.reason for r in rows], [r.field for r in rows],
+                 [r.payload for r in rows], [r.at_ms for r in rows]),
+            )
+
+    def read_dead_letters(self, limit: int) -> list[DeadLetterRow]:
+        require_positive(limit, "limit")
+        rows = self._read("SELECT kind, reason, field, payload, at_ms FROM dead_letters"
+                          " ORDER BY id DESC LIMIT %s", (limit,))
+        return [DeadLetterRow(*row) for row in rows]
+
+    def dead_letter_count(self) -> int:
+        return int(self._read("SELECT count(*) FROM dead_letters")[0][0])
+
+    # -- propensity models ------------------------------------------------------------------
+    def save_model(self, name: str, data: bytes) -> None:
+        with self._write() as cur:
+            cur.execute("INSERT INTO models (name, data) VALUES (%s, %s)"
+                        " ON CONFLICT (name) DO UPDATE SET data = excluded.data", (name, data))
+
+    def load_model(self, name: str) -> bytes | None:
+        rows = self._read("SELECT data FROM models WHERE name = %s", (name,))
+        return bytes(rows[0][0]) if rows else None
+
+
+@contextmanager
+def _unavailable_on_driver_error() -> Iterator[None]:
+    """Connection lost or refused, deadlock, lock timeout... -> StoreUnavailable."""
+    try:
+        yield
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailable(str(exc).strip(), backend="postgres") from exc
+
+
+def _outbox_item(row: Sequence[Any]) -> OutboxItem:
+    return OutboxItem(
+        idempotency_key=row[0], treatment_id=row[1], customer_id=row[2], action_id=row[3],
+        payload=bytes(row[4]), status=cast(OutboxStatus, row[5]), attempts=row[6],
+        last_error=row[7], enqueued_at_ms=row[8], next_attempt_at_ms=row[9],
+        dispatched_at_ms=row[10],
+    )

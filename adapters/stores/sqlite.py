@@ -1,0 +1,445 @@
+"""``SqliteStateStore``: the embedded default ``StateStore`` (stdlib sqlite3, one file).
+
+WAL mode with ``synchronous=NORMAL``: readers never block the writer, and a commit is durable
+across a process crash (a power cut can lose the last commits, never corrupt the file). Each
+shard actor opens its own store on the shared file; several processes may write it at once,
+their write transactions queue on SQLite's lock for up to ``busy_timeout_s``.
+
+Every write call is one ``BEGIN IMMEDIATE`` transaction: taking the write lock up front makes
+the fencing check and the write atomic, and spares SQLite lock upgrades that would deadlock.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, cast
+
+from .base import (
+    DeadLetterRow,
+    DecisionRow,
+    JournalEntry,
+    OutboxItem,
+    OutboxStatus,
+    SnapshotRow,
+    TimerKey,
+    TimerRow,
+    TreatmentRow,
+    check_epochs,
+    last_wins_snapshots,
+    last_wins_timers,
+    require_epochs,
+    require_partitions,
+    require_positive,
+)
+from .errors import StoreUnavailable
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS partitions (
+    partition INTEGER PRIMARY KEY,
+    epoch INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    journal_seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+    customer_id TEXT PRIMARY KEY,
+    partition INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    updated_at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS snapshots_by_partition ON snapshots (partition, customer_id);
+CREATE TABLE IF NOT EXISTS journal (
+    partition INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (partition, seq)
+);
+CREATE TABLE IF NOT EXISTS timers (
+    customer_id TEXT NOT NULL,
+    timer_id TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    due_ms INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    PRIMARY KEY (customer_id, timer_id)
+);
+CREATE INDEX IF NOT EXISTS timers_by_due ON timers (partition, due_ms);
+CREATE TABLE IF NOT EXISTS treatments (
+    idempotency_key TEXT PRIMARY KEY,
+    treatment_id TEXT NOT NULL,
+    customer_id TEXT NOT NULL,
+    action_id TEXT NOT NULL,
+    decided_at_ms INTEGER NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    idempotency_key TEXT PRIMARY KEY REFERENCES treatments (idempotency_key),
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT NOT NULL DEFAULT '',
+    enqueued_at_ms INTEGER NOT NULL,
+    next_attempt_at_ms INTEGER NOT NULL,
+    dispatched_at_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS outbox_by_status ON outbox (status, next_attempt_at_ms, idempotency_key);
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY,
+    customer_id TEXT NOT NULL,
+    decided_at_ms INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_by_customer ON decisions (customer_id, decided_at_ms, id);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    field TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS models (
+    name TEXT PRIMARY KEY,
+    data BLOB NOT NULL
+);
+"""
+
+_IN_PARTITIONS = "partition IN (SELECT value FROM json_each(?))"
+
+_OUTBOX_SELECT = """
+SELECT o.idempotency_key, t.treatment_id, t.customer_id, t.action_id, t.payload, o.status,
+       o.attempts, o.last_error, o.enqueued_at_ms, o.next_attempt_at_ms, o.dispatched_at_ms
+FROM outbox o JOIN treatments t ON t.idempotency_key = o.idempotency_key
+"""
+
+
+class SqliteStateStore:
+    """One connection to one SQLite file; safe to share between the threads of a process."""
+
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0,
+                 page_size: int = 5000) -> None:
+        require_positive(page_size, "page_size")
+        self.path = str(path)
+        self.page_size = page_size
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        with _unavailable_on_driver_error():
+            self._conn = sqlite3.connect(self.path, timeout=busy_timeout_s,
+                                         isolation_level=None, check_same_thread=False)
+            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+        with self._write() as cur:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    cur.execute(statement)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> SqliteStateStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Cursor]:
+        """One write transaction, holding SQLite's write lock from its start."""
+        with self._lock, _unavailable_on_driver_error():
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._lock, _unavailable_on_driver_error():
+            return self._conn.execute(sql, params).fetchall()
+
+    @staticmethod
+    def _epochs(cur: sqlite3.Cursor, partitions: Sequence[int]) -> dict[int, int]:
+        rows = cur.execute(f"SELECT partition, epoch FROM partitions WHERE {_IN_PARTITIONS}",
+                           (json.dumps(list(partitions)),))
+        return dict(rows.fetchall())
+
+    def _check(self, cur: sqlite3.Cursor, partition_epochs: Mapping[int, int]) -> None:
+        if partition_epochs:
+            check_epochs(partition_epochs, self._epochs(cur, list(partition_epochs)))
+
+    # -- fencing ----------------------------------------------------------------------------
+    def acquire_partitions(self, partitions: Sequence[int], owner: str) -> int:
+        require_partitions(partitions)
+        with self._write() as cur:
+            current = self._epochs(cur, partitions)
+            epoch = max(current.get(p, 0) for p in partitions) + 1
+            cur.executemany(
+                "INSERT INTO partitions (partition, epoch, owner) VALUES (?, ?, ?)"
+                " ON CONFLICT (partition) DO UPDATE SET epoch = excluded.epoch,"
+                " owner = excluded.owner",
+                [(p, epoch, owner) for p in partitions],
+            )
+            return epoch
+
+    def partition_epochs(self, partitions: Sequence[int]) -> dict[int, int]:
+        with self._lock:
+            current = self._epochs(self._conn.cursor(), partitions)
+        return {p: current.get(p, 0) for p in partitions}
+
+    # -- customer snapshots -----------------------------------------------------------------
+    def save_snapshots(
+        self,
+        partition_epochs: Mapping[int, int],
+        rows: Sequence[SnapshotRow],
+        *,
+        truncate_journal_to: Mapping[int, int] | None = None,
+    ) -> None:
+        truncate = truncate_journal_to or {}
+        require_epochs(partition_epochs, (row.partition for row in rows), "rows")
+        require_epochs(partition_epochs, truncate, "truncate_journal_to")
+        with self._write() as cur:
+            self._check(cur, partition_epochs)
+            cur.executemany(
+                "INSERT INTO snapshots (customer_id, partition, data, updated_at_ms)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (customer_id) DO UPDATE SET"
+                " partition = excluded.partition, data = excluded.data,"
+                " updated_at_ms = excluded.updated_at_ms",
+                [(r.customer_id, r.partition, r.data, r.updated_at_ms)
+                 for r in last_wins_snapshots(rows)],
+            )
+            cur.executemany("DELETE FROM journal WHERE partition = ? AND seq <= ?",
+                            list(truncate.items()))
+
+    def load_snapshots(self, partitions: Sequence[int]) -> Iterator[SnapshotRow]:
+        sql = ("SELECT customer_id, partition, data, updated_at_ms FROM snapshots"
+               " WHERE partition = ? AND customer_id > ? ORDER BY customer_id LIMIT ?")
+        for partition in partitions:
+            after = ""
+            while True:
+                page = self._read(sql, (partition, after, self.page_size))
+                for row in page:
+                    yield SnapshotRow(*row)
+                if len(page) < self.page_size:
+                    break
+                after = page[-1][0]
+
+    def load_snapshot(self, customer_id: str) -> SnapshotRow | None:
+        rows = self._read("SELECT customer_id, partition, data, updated_at_ms FROM snapshots"
+                          " WHERE customer_id = ?", (customer_id,))
+        return SnapshotRow(*rows[0]) if rows else None
+
+    # -- event journal ----------------------------------------------------------------------
+    def append_journal(self, partition: int, epoch: int, entries: Sequence[bytes]) -> list[int]:
+        with self._write() as cur:
+            row = cur.execute("SELECT epoch, journal_seq FROM partitions WHERE partition = ?",
+                              (partition,)).fetchone()
+            check_epochs({partition: epoch}, {partition: row[0]} if row else {})
+            assert row is not None  # check_epochs fences partitions never acquired
+            first = row[1] + 1
+            seqs = list(range(first, first + len(entries)))
+            if seqs:
+                cur.executemany("INSERT INTO journal (partition, seq, data) VALUES (?, ?, ?)",
+                                [(partition, s, d) for s, d in zip(seqs, entries, strict=True)])
+                cur.execute("UPDATE partitions SET journal_seq = ? WHERE partition = ?",
+                            (seqs[-1], partition))
+            return seqs
+
+    def read_journal(
+        self, partition: int, after_seq: int = 0, limit: int | None = None
+    ) -> list[JournalEntry]:
+        if limit is not None:
+            require_positive(limit, "limit")
+        rows = self._read("SELECT seq, data FROM journal WHERE partition = ? AND seq > ?"
+                          " ORDER BY seq LIMIT ?", (partition, after_seq, limit or -1))
+        return [JournalEntry(*row) for row in rows]
+
+    def truncate_journal(self, partition: int, epoch: int, up_to_seq: int) -> int:
+        with self._write() as cur:
+            self._check(cur, {partition: epoch})
+            cur.execute("DELETE FROM journal WHERE partition = ? AND seq <= ?",
+                        (partition, up_to_seq))
+            return cur.rowcount
+
+    # -- durable timers ---------------------------------------------------------------------
+    def put_timers(self, partition_epochs: Mapping[int, int], rows: Sequence[TimerRow]) -> None:
+        require_epochs(partition_epochs, (row.partition for row in rows), "rows")
+        with self._write() as cur:
+            self._check(cur, partition_epochs)
+            cur.executemany(
+                "INSERT INTO timers (customer_id, timer_id, partition, due_ms, payload)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (customer_id, timer_id) DO UPDATE SET"
+                " partition = excluded.partition, due_ms = excluded.due_ms,"
+                " payload = excluded.payload",
+                [(r.customer_id, r.timer_id, r.partition, r.due_ms, r.payload)
+                 for r in last_wins_timers(rows)],
+            )
+
+    def delete_timers(self, partition_epochs: Mapping[int, int], keys: Sequence[TimerKey]) -> int:
+        require_epochs(partition_epochs, (key.partition for key in keys), "keys")
+        with self._write() as cur:
+            self._check(cur, partition_epochs)
+            if not keys:
+                return 0
+            cur.executemany(
+                "DELETE FROM timers WHERE customer_id = ? AND timer_id = ? AND partition = ?",
+                [(k.customer_id, k.timer_id, k.partition) for k in keys],
+            )
+            return cur.rowcount
+
+    def load_timers(self, partitions: Sequence[int]) -> list[TimerRow]:
+        rows = self._read(
+            "SELECT customer_id, partition, timer_id, due_ms, payload FROM timers"
+            f" WHERE {_IN_PARTITIONS} ORDER BY due_ms, customer_id, timer_id",
+            (json.dumps(list(partitions)),),
+        )
+        return [TimerRow(*row) for row in rows]
+
+    def due_timers(self, partitions: Sequence[int], now_ms: int, limit: int) -> list[TimerRow]:
+        require_positive(limit, "limit")
+        rows = self._read(
+            "SELECT customer_id, partition, timer_id, due_ms, payload FROM timers"
+            f" WHERE {_IN_PARTITIONS} AND due_ms <= ?"
+            " ORDER BY due_ms, customer_id, timer_id LIMIT ?",
+            (json.dumps(list(partitions)), now_ms, limit),
+        )
+        return [TimerRow(*row) for row in rows]
+
+    # -- treatment ledger and outbox --------------------------------------------------------
+    def record_treatments(self, rows: Sequence[TreatmentRow]) -> list[bool]:
+        recorded: list[bool] = []
+        if not rows:
+            return recorded
+        with self._write() as cur:
+            for r in rows:
+                cur.execute(
+                    "INSERT INTO treatments (idempotency_key, treatment_id, customer_id,"
+                    " action_id, decided_at_ms, payload) VALUES (?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (idempotency_key) DO NOTHING",
+                    (r.idempotency_key, r.treatment_id, r.customer_id, r.action_id,
+                     r.decided_at_ms, r.payload),
+                )
+                recorded.append(cur.rowcount == 1)
+            cur.executemany(
+                "INSERT INTO outbox (idempotency_key, status, enqueued_at_ms, next_attempt_at_ms)"
+                " VALUES (?, 'pending', ?, ?)",
+                [(r.idempotency_key, r.decided_at_ms, r.decided_at_ms)
+                 for r, new in zip(rows, recorded, strict=True) if new],
+            )
+        return recorded
+
+    def record_treatment(self, row: TreatmentRow) -> bool:
+        return self.record_treatments([row])[0]
+
+    def has_treatment(self, idempotency_key: str) -> bool:
+        return bool(self._read("SELECT 1 FROM treatments WHERE idempotency_key = ?",
+                               (idempotency_key,)))
+
+    def treatment_count(self) -> int:
+        return int(self._read("SELECT count(*) FROM treatments")[0][0])
+
+    def pending_outbox(self, limit: int, *, now_ms: int | None = None) -> list[OutboxItem]:
+        require_positive(limit, "limit")
+        due = "" if now_ms is None else " AND o.next_attempt_at_ms <= ?"
+        params = (limit,) if now_ms is None else (now_ms, limit)
+        rows = self._read(_OUTBOX_SELECT + f" WHERE o.status = 'pending'{due}"
+                          " ORDER BY o.next_attempt_at_ms, o.idempotency_key LIMIT ?", params)
+        return [_outbox_item(row) for row in rows]
+
+    def outbox_item(self, idempotency_key: str) -> OutboxItem | None:
+        rows = self._read(_OUTBOX_SELECT + " WHERE o.idempotency_key = ?", (idempotency_key,))
+        return _outbox_item(rows[0]) if rows else None
+
+    def mark_dispatched(self, idempotency_key: str, at_ms: int) -> bool:
+        with self._write() as cur:
+            cur.execute("UPDATE outbox SET status = 'dispatched', dispatched_at_ms = ?"
+                        " WHERE idempotency_key = ? AND status = 'pending'",
+                        (at_ms, idempotency_key))
+            return cur.rowcount == 1
+
+    def mark_failed(
+        self, idempotency_key: str, reason: str, attempts: int, *, retry_at_ms: int | None = None
+    ) -> bool:
+        with self._write() as cur:
+            if retry_at_ms is None:
+                cur.execute("UPDATE outbox SET status = 'failed', attempts = ?, last_error = ?"
+                            " WHERE idempotency_key = ? AND status = 'pending'",
+                            (attempts, reason, idempotency_key))
+            else:
+                cur.execute("UPDATE outbox SET attempts = ?, last_error = ?,"
+                            " next_attempt_at_ms = ?"
+                            " WHERE idempotency_key = ? AND status = 'pending'",
+                            (attempts, reason, retry_at_ms, idempotency_key))
+            return cur.rowcount == 1
+
+    # -- decision audit ---------------------------------------------------------------------
+    def append_decisions(self, rows: Sequence[DecisionRow]) -> None:
+        if not rows:
+            return
+        with self._write() as cur:
+            cur.executemany(
+                "INSERT INTO decisions (customer_id, decided_at_ms, data) VALUES (?, ?, ?)",
+                [(r.customer_id, r.decided_at_ms, r.data) for r in rows],
+            )
+
+    def recent_decisions(self, customer_id: str, limit: int) -> list[DecisionRow]:
+        require_positive(limit, "limit")
+        rows = self._read("SELECT customer_id, decided_at_ms, data FROM decisions"
+                          " WHERE customer_id = ? ORDER BY decided_at_ms DESC, id DESC LIMIT ?",
+                          (customer_id, limit))
+        return [DecisionRow(*row) for row in rows]
+
+    # -- dead letters -----------------------------------------------------------------------
+    def dead_letter(self, rows: Sequence[DeadLetterRow]) -> None:
+        if not rows:
+            return
+        with self._write() as cur:
+            cur.executemany(
+                "INSERT INTO dead_letters (kind, reason, field, payload, at_ms)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(r.kind, r.reason, r.field, r.payload, r.at_ms) for r in rows],
+            )
+
+    def read_dead_letters(self, limit: int) -> list[DeadLetterRow]:
+        require_positive(limit, "limit")
+        rows = self._read("SELECT kind, reason, field, payload, at_ms FROM dead_letters"
+                          " ORDER BY id DESC LIMIT ?", (limit,))
+        return [DeadLetterRow(*row) for row in rows]
+
+    def dead_letter_count(self) -> int:
+        return int(self._read("SELECT count(*) FROM dead_letters")[0][0])
+
+    # -- propensity models ------------------------------------------------------------------
+    def save_model(self, name: str, data: bytes) -> None:
+        with self._write() as cur:
+            cur.execute("INSERT INTO models (name, data) VALUES (?, ?)"
+                        " ON CONFLICT (name) DO UPDATE SET data = excluded.data", (name, data))
+
+    def load_model(self, name: str) -> bytes | None:
+        rows = self._read("SELECT data FROM models WHERE name = ?", (name,))
+        return bytes(rows[0][0]) if rows else None
+
+
+@contextmanager
+def _unavailable_on_driver_error() -> Iterator[None]:
+    """``database is locked`` (past the busy timeout), unopenable file... -> StoreUnavailable."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        raise StoreUnavailable(str(exc), backend="sqlite") from exc
+
+
+def _outbox_item(row: Sequence[Any]) -> OutboxItem:
+    return OutboxItem(
+        idempotency_key=row[0], treatment_id=row[1], customer_id=row[2], action_id=row[3],
+        payload=bytes(row[4]), status=cast(OutboxStatus, row[5]), attempts=row[6],
+        last_error=row[7], enqueued_at_ms=row[8], next_attempt_at_ms=row[9],
+        dispatched_at_ms=row[10],
+    )

@@ -1,0 +1,94 @@
+"""Snapshot throughput of the state stores: customers written and loaded per second.
+
+    python benchmarks/bench_store.py [--customers 50000] [--snapshot-bytes 300] [--batch 1000]
+                                     [--postgres postgresql://postgres@127.0.0.1:5432/test]
+
+Writes go in batches (one transaction per ``save_snapshots`` call), as a shard flushes them;
+the load reads every partition back, as a restarted shard does. The SQLite file lives in a
+temporary directory; PostgreSQL (optional) uses a throwaway schema, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from shush.adapters.stores import MemoryStateStore, SnapshotRow, StateStore
+from shush.adapters.stores.sqlite import SqliteStateStore
+from shush.engine.partitions import partition_of
+
+NUM_PARTITIONS = 1024
+
+
+def make_rows(customers: int, snapshot_bytes: int, at_ms: int) -> list[SnapshotRow]:
+    return [
+        SnapshotRow(f"customer-{i:08d}", partition_of(f"customer-{i:08d}", NUM_PARTITIONS),
+                    os.urandom(snapshot_bytes), at_ms)
+        for i in range(customers)
+    ]
+
+
+def write_rate(store: StateStore, epochs: dict[int, int], rows: list[SnapshotRow],
+               batch: int) -> float:
+    started = time.perf_counter()
+    for start in range(0, len(rows), batch):
+        store.save_snapshots(epochs, rows[start:start + batch])
+    return len(rows) / (time.perf_counter() - started)
+
+
+def load_rate(store: StateStore, expected: int) -> float:
+    started = time.perf_counter()
+    loaded = sum(1 for _ in store.load_snapshots(range(NUM_PARTITIONS)))
+    elapsed = time.perf_counter() - started
+    assert loaded == expected, (loaded, expected)
+    return loaded / elapsed
+
+
+def bench(name: str, open_store: Callable[[], StateStore], args: argparse.Namespace) -> None:
+    store = open_store()
+    try:
+        epoch = store.acquire_partitions(list(range(NUM_PARTITIONS)), "bench")
+        epochs = dict.fromkeys(range(NUM_PARTITIONS), epoch)
+        first = write_rate(store, epochs, make_rows(args.customers, args.snapshot_bytes, 1),
+                           args.batch)
+        again = write_rate(store, epochs, make_rows(args.customers, args.snapshot_bytes, 2),
+                           args.batch)
+        loads = load_rate(store, args.customers)
+    finally:
+        store.close()
+    print(f"{name:<10} insert {first:>10,.0f}/s   update {again:>10,.0f}/s"
+          f"   load {loads:>10,.0f}/s   (customers/s)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=50_000)
+    parser.add_argument("--snapshot-bytes", type=int, default=300)
+    parser.add_argument("--batch", type=int, default=1000, help="snapshots per save call")
+    parser.add_argument("--postgres", default="", help="also bench PostgreSQL at this URL")
+    args = parser.parse_args()
+    print(f"{args.customers:,} customers, {args.snapshot_bytes}-byte snapshots,"
+          f" batches of {args.batch}, {NUM_PARTITIONS} partitions")
+
+    bench("memory", MemoryStateStore, args)
+    with tempfile.TemporaryDirectory() as tmp:
+        bench("sqlite", lambda: SqliteStateStore(Path(tmp) / "bench.db"), args)
+    if args.postgres:
+        import psycopg
+        from shush.adapters.stores.postgres import PostgresStateStore
+
+        schema = f"shush_bench_{uuid.uuid4().hex[:12]}"
+        try:
+            bench("postgres", lambda: PostgresStateStore(args.postgres, schema=schema), args)
+        finally:
+            with psycopg.connect(args.postgres, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+if __name__ == "__main__":
+    main()

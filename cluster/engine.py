@@ -1,0 +1,66 @@
+"""A running engine seen from the driver: supervisor, routers, gRPC server.
+
+``Engine.start(config)`` loads the catalog (failing fast on an invalid one), creates the
+supervisor, which creates every other actor, and optionally serves gRPC.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from ..actors import ray_calls
+from ..actors.supervisor import SUPERVISOR_NAME, SupervisorActor
+from ..adapters.channels.jsonl import JsonlChannel, JsonlSink
+from ..adapters.grpc.gateway import EngineGateway
+from ..adapters.grpc.server import BackgroundServer
+from ..engine.catalog import Catalog
+from ..engine.config import EngineConfig
+from .config_loader import load_engine_catalog
+
+
+class Engine:
+    def __init__(self, config: EngineConfig, catalog: Catalog, supervisor: Any,
+                 routers: list[Any]) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.supervisor = supervisor
+        self.routers = routers
+        self.gateway = EngineGateway(config, supervisor, routers)
+        self.server: BackgroundServer | None = None
+
+    @classmethod
+    def start(cls, config: EngineConfig, *, detached: bool = False) -> Engine:
+        catalog = load_engine_catalog(config)
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        channel_factory = functools.partial(JsonlChannel, Path(config.channel.path).resolve())
+        dead_letter_factory = functools.partial(JsonlSink, config.dead_letter_path.resolve())
+        supervisor = ray_calls.create(
+            SupervisorActor, config.model_dump_json(), catalog.to_wire(), channel_factory,
+            dead_letter_factory, name=SUPERVISOR_NAME, namespace=config.namespace,
+            num_cpus=0, max_restarts=-1, detached=detached)
+        ray_calls.call_blocking(supervisor, "start", timeout_s=config.call_timeout_s * 4)
+        routers = ray_calls.call_blocking(supervisor, "get_routers",
+                                          timeout_s=config.call_timeout_s)
+        return cls(config, catalog, supervisor, routers)
+
+    def serve_grpc(self) -> int:
+        """Start the gRPC server in a background thread; return its port."""
+        self.server = BackgroundServer(self.gateway, self.config.grpc)
+        return self.server.start()
+
+    @property
+    def target(self) -> str:
+        assert self.server is not None, "serve_grpc() first"
+        return f"{self.config.grpc.host}:{self.server.port}"
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        try:
+            ray_calls.call_blocking(self.supervisor, "shutdown",
+                                    timeout_s=self.config.call_timeout_s)
+        finally:
+            ray_calls.kill(self.supervisor)

@@ -1,0 +1,98 @@
+"""P×C×V×L arbitration as pure functions: one candidate's explanation, and a vectorized batch.
+
+score = P (propensity) × C (context, decayed moment relevance) × V (value) × L (lever).
+Ties break deterministically: higher score first, then the action id in alphabetical order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .models import Action, Candidate
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateSet:
+    """The applicable actions of one customer, with their context factor and moment."""
+
+    customer_id: str
+    action_ids: tuple[str, ...]
+    contexts: tuple[float, ...]
+    moment_ids: tuple[str | None, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    customer_id: str
+    candidates: tuple[Candidate, ...]  # ranked, best first
+    winner: str | None
+
+
+def score(action_id: str, moment_id: str | None, p: float, c: float, v: float,
+          lever: float) -> Candidate:
+    """One candidate's score with every factor kept, for the explanation."""
+    return Candidate(action_id=action_id, moment_id=moment_id, p=p, c=c, v=v, l=lever,
+                     score=p * c * v * lever)
+
+
+def explain(candidate: Candidate) -> str:
+    """``P 0.50 × C 0.80 × V 120 × L 1.00 = 48.00``"""
+    return (f"P {candidate.p:.2f} × C {candidate.c:.2f} × V {candidate.v:g} × "
+            f"L {candidate.l:.2f} = {candidate.score:.2f}")
+
+
+class ActionTable:
+    """The catalog's actions as numpy columns, indexed by a stable order of action ids."""
+
+    def __init__(self, actions: Mapping[str, Action]) -> None:
+        self.ids = sorted(actions)
+        self.index = {action_id: i for i, action_id in enumerate(self.ids)}
+        self.value = np.array([actions[a].value for a in self.ids], dtype=np.float64)
+        self.default_lever = np.array([actions[a].lever for a in self.ids], dtype=np.float64)
+        self.lever = self.default_lever.copy()
+
+    def set_lever(self, action_id: str, lever: float) -> None:
+        self.lever[self.index[action_id]] = lever
+
+    def levers(self) -> dict[str, float]:
+        return {a: float(self.lever[i]) for i, a in enumerate(self.ids)}
+
+
+def arbitrate(sets: Sequence[CandidateSet], table: ActionTable,
+              propensity: np.ndarray) -> list[Verdict]:
+    """Score every candidate of every set in one vectorized pass; rank within each set.
+
+    ``propensity`` holds P per action, in the table's order (a point estimate or a sample).
+    """
+    sizes = np.fromiter((len(s.action_ids) for s in sets), dtype=np.int64, count=len(sets))
+    total = int(sizes.sum())
+    if total == 0:
+        return [Verdict(s.customer_id, (), None) for s in sets]
+    action_idx = np.fromiter((table.index[a] for s in sets for a in s.action_ids),
+                             dtype=np.int64, count=total)
+    c = np.fromiter((x for s in sets for x in s.contexts), dtype=np.float64, count=total)
+    set_idx = np.repeat(np.arange(len(sets)), sizes)
+    p = propensity[action_idx]
+    v = table.value[action_idx]
+    lever = table.lever[action_idx]
+    scores = p * c * v * lever
+    # Sort by set, then score descending, then action id ascending (ids are sorted in the table).
+    order = np.lexsort((action_idx, -scores, set_idx))
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    verdicts: list[Verdict] = []
+    flat_moments = [m for s in sets for m in s.moment_ids]
+    p_l, c_l, v_l, lev_l, s_l = p.tolist(), c.tolist(), v.tolist(), lever.tolist(), scores.tolist()
+    order_l = order.tolist()
+    for k, cset in enumerate(sets):
+        n = int(sizes[k])
+        ranked = []
+        for j in order_l[int(starts[k]):int(starts[k]) + n]:
+            ranked.append(Candidate.model_construct(
+                action_id=table.ids[action_idx[j]], moment_id=flat_moments[j],
+                p=p_l[j], c=c_l[j], v=v_l[j], l=lev_l[j], score=s_l[j]))
+        winner = ranked[0].action_id if ranked and ranked[0].score > 0 else None
+        verdicts.append(Verdict(cset.customer_id, tuple(ranked), winner))
+    return verdicts

@@ -1,0 +1,558 @@
+"""The ``StateStore`` contract, run against every implementation (memory, SQLite, PostgreSQL).
+
+PostgreSQL: the URL comes from ``SHUSH_TEST_POSTGRES_URL`` (default below). Each test gets its
+own schema, dropped afterwards, so runs can share a database. Without a server the PostgreSQL
+cases skip, except when ``CI=true``, where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from shush.adapters.stores import (
+    DeadLetterRow,
+    DecisionRow,
+    FencedError,
+    MemoryStateStore,
+    SnapshotRow,
+    StateStore,
+    StoreError,
+    StoreUnavailable,
+    StoreUsageError,
+    TimerKey,
+    TimerRow,
+    TreatmentRow,
+    make_store,
+)
+from shush.adapters.stores.postgres import PostgresStateStore
+from shush.adapters.stores.sqlite import SqliteStateStore
+from shush.engine.errors import ConfigError, ShushError
+
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+PAGE_SIZE = 3  # small, so that paging is exercised by a handful of rows
+
+
+# -- fixtures -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    url = os.environ.get("SHUSH_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        message = (
+            f"PostgreSQL not reachable at {url} ({exc}). To run these tests, start a server"
+            " and set SHUSH_TEST_POSTGRES_URL=postgresql://user@host:port/db"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+class StoreHandles:
+    """Opens handles (connections) on one backing store; closes them all at teardown."""
+
+    def __init__(self, opener: Callable[[], StateStore], backend: str) -> None:
+        self._opener = opener
+        self.backend = backend
+        self._opened: list[StateStore] = []
+
+    def open(self) -> StateStore:
+        store = self._opener()
+        self._opened.append(store)
+        return store
+
+    def close_all(self) -> None:
+        for store in self._opened:
+            store.close()
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def handles(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreHandles]:
+    backend: str = request.param
+    if backend == "memory":
+        shared = MemoryStateStore()
+        yield StoreHandles(lambda: shared, backend)
+        return
+    if backend == "sqlite":
+        path = tmp_path / "state.db"
+        opened = StoreHandles(lambda: SqliteStateStore(path, page_size=PAGE_SIZE), backend)
+        yield opened
+        opened.close_all()
+        return
+    url: str = request.getfixturevalue("postgres_url")
+    schema = f"shush_test_{uuid.uuid4().hex[:16]}"
+    opened = StoreHandles(
+        lambda: PostgresStateStore(url, schema=schema, page_size=PAGE_SIZE), backend
+    )
+    try:
+        yield opened
+    finally:
+        opened.close_all()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@pytest.fixture
+def store(handles: StoreHandles) -> StateStore:
+    return handles.open()
+
+
+def snap(customer_id: str, partition: int, data: bytes = b"x", at_ms: int = 1) -> SnapshotRow:
+    return SnapshotRow(customer_id, partition, data, at_ms)
+
+
+def timer(customer_id: str, partition: int, timer_id: str, due_ms: int,
+          payload: bytes = b"t") -> TimerRow:
+    return TimerRow(customer_id, partition, timer_id, due_ms, payload)
+
+
+def treatment(key: str, customer_id: str = "c1", decided_at_ms: int = 100) -> TreatmentRow:
+    return TreatmentRow(key, f"t-{key}", customer_id, "offer", decided_at_ms, b"p-" + key.encode())
+
+
+# -- the contract -------------------------------------------------------------------------------
+
+
+def test_implements_the_protocol(store: StateStore) -> None:
+    assert isinstance(store, StateStore)
+
+
+def test_acquire_returns_an_epoch_above_every_current_one(store: StateStore) -> None:
+    assert store.partition_epochs([1, 2]) == {1: 0, 2: 0}
+    first = store.acquire_partitions([1, 2], "shard-a")
+    assert first >= 1
+    again = store.acquire_partitions([2], "shard-b")
+    assert again > first
+    wider = store.acquire_partitions([1, 2, 3], "shard-c")
+    assert wider > again
+    assert store.partition_epochs([1, 2, 3, 4]) == {1: wider, 2: wider, 3: wider, 4: 0}
+    with pytest.raises(StoreUsageError):
+        store.acquire_partitions([], "nobody")
+
+
+def test_stale_epoch_snapshot_write_is_fenced_and_writes_nothing(handles: StoreHandles) -> None:
+    old, new = handles.open(), handles.open()
+    old_epoch = old.acquire_partitions([1, 2], "incarnation-1")
+    old.save_snapshots({1: old_epoch, 2: old_epoch}, [snap("a", 1, b"v1"), snap("b", 2, b"v1")])
+    new_epoch = new.acquire_partitions([2], "incarnation-2")
+
+    with pytest.raises(FencedError) as caught:
+        old.save_snapshots({1: old_epoch, 2: old_epoch},
+                           [snap("a", 1, b"v2"), snap("b", 2, b"v2"), snap("c", 1, b"v2")])
+    error = caught.value
+    assert (error.partition, error.epoch, error.current_epoch) == (2, old_epoch, new_epoch)
+    assert isinstance(error, StoreError) and isinstance(error, ShushError)
+    # the whole call was refused, including the rows of the partition still owned
+    assert new.load_snapshot("a") == snap("a", 1, b"v1")
+    assert new.load_snapshot("b") == snap("b", 2, b"v1")
+    assert new.load_snapshot("c") is None
+
+    new.save_snapshots({2: new_epoch}, [snap("b", 2, b"v3")])
+    assert old.load_snapshot("b") == snap("b", 2, b"v3")
+
+
+def test_journal_timers_and_truncation_are_fenced(handles: StoreHandles) -> None:
+    old, new = handles.open(), handles.open()
+    old_epoch = old.acquire_partitions([5], "incarnation-1")
+    assert old.append_journal(5, old_epoch, [b"e1"]) == [1]
+    old.put_timers({5: old_epoch}, [timer("a", 5, "t1", 10)])
+    new_epoch = new.acquire_partitions([5], "incarnation-2")
+
+    with pytest.raises(FencedError):
+        old.append_journal(5, old_epoch, [b"e2"])
+    with pytest.raises(FencedError):
+        old.truncate_journal(5, old_epoch, 1)
+    with pytest.raises(FencedError):
+        old.put_timers({5: old_epoch}, [timer("a", 5, "t1", 99), timer("b", 5, "t2", 1)])
+    with pytest.raises(FencedError):
+        old.delete_timers({5: old_epoch}, [TimerKey("a", 5, "t1")])
+    with pytest.raises(FencedError):
+        old.save_snapshots({5: old_epoch}, [], truncate_journal_to={5: 1})
+
+    assert [e.data for e in new.read_journal(5)] == [b"e1"]
+    assert new.load_timers([5]) == [timer("a", 5, "t1", 10)]
+    assert new.append_journal(5, new_epoch, [b"e2"]) == [2]
+
+
+def test_unacquired_partitions_and_unissued_epochs_are_fenced(store: StateStore) -> None:
+    with pytest.raises(FencedError) as caught:
+        store.append_journal(7, 0, [b"e"])
+    assert caught.value.current_epoch == 0
+    with pytest.raises(FencedError):
+        store.save_snapshots({7: 1}, [snap("a", 7)])
+    epoch = store.acquire_partitions([7], "shard")
+    with pytest.raises(FencedError) as caught:
+        store.put_timers({7: epoch + 1}, [timer("a", 7, "t", 1)])
+    assert (caught.value.epoch, caught.value.current_epoch) == (epoch + 1, epoch)
+    assert store.load_snapshot("a") is None
+    assert store.read_journal(7) == []
+    assert store.load_timers([7]) == []
+
+
+def test_rows_of_a_partition_without_an_epoch_are_refused(store: StateStore) -> None:
+    epoch = store.acquire_partitions([1], "shard")
+    with pytest.raises(StoreUsageError) as caught:
+        store.save_snapshots({1: epoch}, [snap("a", 1), snap("b", 2)])
+    assert caught.value.field == "rows"
+    with pytest.raises(StoreUsageError):
+        store.save_snapshots({1: epoch}, [], truncate_journal_to={2: 5})
+    with pytest.raises(StoreUsageError):
+        store.delete_timers({1: epoch}, [TimerKey("a", 2, "t")])
+    assert store.load_snapshot("a") is None
+
+
+def test_snapshots_upsert_and_the_last_row_of_a_batch_wins(store: StateStore) -> None:
+    epoch = store.acquire_partitions([1, 2], "shard")
+    store.save_snapshots({1: epoch, 2: epoch}, [snap("a", 1, b"a1"), snap("b", 2, b"b1")])
+    store.save_snapshots({1: epoch}, [snap("a", 1, b"a2", 5), snap("a", 1, b"a3", 6)])
+    assert store.load_snapshot("a") == snap("a", 1, b"a3", 6)
+    assert store.load_snapshot("b") == snap("b", 2, b"b1")
+    assert store.load_snapshot("nobody") is None
+    store.save_snapshots({1: epoch}, [])  # an empty batch is a no-op
+
+
+def test_load_snapshots_pages_through_partitions_in_order(store: StateStore) -> None:
+    epoch = store.acquire_partitions([1, 2, 3], "shard")
+    rows = [snap(f"c{i:02d}", i % 3 + 1, bytes([i]) * 300, i) for i in range(20)]
+    store.save_snapshots({1: epoch, 2: epoch, 3: epoch}, rows)
+    loaded = list(store.load_snapshots([3, 1]))
+    expected = sorted((r for r in rows if r.partition == 3), key=lambda r: r.customer_id)
+    expected += sorted((r for r in rows if r.partition == 1), key=lambda r: r.customer_id)
+    assert loaded == expected
+    assert list(store.load_snapshots([9])) == []
+
+
+def test_snapshots_can_truncate_the_journal_they_cover_atomically(store: StateStore) -> None:
+    epoch = store.acquire_partitions([1], "shard")
+    store.append_journal(1, epoch, [b"e1", b"e2", b"e3"])
+    store.save_snapshots({1: epoch}, [snap("a", 1)], truncate_journal_to={1: 2})
+    assert [(e.seq, e.data) for e in store.read_journal(1)] == [(3, b"e3")]
+
+
+def test_journal_assigns_increasing_sequences_per_partition(store: StateStore) -> None:
+    epoch = store.acquire_partitions([1, 2], "shard")
+    assert store.append_journal(1, epoch, [b"a", b"b"]) == [1, 2]
+    assert store.append_journal(2, epoch, [b"x"]) == [1]
+    assert store.append_journal(1, epoch, [b"c"]) == [3]
+    assert store.append_journal(1, epoch, []) == []
+    assert [(e.seq, e.data) for e in store.read_journal(1)] == [(1, b"a"), (2, b"b"), (3, b"c")]
+    assert [e.seq for e in store.read_journal(1, after_seq=1)] == [2, 3]
+    assert [e.seq for e in store.read_journal(1, after_seq=1, limit=1)] == [2]
+    assert [e.data for e in store.read_journal(2)] == [b"x"]
+
+
+def test_truncation_deletes_up_to_a_sequence_and_never_reuses_it(store: StateStore) -> None:
+    epoch = store.acquire_partitions([1], "shard")
+    store.append_journal(1, epoch, [b"a", b"b", b"c"])
+    assert store.truncate_journal(1, epoch, 2) == 2
+    assert [e.seq for e in store.read_journal(1)] == [3]
+    assert store.truncate_journal(1, epoch, 10) == 1
+    assert store.read_journal(1) == []
+    assert store.append_journal(1, epoch, [b"d"]) == [4]
+    # a new owner continues the sequence
+    newer = store.acquire_partitions([1], "next")
+    assert store.append_journal(1, newer, [b"e"]) == [5]
+
+
+def test_timers_upsert_by_customer_and_timer_id(store: StateStore) -> None:
+    epoch = store.acquire_partitions([1, 2], "shard")
+    store.put_timers({1: epoch, 2: epoch}, [
+        timer("a", 1, "absence", 500), timer("b", 2, "absence", 300),
+        timer("a", 1, "absence", 400, b"moved"),  # later in the batch: wins
+    ])
+    store.put_timers({1: epoch}, [timer("a", 1, "deferred", 450)])
+    assert store.load_timers([1, 2]) == [
+        timer("b", 2, "absence", 300), timer("a", 1, "absence", 400, b"moved"),
+        timer("a", 1, "deferred", 450),
+    ]
+    store.put_timers({1: epoch}, [timer("a", 1, "absence", 600, b"again")])
+    assert store.load_timers([1]) == [timer("a", 1, "deferred", 450),
+                                      timer("a", 1, "absence", 600, b"again")]
+
+
+def test_due_timers_are_selected_by_time_partition_and_limit(store: StateStore) -> None:
+    epoch = store.acquire_partitions([1, 2, 3], "shard")
+    store.put_timers({1: epoch, 2: epoch, 3: epoch}, [
+        timer("c", 1, "t", 100), timer("a", 1, "t", 100), timer("b", 2, "t", 50),
+        timer("d", 1, "t", 101), timer("e", 3, "t", 10),
+    ])
+    due = store.due_timers([1, 2], now_ms=100, limit=10)
+    assert [(t.customer_id, t.due_ms) for t in due] == [("b", 50), ("a", 100), ("c", 100)]
+    assert [t.customer_id for t in store.due_timers([1, 2], now_ms=100, limit=2)] == ["b", "a"]
+    assert store.due_timers([2], now_ms=49, limit=10) == []
+    with pytest.raises(StoreUsageError):
+        store.due_timers([1], now_ms=100, limit=0)
+
+
+def test_delete_timers_counts_what_existed(store: StateStore) -> None:
+    epoch = store.acquire_partitions([1, 2], "shard")
+    store.put_timers({1: epoch}, [timer("a", 1, "t1", 1), timer("a", 1, "t2", 2)])
+    deleted = store.delete_timers({1: epoch, 2: epoch}, [
+        TimerKey("a", 1, "t1"), TimerKey("a", 1, "missing"), TimerKey("a", 2, "t2"),
+    ])
+    assert deleted == 1  # ("a", "t2") lives in partition 1, not 2
+    assert store.load_timers([1, 2]) == [timer("a", 1, "t2", 2)]
+    assert store.delete_timers({1: epoch}, []) == 0
+
+
+def test_ledger_records_each_key_once_and_enqueues_it(store: StateStore) -> None:
+    assert store.record_treatment(treatment("k1")) is True
+    assert store.record_treatment(treatment("k1", decided_at_ms=999)) is False
+    assert store.record_treatments([treatment("k2"), treatment("k1"), treatment("k2"),
+                                    treatment("k3")]) == [True, False, False, True]
+    assert store.record_treatments([]) == []
+    assert store.treatment_count() == 3
+    assert store.has_treatment("k2") and not store.has_treatment("k4")
+    pending = store.pending_outbox(10)
+    assert [item.idempotency_key for item in pending] == ["k1", "k2", "k3"]
+    first = pending[0]
+    assert (first.treatment_id, first.customer_id, first.action_id, first.payload) == (
+        "t-k1", "c1", "offer", b"p-k1")
+    assert (first.status, first.attempts, first.last_error) == ("pending", 0, "")
+    assert (first.enqueued_at_ms, first.next_attempt_at_ms, first.dispatched_at_ms) == (
+        100, 100, None)
+
+
+def test_concurrent_duplicates_from_two_connections_record_once(handles: StoreHandles) -> None:
+    keys = [f"key-{i}" for i in range(120)]
+    stores = [handles.open(), handles.open()]
+    barrier = threading.Barrier(len(stores))
+    recorded: list[list[bool]] = [[] for _ in stores]
+    errors: list[BaseException] = []
+
+    def record(index: int) -> None:
+        try:
+            barrier.wait()
+            for start in range(0, len(keys), 8):
+                batch = [treatment(key) for key in keys[start:start + 8]]
+                recorded[index].extend(stores[index].record_treatments(batch))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=record, args=(i,)) for i in range(len(stores))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors
+    assert [a + b for a, b in zip(*recorded, strict=True)] == [1] * len(keys)
+    assert stores[0].treatment_count() == len(keys)
+    assert len(stores[1].pending_outbox(1000)) == len(keys)
+
+
+def test_outbox_dispatch_is_a_one_way_transition(store: StateStore) -> None:
+    store.record_treatments([treatment("k1"), treatment("k2")])
+    assert store.mark_dispatched("k1", at_ms=200) is True
+    assert store.mark_dispatched("k1", at_ms=300) is False
+    assert store.mark_failed("k1", "too late", 1) is False
+    item = store.outbox_item("k1")
+    assert item is not None
+    assert (item.status, item.dispatched_at_ms, item.attempts) == ("dispatched", 200, 0)
+    assert [i.idempotency_key for i in store.pending_outbox(10)] == ["k2"]
+    assert store.mark_dispatched("unknown", at_ms=1) is False
+    assert store.outbox_item("unknown") is None
+
+
+def test_outbox_failures_retry_later_or_end_for_good(store: StateStore) -> None:
+    store.record_treatments([treatment("k1", decided_at_ms=100),
+                             treatment("k2", decided_at_ms=110)])
+    assert store.mark_failed("k1", "timeout", 1, retry_at_ms=500) is True
+    item = store.outbox_item("k1")
+    assert item is not None
+    assert (item.status, item.attempts, item.last_error, item.next_attempt_at_ms) == (
+        "pending", 1, "timeout", 500)
+    assert [i.idempotency_key for i in store.pending_outbox(10, now_ms=200)] == ["k2"]
+    assert [i.idempotency_key for i in store.pending_outbox(10, now_ms=500)] == ["k2", "k1"]
+    assert [i.idempotency_key for i in store.pending_outbox(1)] == ["k2"]
+
+    assert store.mark_failed("k1", "HTTP 410", 2) is True
+    item = store.outbox_item("k1")
+    assert item is not None
+    assert (item.status, item.attempts, item.last_error) == ("failed", 2, "HTTP 410")
+    assert store.mark_dispatched("k1", at_ms=600) is False
+    assert [i.idempotency_key for i in store.pending_outbox(10)] == ["k2"]
+    assert store.has_treatment("k1")  # the ledger keeps the key: never sent twice
+    with pytest.raises(StoreUsageError):
+        store.pending_outbox(0)
+
+
+def test_recent_decisions_are_newest_first(store: StateStore) -> None:
+    store.append_decisions([DecisionRow("a", 100, b"d1"), DecisionRow("b", 150, b"other"),
+                            DecisionRow("a", 300, b"d3"), DecisionRow("a", 200, b"d2")])
+    store.append_decisions([DecisionRow("a", 300, b"d4")])  # same time: later append first
+    store.append_decisions([])
+    assert [d.data for d in store.recent_decisions("a", 10)] == [b"d4", b"d3", b"d2", b"d1"]
+    assert store.recent_decisions("a", 2) == [DecisionRow("a", 300, b"d4"),
+                                              DecisionRow("a", 300, b"d3")]
+    assert store.recent_decisions("nobody", 5) == []
+
+
+def test_dead_letters_are_kept_and_read_newest_first(store: StateStore) -> None:
+    assert store.dead_letter_count() == 0
+    rows = [DeadLetterRow("event", "unknown signal type", "type", b"\x81\xa1x", 10),
+            DeadLetterRow("treatment", "channel refused", "", b"", 20)]
+    store.dead_letter(rows)
+    store.dead_letter([DeadLetterRow("event", "too late", "occurred_at", b"late", 30)])
+    store.dead_letter([])
+    assert store.dead_letter_count() == 3
+    assert store.read_dead_letters(10) == [
+        DeadLetterRow("event", "too late", "occurred_at", b"late", 30), rows[1], rows[0]]
+    assert store.read_dead_letters(1) == [
+        DeadLetterRow("event", "too late", "occurred_at", b"late", 30)]
+
+
+def test_models_are_saved_and_replaced_by_name(store: StateStore) -> None:
+    assert store.load_model("propensity") is None
+    store.save_model("propensity", b"v1")
+    store.save_model("other", b"\x00" * 1000)
+    store.save_model("propensity", b"v2")
+    assert store.load_model("propensity") == b"v2"
+    assert store.load_model("other") == b"\x00" * 1000
+
+
+def test_everything_written_is_visible_to_a_new_connection(handles: StoreHandles) -> None:
+    writer = handles.open()
+    epoch = writer.acquire_partitions([1], "shard")
+    writer.save_snapshots({1: epoch}, [snap("a", 1, b"state")])
+    writer.append_journal(1, epoch, [b"e"])
+    writer.put_timers({1: epoch}, [timer("a", 1, "t", 5)])
+    writer.record_treatment(treatment("k"))
+    writer.append_decisions([DecisionRow("a", 1, b"d")])
+    writer.dead_letter([DeadLetterRow("event", "bad", "", b"", 1)])
+    writer.save_model("m", b"w")
+    if handles.backend != "memory":
+        writer.close()
+
+    reader = handles.open()
+    assert reader.partition_epochs([1]) == {1: epoch}
+    assert reader.load_snapshot("a") == snap("a", 1, b"state")
+    assert [e.data for e in reader.read_journal(1)] == [b"e"]
+    assert reader.load_timers([1]) == [timer("a", 1, "t", 5)]
+    assert reader.has_treatment("k") and len(reader.pending_outbox(5)) == 1
+    assert reader.recent_decisions("a", 1) == [DecisionRow("a", 1, b"d")]
+    assert reader.dead_letter_count() == 1
+    assert reader.load_model("m") == b"w"
+
+
+# -- implementation specifics -------------------------------------------------------------------
+
+
+def test_make_store_opens_memory_and_sqlite(tmp_path: Path) -> None:
+    assert isinstance(make_store("memory://"), MemoryStateStore)
+    sqlite_store = make_store(f"sqlite:///{tmp_path / 'sub' / 'state.db'}")
+    assert isinstance(sqlite_store, SqliteStateStore)
+    sqlite_store.close()
+    assert (tmp_path / "sub" / "state.db").exists()
+
+
+def test_make_store_opens_postgres_in_the_schema_named(postgres_url: str) -> None:
+    schema = f"shush_test_{uuid.uuid4().hex[:16]}"
+    pg_store = make_store(f"{postgres_url}?schema={schema}&connect_timeout=3")
+    try:
+        assert isinstance(pg_store, PostgresStateStore) and pg_store.schema == schema
+        pg_store.save_model("m", b"x")
+    finally:
+        pg_store.close()
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@pytest.mark.parametrize("url", ["redis://localhost", "sqlite://", "nothing"])
+def test_make_store_refuses_unknown_urls(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        make_store(url)
+    assert caught.value.field == "store_url"
+
+
+def test_postgres_schema_must_be_a_plain_identifier() -> None:
+    with pytest.raises(StoreUsageError) as caught:
+        PostgresStateStore("postgresql://unused", schema="x; DROP TABLE y")
+    assert caught.value.field == "schema"
+
+
+def test_the_public_surface_is_sorted() -> None:
+    from shush.adapters import stores
+
+    assert stores.__all__ == sorted(stores.__all__)
+    assert all(hasattr(stores, name) for name in stores.__all__)
+
+
+def test_postgres_unreachable_is_store_unavailable() -> None:
+    with pytest.raises(StoreUnavailable) as caught:
+        PostgresStateStore("postgresql://postgres@127.0.0.1:1/test", connect_timeout_s=2)
+    assert caught.value.backend == "postgres"
+
+
+def test_sqlite_lock_held_past_the_busy_timeout_is_store_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with SqliteStateStore(path, busy_timeout_s=0.05) as store:
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreUnavailable) as caught:
+            store.record_treatment(treatment("k"))
+        assert caught.value.backend == "sqlite"
+        assert store.load_model("m") is None  # WAL: readers are not blocked by the writer
+        holder.execute("ROLLBACK")
+        holder.close()
+        assert store.record_treatment(treatment("k")) is True  # usable again
+
+
+def test_sqlite_runs_in_wal_mode_with_normal_sync(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with SqliteStateStore(path) as store:
+        store.save_model("m", b"x")
+        assert store._conn.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+        assert store._conn.execute("PRAGMA busy_timeout").fetchone()[0] > 0
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+_WRITER = """
+import sys
+from shush.adapters.stores import SnapshotRow, TreatmentRow
+from shush.adapters.stores.sqlite import SqliteStateStore
+
+path, worker = sys.argv[1], int(sys.argv[2])
+store = SqliteStateStore(path, busy_timeout_s=20)
+epoch = store.acquire_partitions([worker], f"worker-{worker}")
+new = 0
+for batch in range(25):
+    keys = [f"key-{(batch * 8 + i) % 150}" for i in range(8)]
+    new += sum(store.record_treatments(
+        [TreatmentRow(k, k, "c", "a", batch, b"") for k in keys]))
+    store.save_snapshots({worker: epoch}, [
+        SnapshotRow(f"w{worker}-c{batch}-{i}", worker, b"s" * 300, batch) for i in range(20)])
+    store.append_journal(worker, epoch, [b"e"] * 10)
+store.close()
+print(new)
+"""
+
+
+def test_sqlite_tolerates_several_processes_writing_one_file(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    SqliteStateStore(path).close()
+    workers = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, str(path), str(worker)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for worker in range(3)
+    ]
+    outputs = [worker.communicate(timeout=60) for worker in workers]
+    for worker, (_, stderr) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, stderr
+    assert sum(int(stdout) for stdout, _ in outputs) == 150  # each key recorded by one writer
+    with SqliteStateStore(path) as store:
+        assert store.treatment_count() == 150
+        assert len(list(store.load_snapshots([0, 1, 2]))) == 3 * 25 * 20
+        assert [len(store.read_journal(w)) for w in range(3)] == [250, 250, 250]
