@@ -10,9 +10,9 @@ import asyncio
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-from ..engine.errors import EngineUnavailable
+from ..engine.errors import EngineUnavailable, ShushError
 
 ActorHandle = Any  # ray.actor.ActorHandle; kept loose so fakes fit
 
@@ -31,11 +31,19 @@ def create(actor_class: Any, *args: Any, name: str | None = None, namespace: str
     return actor_class.options(**options).remote(*args, **kwargs)
 
 
+def _shush_cause(exc: RayTaskError) -> BaseException:
+    """A ShushError raised inside an actor reaches the caller as itself."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, ShushError) else exc
+
+
 async def call(handle: ActorHandle, method: str, *args: Any, timeout_s: float,
                what: str = "") -> Any:
     """Await one actor method with a deadline; translate Ray's failures."""
     try:
         return await asyncio.wait_for(getattr(handle, method).remote(*args), timeout_s)
+    except RayTaskError as exc:
+        raise _shush_cause(exc) from exc
     except (RayActorError, ray.exceptions.ActorUnavailableError) as exc:
         raise EngineUnavailable(f"actor unavailable ({type(exc).__name__})",
                                 what=what or method) from exc
@@ -48,6 +56,8 @@ def call_blocking(handle: ActorHandle, method: str, *args: Any, timeout_s: float
     """For drivers only (never inside an actor): wait for one actor method."""
     try:
         return ray.get(getattr(handle, method).remote(*args), timeout=timeout_s)
+    except RayTaskError as exc:
+        raise _shush_cause(exc) from exc
     except (RayActorError, ray.exceptions.ActorUnavailableError) as exc:
         raise EngineUnavailable(f"actor unavailable ({type(exc).__name__})",
                                 what=what or method) from exc

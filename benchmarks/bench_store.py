@@ -80,6 +80,7 @@ def main() -> None:
         bench("sqlite", lambda: SqliteStateStore(Path(tmp) / "bench.db"), args)
     if args.postgres:
         import psycopg
+
         from shush.adapters.stores.postgres import PostgresStateStore
 
         schema = f"shush_bench_{uuid.uuid4().hex[:12]}"

@@ -20,9 +20,9 @@ console = Console()
 
 
 def _config(config_path: str | None, **overrides: Any) -> Any:
-    import os  # noqa: PLC0415 - the CLI is the one place that reads the environment
+    import os
 
-    from .config_loader import load_config  # noqa: PLC0415
+    from .config_loader import load_config
 
     return load_config(config_path, environ=dict(os.environ),
                        **{k: v for k, v in overrides.items() if v is not None})
@@ -37,8 +37,8 @@ def main(verbose: bool) -> None:
 
 
 def _start(config: Any, address: str | None, num_cpus: int | None) -> Any:
-    from .engine import Engine  # noqa: PLC0415 - keeps `shush --help` fast
-    from .ray_runtime import start_ray  # noqa: PLC0415
+    from .engine import Engine
+    from .ray_runtime import start_ray
 
     start_ray(address, num_cpus=num_cpus, namespace=config.namespace)
     return Engine.start(config)
@@ -68,7 +68,7 @@ def run(config_path: str | None, address: str | None, port: int | None,
         pass
     console.print("stopping…")
     engine.stop()
-    from .ray_runtime import stop_ray  # noqa: PLC0415
+    from .ray_runtime import stop_ray
 
     stop_ray()
 
@@ -78,8 +78,8 @@ def run(config_path: str | None, address: str | None, port: int | None,
               help="Synthetic events played after the scenario")
 def demo(synthetic_events: int) -> None:
     """Start everything embedded and play a small bank scenario through the real path."""
-    from .demo import run_demo  # noqa: PLC0415
-    from .ray_runtime import stop_ray  # noqa: PLC0415
+    from .demo import run_demo
+    from .ray_runtime import stop_ray
 
     data_dir = Path(".shush/demo")
     channel = data_dir / "treatments.jsonl"
@@ -113,7 +113,7 @@ def _parse_event(text: str) -> dict[str, Any]:
 def send(target: str, path: str | None, customer: str | None, type_: str | None,
          attr: tuple[str, ...]) -> None:
     """Send one event from the command line, or every event of a JSONL file."""
-    from ..adapters.client import ShushClient  # noqa: PLC0415
+    from ..adapters.client import ShushClient
 
     if path:
         lines = Path(path).read_text().splitlines()
@@ -145,7 +145,7 @@ def send(target: str, path: str | None, customer: str | None, type_: str | None,
 @click.argument("assignments", nargs=-1)
 def levers(target: str, assignments: tuple[str, ...]) -> None:
     """Show levers, or set them: ``shush levers savings_rate_offer=2.5``."""
-    from ..adapters.client import ShushClient  # noqa: PLC0415
+    from ..adapters.client import ShushClient
 
     with ShushClient(target) as client:
         current = client.levers()
@@ -161,7 +161,7 @@ def levers(target: str, assignments: tuple[str, ...]) -> None:
 @click.argument("customer_id")
 def explain(target: str, customer_id: str) -> None:
     """Print the last decisions for a customer, with every factor and removal."""
-    from ..adapters.client import ShushClient  # noqa: PLC0415
+    from ..adapters.client import ShushClient
 
     with ShushClient(target) as client:
         decisions = client.explain(customer_id)

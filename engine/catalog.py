@@ -123,11 +123,11 @@ def _merge(files: list[tuple[str, CatalogFile]]) -> Catalog:
     actions: dict[str, Action] = {}
     sources: dict[str, str] = {}
     for name, part in files:
-        for section, items, key in (("signals", part.signals, "type"),
-                                    ("detectors", part.detectors, "id"),
-                                    ("actions", part.actions, "id")):
-            table: dict[str, Any] = {"signals": signals, "detectors": detectors,
-                                     "actions": actions}[section]
+        sections: tuple[tuple[str, list[Any], str, dict[str, Any]], ...] = (
+            ("signals", part.signals, "type", signals),
+            ("detectors", part.detectors, "id", detectors),
+            ("actions", part.actions, "id", actions))
+        for section, items, key, table in sections:
             for item in items:
                 ident = getattr(item, key)
                 where = f"{section}/{ident}"
@@ -142,8 +142,8 @@ def _merge(files: list[tuple[str, CatalogFile]]) -> Catalog:
     for a in actions.values():
         for m in a.moments:
             if m not in moments:
-                raise CatalogError(f"no detector produces moment {m!r}", file=sources[f"actions/{a.id}"],
-                                   item=a.id, field="moments")
+                raise CatalogError(f"no detector produces moment {m!r}",
+                                   file=sources[f"actions/{a.id}"], item=a.id, field="moments")
     return Catalog(signals.values(), detectors.values(), actions.values(), sources)
 
 

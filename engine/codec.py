@@ -33,7 +33,8 @@ def pack(kind: str, items: list[Any], **meta: Any) -> bytes:
     envelope = {"v": WIRE_VERSION, "k": kind, "items": items}
     if meta:
         envelope["meta"] = meta
-    return msgpack.packb(envelope, use_bin_type=True)
+    packed: bytes = msgpack.packb(envelope, use_bin_type=True)
+    return packed
 
 
 def unpack_envelope(data: bytes, kind: str) -> dict[str, Any]:

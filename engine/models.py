@@ -47,7 +47,7 @@ class Moment(_Model):
         age_s = max(0.0, (now_ms - self.occurred_at_ms) / 1000.0)
         if age_s >= self.ttl_s:
             return 0.0
-        return self.urgency * 0.5 ** (age_s / self.half_life_s)
+        return float(self.urgency * 0.5 ** (age_s / self.half_life_s))
 
 
 class Action(_Model):

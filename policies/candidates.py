@@ -59,7 +59,7 @@ def build_candidates(customer: CustomerState, catalog: Catalog, eligibility: Eli
     for moment in customer.live_moments(now_ms):
         relevance = moment.relevance(now_ms)
         for action in catalog.actions_by_moment.get(moment.name, ()):
-            if relevance > best.get(action.id, (0.0, None))[0]:
+            if relevance >= best.get(action.id, (0.0, None))[0]:  # ties: the newer moment
                 best[action.id] = (relevance, moment.moment_id)
     if inbound:
         for action in catalog.actions.values():

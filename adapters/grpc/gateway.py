@@ -13,7 +13,7 @@ from ...actors import ray_calls
 from ...engine import codec
 from ...engine.arbitration import Verdict
 from ...engine.config import EngineConfig
-from ...engine.errors import BackpressureError, CatalogError, CodecError
+from ...engine.errors import BackpressureError, CodecError
 
 
 class EngineGateway:
@@ -53,15 +53,9 @@ class EngineGateway:
         return result
 
     async def set_lever(self, action_id: str, lever: float) -> dict[str, float]:
-        try:
-            result: dict[str, float] = await ray_calls.call(
-                self.supervisor, "set_lever", action_id, lever,
-                timeout_s=self.config.call_timeout_s, what="levers")
-        except Exception as exc:  # Ray wraps the arbitrator's CatalogError; keep its message
-            cause = getattr(exc, "cause", None) or exc
-            if isinstance(cause, CatalogError) or "CatalogError" in str(exc):
-                raise CatalogError(str(cause).splitlines()[-1], field="action_id") from exc
-            raise
+        result: dict[str, float] = await ray_calls.call(
+            self.supervisor, "set_lever", action_id, lever,
+            timeout_s=self.config.call_timeout_s, what="levers")
         return result
 
     async def levers(self) -> dict[str, float]:

@@ -48,11 +48,11 @@ class ShushServicer(pb_grpc.ShushServicer):
         acks = await self.gateway.submit([convert.event_to_wire(e) for e in events])
         return convert.acks_to_reply(events, acks)
 
-    async def SubmitEvents(self, request: pb.EventBatch,  # noqa: N802 - gRPC's names
+    async def SubmitEvents(self, request: pb.EventBatch,
                            context: grpc.aio.ServicerContext) -> pb.SubmitReply:
         return await self._guard(context, lambda: self._submit(list(request.events)))
 
-    async def StreamEvents(self, request_iterator: AsyncIterator[pb.EventBatch],  # noqa: N802
+    async def StreamEvents(self, request_iterator: AsyncIterator[pb.EventBatch],
                            context: grpc.aio.ServicerContext) -> pb.SubmitReply:
         async def work() -> pb.SubmitReply:
             total = pb.SubmitReply()
@@ -67,7 +67,7 @@ class ShushServicer(pb_grpc.ShushServicer):
 
         return await self._guard(context, work)
 
-    async def Decide(self, request: pb.DecideRequest,  # noqa: N802
+    async def Decide(self, request: pb.DecideRequest,
                      context: grpc.aio.ServicerContext) -> pb.DecideReply:
         async def work() -> pb.DecideReply:
             if not request.customer_id:
@@ -78,7 +78,7 @@ class ShushServicer(pb_grpc.ShushServicer):
 
         return await self._guard(context, work)
 
-    async def Health(self, request: pb.HealthRequest,  # noqa: N802
+    async def Health(self, request: pb.HealthRequest,
                      context: grpc.aio.ServicerContext) -> pb.HealthReply:
         try:
             detail = await self.gateway.health()
@@ -88,7 +88,7 @@ class ShushServicer(pb_grpc.ShushServicer):
                       for a in detail[key])
         return pb.HealthReply(serving=serving, detail_json=self.gateway.to_json(detail))
 
-    async def SetLever(self, request: pb.SetLeverRequest,  # noqa: N802
+    async def SetLever(self, request: pb.SetLeverRequest,
                        context: grpc.aio.ServicerContext) -> pb.LeversReply:
         async def work() -> pb.LeversReply:
             return pb.LeversReply(levers=await self.gateway.set_lever(request.action_id,
@@ -96,14 +96,14 @@ class ShushServicer(pb_grpc.ShushServicer):
 
         return await self._guard(context, work)
 
-    async def GetLevers(self, request: pb.LeversRequest,  # noqa: N802
+    async def GetLevers(self, request: pb.LeversRequest,
                         context: grpc.aio.ServicerContext) -> pb.LeversReply:
         async def work() -> pb.LeversReply:
             return pb.LeversReply(levers=await self.gateway.levers())
 
         return await self._guard(context, work)
 
-    async def Explain(self, request: pb.ExplainRequest,  # noqa: N802
+    async def Explain(self, request: pb.ExplainRequest,
                       context: grpc.aio.ServicerContext) -> pb.ExplainReply:
         async def work() -> pb.ExplainReply:
             decisions = await self.gateway.explain(request.customer_id)

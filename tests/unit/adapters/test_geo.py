@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from shush.adapters.feeds.errors import FeedUsageError
 from shush.adapters.feeds.geo import BUNDLED_ZIP_COUNTY_CSV, ZipCountyIndex, normalize_zip
 from shush.adapters.feeds.nws import WeatherAlert, read_alerts

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+
 from shush.adapters.feeds import nws
 from shush.adapters.feeds.alert_tracker import AlertTracker
 from shush.adapters.feeds.errors import FeedUnavailable, FeedUsageError

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+
 from shush.adapters.stores import (
     DeadLetterRow,
     DecisionRow,

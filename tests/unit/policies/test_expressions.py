@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+
 from shush.engine.errors import ExpressionError
 from shush.policies import expressions
 from shush.policies.expressions import (

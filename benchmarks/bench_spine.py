@@ -1,0 +1,131 @@
+"""Events/s of the spine, end to end through the client, against the pure core in one process.
+
+    python benchmarks/bench_spine.py [--events 200000] [--customers 20000] [--concurrency 4]
+
+1. pure core: validation + shard core + arbitration math, one process, no Ray, no network —
+   the ceiling for this code;
+2. end to end: AsyncShushClient -> gRPC -> routers -> shards -> arbitration -> JSONL channel,
+   on the embedded default (local Ray), with several batches in flight.
+Both runs use the same workload. Their treatment counts agree up to events of one customer
+that concurrent batches deliver out of order (a crossing follows event time, not arrival).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from workload import bank_events
+
+from shush.actors.shard_core import ShardCore
+from shush.adapters.channels.jsonl import read_jsonl
+from shush.adapters.channels.memory import MemoryChannel
+from shush.adapters.client import AsyncShushClient
+from shush.adapters.grpc import convert
+from shush.adapters.grpc import shush_pb2 as pb
+from shush.cluster.config_loader import load_config, load_engine_catalog
+from shush.engine.arbitration import ActionTable, arbitrate
+from shush.engine.clock import ManualClock
+from shush.engine.config import EngineConfig
+from shush.engine.partitions import PartitionTable
+from shush.engine.propensity import PropensityModel
+from shush.engine.signals import validate_wire_event
+
+
+def pure_core(events: list[list[object]], config: EngineConfig, batch: int,
+              start_ms: int) -> tuple[float, int]:
+    catalog = load_engine_catalog(config)
+    channel = MemoryChannel()
+    clock = ManualClock(start_ms)
+    table = PartitionTable.round_robin(config.num_partitions, config.num_shards)
+    shards = [ShardCore(i, catalog, config.shard, clock, channel)
+              for i in range(config.num_shards)]
+    actions = ActionTable(catalog.actions)
+    model = PropensityModel(actions.ids, catalog.actions)
+    started = time.perf_counter()
+    for offset in range(0, len(events), batch):
+        chunk = events[offset:offset + batch]
+        clock.set(max(clock.now_ms(), int(chunk[-1][3])))  # type: ignore[call-overload]
+        per_shard: dict[int, list[list[object]]] = {}
+        for event in chunk:
+            record = validate_wire_event(event, catalog.signals)
+            per_shard.setdefault(table.shard_of(record.customer_id), []).append(event)
+        for index, shard_events in per_shard.items():
+            shard = shards[index]
+            shard.apply_events(shard_events)
+            sets, removals = shard.candidate_sets(shard.take_awaiting())
+            shard.settle(arbitrate(sets, actions, model.mean()), removals)
+    return time.perf_counter() - started, len(channel.sent)
+
+
+async def end_to_end(events: list[list[object]], target: str, batch: int,
+                     concurrency: int) -> float:
+    protos = [convert.event_to_proto({"event_id": e[0], "customer_id": e[1], "type": e[2],
+                                      "occurred_at_ms": e[3], "source": e[4],
+                                      "attributes": e[5]}) for e in events]
+    batches = [protos[i:i + batch] for i in range(0, len(protos), batch)]
+    async with AsyncShushClient(target, batch_size=batch) as client:
+        queue: asyncio.Queue[list[pb.Event]] = asyncio.Queue()
+        for b in batches:
+            queue.put_nowait(b)
+
+        async def worker() -> None:
+            while not queue.empty():
+                result = await client.submit_batch(queue.get_nowait())
+                assert not result.rejected, result.rejected[:3]
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=2_000)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--shards", type=int, default=2)
+    parser.add_argument("--routers", type=int, default=2)
+    args = parser.parse_args()
+    start_ms = int(time.time() * 1000)  # fresh events: stale moments would not trigger
+    events = bank_events(args.events, args.customers, start_ms=start_ms)
+    workdir = Path(tempfile.mkdtemp(prefix="shush-bench-"))
+    config = load_config(num_shards=args.shards, num_routers=args.routers, grpc={"port": 0},
+                         data_dir=str(workdir), channel={"path": str(workdir / "t.jsonl")})
+
+    core_s, core_treatments = pure_core(events, config, args.batch, start_ms)
+    print(f"pure core   : {args.events / core_s:>10,.0f} events/s  "
+          f"({args.events:,} events in {core_s:.2f} s, {core_treatments:,} treatments)")
+
+    from shush.cluster.engine import Engine
+    from shush.cluster.ray_runtime import start_ray, stop_ray
+
+    start_ray(num_cpus=2)
+    engine = Engine.start(config)
+    engine.serve_grpc()
+    try:
+        e2e_s = asyncio.run(end_to_end(events, engine.target, args.batch, args.concurrency))
+        deadline = time.monotonic() + 30
+        while len(read_jsonl(workdir / "t.jsonl")) < core_treatments and \
+                time.monotonic() < deadline:
+            time.sleep(0.1)
+        e2e_treatments = len(read_jsonl(workdir / "t.jsonl"))
+    finally:
+        engine.stop()
+        stop_ray()
+    print(f"end to end  : {args.events / e2e_s:>10,.0f} events/s  "
+          f"({args.events:,} events in {e2e_s:.2f} s, {e2e_treatments:,} treatments; "
+          f"{args.routers} routers, {args.shards} shards, {args.concurrency} batches "
+          f"of {args.batch} in flight)")
+    print(f"ratio       : {e2e_s and core_s / e2e_s:.2f} of the single-process ceiling")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""The spine end to end: ShushClient -> gRPC -> router -> shard -> arbitration -> channel."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import grpc
+import pytest
+
+from shush.adapters.client import AsyncShushClient
+from tests.factories import event_dict
+from tests.integration.conftest import RunningEngine
+
+pytestmark = pytest.mark.integration
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def customer() -> str:
+    return f"cust-{uuid.uuid4().hex[:10]}"
+
+
+def test_a_withdrawal_becomes_a_treatment_with_every_factor(running: RunningEngine) -> None:
+    alice = customer()
+    result = running.client.submit([
+        event_dict(alice, "profile_update", now_ms(), segment="affluent"),
+        event_dict(alice, "savings_withdrawal", now_ms(), amount=8000.0),
+    ])
+    assert (result.accepted, result.rejected) == (2, [])
+    [treatment] = running.for_customer(alice)
+    assert treatment["action_id"] == "advisor_call"
+    assert treatment["channel"] == "phone"
+    factors = treatment["payload"]["factors"]
+    assert factors["p"] == pytest.approx(0.3)
+    assert factors["c"] == pytest.approx(0.8, rel=1e-3)  # decays a little with age
+    assert (factors["v"], factors["l"]) == (100, 1.0)
+    assert factors["score"] == pytest.approx(factors["p"] * factors["c"] * 100)
+    assert treatment["idempotency_key"].startswith(f"{alice}|advisor_call|large_withdrawal@")
+    assert treatment["payload"]["moment"] == "large_withdrawal"
+
+
+def test_higher_pcvl_wins_and_a_lever_flips_it_at_run_time(running: RunningEngine) -> None:
+    first, second = customer(), customer()
+    running.client.submit([event_dict(first, "savings_withdrawal", now_ms(), amount=9000.0)])
+    [treatment] = running.for_customer(first)
+    assert treatment["action_id"] == "advisor_call"  # 0.3 × 0.8 × 100 = 24 > 0.4 × 0.8 × 50 = 16
+    try:
+        levers = running.client.set_lever("rate_offer", 2.0)  # 16 × 2 = 32 > 24
+        assert levers["rate_offer"] == 2.0
+        running.client.submit([event_dict(second, "savings_withdrawal", now_ms(),
+                                          amount=9000.0)])
+        [flipped] = running.for_customer(second)
+        assert flipped["action_id"] == "rate_offer"
+        assert flipped["payload"]["factors"]["l"] == 2.0
+    finally:
+        running.client.set_lever("rate_offer", 1.0)
+
+
+def test_a_duplicate_event_takes_effect_once(running: RunningEngine) -> None:
+    carol = customer()
+    withdrawal = event_dict(carol, "savings_withdrawal", now_ms(), amount=7000.0)
+    first = running.client.submit([withdrawal])
+    second = running.client.submit([withdrawal])
+    assert (first.accepted, first.duplicates) == (1, 0)
+    assert (second.accepted, second.duplicates) == (0, 1)
+    time.sleep(0.3)
+    assert len(running.for_customer(carol)) == 1
+
+
+def test_invalid_events_are_rejected_by_field_and_the_rest_accepted(
+        running: RunningEngine) -> None:
+    dave = customer()
+    batch = [
+        event_dict("", "savings_withdrawal", now_ms(), event_id="bad-customer", amount=1.0),
+        event_dict(dave, "teleport", now_ms(), event_id="bad-type"),
+        event_dict(dave, "savings_withdrawal", now_ms(), event_id="bad-attr", amount="lots"),
+        event_dict(dave, "savings_withdrawal", now_ms(), amount=6000.0),
+    ]
+    result = running.client.submit(batch)
+    assert result.accepted == 1
+    fields = {r.event_id: r.field for r in result.rejected}
+    assert fields == {"bad-customer": "customer_id", "bad-type": "type",
+                      "bad-attr": "attributes.amount"}
+    assert len(running.for_customer(dave)) == 1
+    dead = {d["event_id"]: d for d in running.dead_letters()}
+    assert {"bad-customer", "bad-type", "bad-attr"} <= set(dead)
+    assert "unknown signal type 'teleport'" in dead["bad-type"]["reason"]
+    serving, _ = running.client.health()
+    assert serving
+
+
+def test_inbound_decide_ranks_actions_without_firing(running: RunningEngine) -> None:
+    erin = customer()
+    running.client.submit([event_dict(erin, "profile_update", now_ms(), segment="mass"),
+                           event_dict(erin, "savings_withdrawal", now_ms(), amount=5000.0)])
+    running.for_customer(erin)
+    decision = running.client.decide(erin)
+    ranked = [r.action_id for r in decision.ranked]
+    assert ranked[0] == decision.winner
+    assert set(ranked) == {"advisor_call", "rate_offer", "card_upgrade"}
+    web = running.client.decide(erin, channel="web")
+    assert [r.action_id for r in web.ranked] == ["card_upgrade"]
+    assert web.ranked[0].score == pytest.approx(0.5 * 1.0 * 10 * 1.0)
+    time.sleep(0.2)
+    assert len(running.for_customer(erin)) == 1  # the inbound answer fired nothing
+
+
+def test_explain_shows_the_decision(running: RunningEngine) -> None:
+    gus = customer()
+    running.client.submit([event_dict(gus, "profile_update", now_ms(), segment="student"),
+                           event_dict(gus, "savings_withdrawal", now_ms(), amount=5000.0)])
+    running.for_customer(gus)
+    [decision] = running.client.explain(gus)
+    assert decision["winner"] == "rate_offer"
+    assert decision["removed"][0]["policy"] == "eligibility"
+
+
+def test_stream_and_async_client(running: RunningEngine) -> None:
+    streamed, awaited = customer(), customer()
+    result = running.client.stream(
+        [event_dict(streamed, "balance_update", now_ms() + i, balance=b)
+         for i, b in enumerate([500.0, 50.0, 40.0])])
+    assert result.accepted == 3
+    assert [t["action_id"] for t in running.for_customer(streamed)] == ["low_balance_sms"]
+
+    async def go() -> int:
+        async with AsyncShushClient(running.engine.target) as client:
+            submitted = await client.submit(
+                [event_dict(awaited, "balance_update", now_ms(), balance=10.0)])
+            return submitted.accepted
+
+    assert asyncio.run(go()) == 1
+    assert len(running.for_customer(awaited)) == 1
+
+
+def test_unknown_lever_and_oversized_batch_get_clear_errors(running: RunningEngine) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        running.client.set_lever("no_such_action", 2.0)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "no_such_action" in info.value.details()
+    client = running.client
+    too_many = [event_dict(customer(), "balance_update", now_ms(), balance=1.0)
+                for _ in range(10_001)]
+    original = client.batch_size
+    client.batch_size = 20_000
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            client.submit(too_many)
+    finally:
+        client.batch_size = original
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "at most 10000 events" in info.value.details()

@@ -1,0 +1,123 @@
+"""The shard's body without Ray: apply, decide (with the real arbitration math), fire."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shush.actors.shard_core import ShardCore
+from shush.adapters.channels.memory import MemoryChannel
+from shush.engine import codec
+from shush.engine.arbitration import ActionTable, arbitrate
+from shush.engine.catalog import Catalog, load_catalog
+from shush.engine.clock import ManualClock
+from shush.engine.config import ShardConfig
+from shush.engine.models import Treatment
+from shush.engine.propensity import PropensityModel
+from tests.factories import T0_MS, event, write_catalog
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Catalog:
+    return load_catalog([write_catalog(tmp_path)])
+
+
+class Harness:
+    def __init__(self, catalog: Catalog) -> None:
+        self.channel = MemoryChannel()
+        self.clock = ManualClock(T0_MS)
+        self.core = ShardCore(0, catalog, ShardConfig(), self.clock, self.channel)
+        self.table = ActionTable(catalog.actions)
+        self.model = PropensityModel(self.table.ids, catalog.actions)
+
+    def submit(self, *events: list[object]) -> list[list[object]]:
+        acks = self.core.apply_events(events)
+        sets, removals = self.core.candidate_sets(self.core.take_awaiting())
+        self.core.settle(arbitrate(sets, self.table, self.model.mean()), removals)
+        return acks
+
+    @property
+    def sent(self) -> list[Treatment]:
+        return self.channel.sent
+
+
+def test_large_withdrawal_fires_the_best_action_with_its_factors(catalog: Catalog) -> None:
+    h = Harness(catalog)
+    h.submit(event("alice", "profile_update", segment="affluent"),
+             event("alice", "savings_withdrawal", amount=8000.0))
+    [treatment] = h.sent
+    assert treatment.action_id == "advisor_call"
+    factors = treatment.payload["factors"]
+    assert factors["p"] == pytest.approx(0.3)
+    assert factors["c"] == pytest.approx(0.8)
+    assert (factors["v"], factors["l"]) == (100, 1.0)
+    assert factors["score"] == pytest.approx(0.3 * 0.8 * 100)
+    assert treatment.idempotency_key.startswith("alice|advisor_call|large_withdrawal@")
+    assert "ahead of rate_offer" in treatment.payload["why"][0]
+
+
+def test_eligibility_removes_a_candidate_and_says_why(catalog: Catalog) -> None:
+    h = Harness(catalog)
+    h.submit(event("bob", "profile_update", segment="student"),
+             event("bob", "savings_withdrawal", amount=6000.0))
+    assert [t.action_id for t in h.sent] == ["rate_offer"]
+    decision = h.core.customers["bob"].decisions[-1]
+    assert [(r.action_id, r.policy) for r in decision.removed] == [("advisor_call",
+                                                                    "eligibility")]
+    assert any("advisor_call removed by eligibility" in r for r in decision.reasons)
+
+
+def test_duplicate_event_takes_effect_once(catalog: Catalog) -> None:
+    h = Harness(catalog)
+    withdrawal = event("carol", "savings_withdrawal", event_id="w1", amount=9000.0)
+    assert h.submit(withdrawal) == [[codec.ACCEPTED, ""]]
+    assert h.submit(withdrawal) == [[codec.DUPLICATE, "duplicate event_id"]]
+    assert len(h.sent) == 1
+    assert h.core.stats["duplicates"] == 1
+
+
+def test_crossing_fires_once_and_rearms_past_the_reset(catalog: Catalog) -> None:
+    h = Harness(catalog)
+    balances = [500.0, 80.0, 60.0, 150.0, 90.0, 250.0, 40.0]
+    for i, balance in enumerate(balances):
+        h.clock.set(T0_MS + i * 1000)
+        h.submit(event("dave", "balance_update", T0_MS + i * 1000, balance=balance))
+    # 80 crosses; 60 and 90 stay below without a reset past 200; 40 crosses again after 250.
+    assert [t.action_id for t in h.sent] == ["low_balance_sms", "low_balance_sms"]
+    assert len({t.idempotency_key for t in h.sent}) == 2
+
+
+def test_stale_moment_does_not_trigger(catalog: Catalog) -> None:
+    h = Harness(catalog)
+    h.clock.advance(5 * 3600 * 1000)  # low_balance lives 4 half-lives of 1 h
+    h.submit(event("erin", "balance_update", T0_MS, balance=10.0))
+    assert h.sent == []
+
+
+def test_one_bad_event_does_not_stop_the_batch(catalog: Catalog) -> None:
+    h = Harness(catalog)
+    acks = h.submit(["x"], event("fay", "savings_withdrawal", amount=7000.0))
+    assert acks[0][0] == codec.REJECTED and "could not apply" in acks[0][1]
+    assert acks[1] == [codec.ACCEPTED, ""]
+    assert len(h.sent) == 1
+
+
+def test_inbound_candidates_include_evergreen_actions_and_fire_nothing(catalog: Catalog) -> None:
+    h = Harness(catalog)
+    h.submit(event("gus", "profile_update", segment="mass"))
+    sets, _ = h.core.candidate_sets(["gus"], inbound=True, channel="web")
+    assert sets[0].action_ids == ("card_upgrade",) and sets[0].contexts == (1.0,)
+    assert h.sent == []
+
+
+def test_failed_send_is_not_marked_treated(catalog: Catalog) -> None:
+    class Broken(MemoryChannel):
+        def send(self, treatment: Treatment) -> None:
+            raise ConnectionError("smtp down")
+
+    h = Harness(catalog)
+    h.core.channel = Broken()
+    h.submit(event("hal", "savings_withdrawal", amount=7000.0))
+    assert h.core.customers["hal"].treated == {}
+    assert h.core.stats["treatments"] == 0

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+from collections import Counter
+
+import msgpack
+import pytest
+
+from shush.engine import codec
+from shush.engine.arbitration import CandidateSet
+from shush.engine.catalog import Catalog, CatalogFile
+from shush.engine.errors import CodecError, EventRejected
+from shush.engine.partitions import PartitionTable, partition_of
+from shush.engine.signals import validate_wire_event
+from tests.factories import COMPETING_CATALOG, event
+
+
+def test_partition_hash_is_pinned() -> None:
+    # A change of hash would move every customer to another shard: these values must not move.
+    assert [partition_of(name, 1024) for name in ("alice", "bob", "customer-1")] == [
+        589, 884, 244]
+    assert partition_of("alice", 7) == 0
+
+
+def test_partitions_spread_customers_evenly_over_shards() -> None:
+    table = PartitionTable.round_robin(1024, 4)
+    counts = Counter(table.shard_of(f"customer-{i}") for i in range(40_000))
+    assert set(counts) == {0, 1, 2, 3}
+    assert max(counts.values()) / min(counts.values()) < 1.1
+
+
+def test_moving_a_partition_moves_only_its_customers() -> None:
+    table = PartitionTable.round_robin(64, 2)
+    before = {f"c{i}": table.shard_of(f"c{i}") for i in range(2000)}
+    moved_partition = 5
+    table.owners[moved_partition] = 2
+    for customer, shard in before.items():
+        if partition_of(customer, 64) == moved_partition:
+            assert table.shard_of(customer) == 2
+        else:
+            assert table.shard_of(customer) == shard
+
+
+def test_codec_round_trip_and_version_checks() -> None:
+    events = [event("a", "savings_withdrawal", amount=1.0)]
+    assert codec.unpack(codec.pack(codec.EVENTS, events), codec.EVENTS) == events
+    sets = [CandidateSet("a", ("x", "y"), (0.5, 1.0), ("m", None))]
+    assert codec.decode_candidate_sets(codec.encode_candidate_sets(sets)) == sets
+    with pytest.raises(CodecError, match="wire version"):
+        codec.unpack(msgpack.packb({"v": 99, "k": "events", "items": []}), codec.EVENTS)
+    with pytest.raises(CodecError, match="expected a acks batch"):
+        codec.unpack(codec.pack(codec.EVENTS, []), codec.ACKS)
+    with pytest.raises(CodecError, match="undecodable"):
+        codec.unpack(b"\xc1\xff", codec.EVENTS)
+
+
+@pytest.fixture
+def signals() -> dict[str, object]:
+    return Catalog.from_wire(CatalogFile.model_validate(COMPETING_CATALOG).model_dump()).signals
+
+
+@pytest.mark.parametrize(("wire", "field", "reason"), [
+    (["e1", "", "savings_withdrawal", 1, "", {"amount": 1.0}], "customer_id", "customer_id"),
+    (["e1", "c", "teleport", 1, "", {}], "type", "unknown signal type 'teleport'"),
+    (["e1", "c", "savings_withdrawal", 1, "", {"amount": "x"}], "attributes.amount",
+     "must be number, got str"),
+    (["e1", "c", "savings_withdrawal", 1, "", {}], "attributes.amount", "required"),
+    (["e1", "c", "savings_withdrawal", 1, "", {"amount": 1, "pin": 1234}], "attributes.pin",
+     "not declared"),
+    (["e1", "c", "savings_withdrawal", None, "", {"amount": 1.0}], "occurred_at", "timestamp"),
+    (["", "c", "savings_withdrawal", 1, "", {"amount": 1.0}], "event_id", "event_id"),
+    (["e1", "c", "savings_withdrawal", 1, "", {"amount": True}], "attributes.amount", "bool"),
+    ("not a list", "event", "6 fields"),
+])
+def test_invalid_events_name_the_field(signals: dict[str, object], wire: object, field: str,
+                                       reason: str) -> None:
+    with pytest.raises(EventRejected) as info:
+        validate_wire_event(wire, signals)
+    assert info.value.field == field
+    assert reason in info.value.reason
+
+
+def test_valid_event_accepts_int_for_number(signals: dict[str, object]) -> None:
+    record = validate_wire_event(["e1", "c", "savings_withdrawal", 5, "atm", {"amount": 7}],
+                                 signals)
+    assert record.customer_id == "c" and record.attributes == {"amount": 7}
