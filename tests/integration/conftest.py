@@ -1,4 +1,4 @@
-"""One local Ray per test session (2 CPUs, no dashboard); engines on loopback gRPC."""
+"""Engines on loopback gRPC, on the session's one local Ray (``tests/conftest.py``)."""
 
 from __future__ import annotations
 
@@ -14,15 +14,7 @@ from shush.adapters.channels.jsonl import read_jsonl
 from shush.adapters.client import ShushClient
 from shush.cluster.config_loader import load_config
 from shush.cluster.engine import Engine
-from shush.cluster.ray_runtime import start_ray, stop_ray
 from tests.factories import write_catalog
-
-
-@pytest.fixture(scope="session")
-def ray_session() -> Iterator[None]:
-    start_ray(num_cpus=2, namespace="shush-tests")
-    yield
-    stop_ray()
 
 
 class RunningEngine:
