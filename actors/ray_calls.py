@@ -81,3 +81,46 @@ def kill(handle: ActorHandle, *, no_restart: bool = True) -> None:
         ray.kill(handle, no_restart=no_restart)
     except (RayActorError, ValueError):
         pass
+
+
+def actor_name(kind: str, index: int) -> str:
+    """The name of the engine's ``index``-th actor of a kind ("shard", "router", ...)."""
+    return f"{kind}-{index}"
+
+
+class ActorDirectory:
+    """Handles of named actors, looked up on first use and again after a failure.
+
+    Actors find their peers by name instead of receiving handles as constructor arguments: a
+    restarted (or re-created) peer keeps its name, and Ray can always re-run a constructor whose
+    arguments are plain values (see ray-project/ray#53727).
+    """
+
+    def __init__(self, kind: str, count: int, namespace: str) -> None:
+        self.names = [actor_name(kind, i) for i in range(count)]
+        self.namespace = namespace
+        self._handles: list[ActorHandle | None] = [None] * count
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def get(self, index: int) -> ActorHandle:
+        handle = self._handles[index]
+        if handle is None:
+            handle = get_actor(self.names[index], self.namespace)
+            if handle is None:
+                raise EngineUnavailable("no such actor (yet)", what=self.names[index])
+            self._handles[index] = handle
+        return handle
+
+    def forget(self, index: int) -> None:
+        self._handles[index] = None
+
+    async def call(self, index: int, method: str, *args: Any, timeout_s: float) -> Any:
+        """Call the ``index``-th actor; on failure, look it up afresh next time."""
+        try:
+            return await call(self.get(index), method, *args, timeout_s=timeout_s,
+                              what=f"{self.names[index]}.{method}")
+        except EngineUnavailable:
+            self.forget(index)
+            raise

@@ -34,27 +34,22 @@ Chunk = tuple[list[Any], "asyncio.Future[list[list[Any]]]"]
 
 class RouterActorBody:
     def __init__(self, index: int, config_json: str, catalog_wire: dict[str, Any],
-                 shards: list[Any], table_wire: dict[str, Any],
-                 dead_letter_factory: SinkFactory) -> None:
+                 table_wire: dict[str, Any], dead_letter_factory: SinkFactory) -> None:
         self.index = index
         self.config = EngineConfig.model_validate_json(config_json)
         self.settings = self.config.router
         self.signal_types = Catalog.from_wire(catalog_wire).signals
         self.dead_letters = dead_letter_factory()
         self.clock = SystemClock()
-        self.shards = list(shards)
         self.table = PartitionTable.from_wire(table_wire)
+        self.shards = ray_calls.ActorDirectory("shard", self.config.num_shards,
+                                               self.config.namespace)
         self._buffers: dict[int, list[Chunk]] = {}
         self._buffered_counts: dict[int, int] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._inflight: dict[int, asyncio.Semaphore] = {}
         self.buffered = 0
         self.stats = {"received": 0, "rejected": 0, "batches": 0, "resends": 0, "refused": 0}
-
-    async def update_routing(self, shards: list[Any], table_wire: dict[str, Any]) -> None:
-        """Take a new shard map from the supervisor (restarted or added shards)."""
-        self.shards = list(shards)
-        self.table = PartitionTable.from_wire(table_wire)
 
     async def submit(self, batch: bytes) -> bytes:
         try:
@@ -136,9 +131,8 @@ class RouterActorBody:
             while acks is None:
                 remaining = deadline - time.monotonic()
                 try:
-                    reply = await ray_calls.call(self.shards[shard], "submit", payload,
-                                                 timeout_s=max(remaining, 0.001),
-                                                 what=f"shard {shard}")
+                    reply = await self.shards.call(shard, "submit", payload,
+                                                   timeout_s=max(remaining, 0.001))
                     acks = codec.unpack(reply, codec.ACKS)
                 except EngineUnavailable as exc:
                     if time.monotonic() + self.settings.resend_backoff_s >= deadline:
@@ -155,15 +149,15 @@ class RouterActorBody:
             offset += len(chunk_events)
 
     async def decide(self, customer_id: str, channel: str | None) -> bytes:
-        shard = self.shards[self.table.shard_of(customer_id)]
-        reply: bytes = await ray_calls.call(shard, "decide", customer_id, channel,
-                                            timeout_s=self.config.call_timeout_s, what="decide")
+        reply: bytes = await self.shards.call(self.table.shard_of(customer_id), "decide",
+                                              customer_id, channel,
+                                              timeout_s=self.config.call_timeout_s)
         return reply
 
     async def explain(self, customer_id: str) -> list[dict[str, Any]]:
-        shard = self.shards[self.table.shard_of(customer_id)]
-        reply: list[dict[str, Any]] = await ray_calls.call(
-            shard, "explain", customer_id, timeout_s=self.config.call_timeout_s, what="explain")
+        reply: list[dict[str, Any]] = await self.shards.call(
+            self.table.shard_of(customer_id), "explain", customer_id,
+            timeout_s=self.config.call_timeout_s)
         return reply
 
     async def health(self) -> dict[str, Any]:

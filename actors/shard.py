@@ -14,6 +14,7 @@ from typing import Any
 import ray
 
 from ..engine import codec
+from ..engine.arbitration import CandidateSet
 from ..engine.catalog import Catalog
 from ..engine.clock import SystemClock
 from ..engine.config import EngineConfig
@@ -27,11 +28,13 @@ log = logging.getLogger(__name__)
 
 class ShardActorBody:
     def __init__(self, index: int, config_json: str, catalog_wire: dict[str, Any],
-                 arbitrators: list[Any], channel_factory: ChannelFactory) -> None:
+                 channel_factory: ChannelFactory) -> None:
         self.config = EngineConfig.model_validate_json(config_json)
         self.core = ShardCore(index, Catalog.from_wire(catalog_wire), self.config.shard,
                               SystemClock(), channel_factory())
-        self.arbitrator = arbitrators[index % len(arbitrators)]
+        self.arbitrators = ray_calls.ActorDirectory("arbitration", self.config.num_arbitrators,
+                                                    self.config.namespace)
+        self.arbitrator_index = index % self.config.num_arbitrators
         self._lock = asyncio.Lock()
 
     async def submit(self, batch: bytes) -> bytes:
@@ -50,9 +53,7 @@ class ShardActorBody:
             return
         sets, removals = self.core.candidate_sets(pending)
         try:
-            reply = await ray_calls.call(self.arbitrator, "arbitrate",
-                                         codec.encode_candidate_sets(sets),
-                                         timeout_s=self.config.call_timeout_s, what="arbitration")
+            reply = await self._arbitrate(sets)
         except EngineUnavailable:
             log.exception("shard %d: arbitration unavailable; %d customers wait",
                           self.core.index, len(pending))
@@ -60,14 +61,18 @@ class ShardActorBody:
             return
         self.core.settle(codec.decode_verdicts(reply), removals)
 
+    async def _arbitrate(self, sets: list[CandidateSet]) -> bytes:
+        reply: bytes = await self.arbitrators.call(self.arbitrator_index, "arbitrate",
+                                                   codec.encode_candidate_sets(sets),
+                                                   timeout_s=self.config.call_timeout_s)
+        return reply
+
     async def decide(self, customer_id: str, channel: str | None) -> bytes:
         """Inbound: the ranked actions for one customer now (nothing is fired)."""
         async with self._lock:
             sets, removals = self.core.candidate_sets([customer_id], inbound=True,
                                                       channel=channel)
-        reply = await ray_calls.call(self.arbitrator, "arbitrate",
-                                     codec.encode_candidate_sets(sets),
-                                     timeout_s=self.config.call_timeout_s, what="arbitration")
+        reply = await self._arbitrate(sets)
         verdict = codec.decode_verdicts(reply)[0]
         removed = [[r.action_id, r.policy, r.reason] for r in removals[customer_id]]
         return codec.encode_verdicts([verdict], removed=removed)

@@ -45,25 +45,22 @@ class SupervisorActorBody:
         self._health_task: asyncio.Task[None] | None = None
 
     # -- creation -------------------------------------------------------------------------
-    def _name(self, kind: str, index: int) -> str:
-        return f"{kind}-{index}"
-
     def _create_arbitrator(self, i: int) -> Any:
         return ray_calls.create(
             ArbitrationActor, i, self.config_json, self.catalog_wire,
-            name=self._name("arbitration", i), namespace=self.config.namespace,
+            name=ray_calls.actor_name("arbitration", i), namespace=self.config.namespace,
             num_cpus=self.config.arbitration.num_cpus, max_restarts=-1)
 
     def _create_shard(self, i: int) -> Any:
         return ray_calls.create(
-            ShardActor, i, self.config_json, self.catalog_wire, self.arbitrators,
-            self.channel_factory, name=self._name("shard", i), namespace=self.config.namespace,
+            ShardActor, i, self.config_json, self.catalog_wire, self.channel_factory,
+            name=ray_calls.actor_name("shard", i), namespace=self.config.namespace,
             num_cpus=self.config.shard.num_cpus, max_restarts=self.config.shard.max_restarts)
 
     def _create_router(self, i: int) -> Any:
         return ray_calls.create(
-            RouterActor, i, self.config_json, self.catalog_wire, self.shards,
-            self.table.to_wire(), self.dead_letter_factory, name=self._name("router", i),
+            RouterActor, i, self.config_json, self.catalog_wire, self.table.to_wire(),
+            self.dead_letter_factory, name=ray_calls.actor_name("router", i),
             namespace=self.config.namespace, num_cpus=self.config.router.num_cpus,
             max_restarts=-1)
 
@@ -111,12 +108,7 @@ class SupervisorActorBody:
                     group[i] = create(i)
                     replaced[kind] += 1
                     self.restarts[kind] += 1
-        if replaced["shard"]:
-            await asyncio.gather(*(ray_calls.call(r, "update_routing", self.shards,
-                                                  self.table.to_wire(),
-                                                  timeout_s=self.config.call_timeout_s)
-                                   for r in self.routers))
-        return replaced
+        return replaced  # peers find a re-created actor by its name
 
     # -- queries and operator calls -------------------------------------------------------
     async def get_routers(self) -> list[Any]:
