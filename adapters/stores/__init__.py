@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ...engine.errors import ConfigError
-from .base import (
+from ...engine.errors import ConfigError, FencedError, StoreError, StoreUnavailable, StoreUsageError
+from ...engine.store import (
     DeadLetterRow,
     DecisionRow,
     JournalEntry,
@@ -25,7 +25,6 @@ from .base import (
     TimerRow,
     TreatmentRow,
 )
-from .errors import FencedError, StoreError, StoreUnavailable, StoreUsageError
 from .memory import MemoryStateStore
 
 __all__ = [

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 
-from .base import (
+from ...engine.store import (
     DeadLetterRow,
     DecisionRow,
     JournalEntry,
@@ -110,16 +110,23 @@ class MemoryStateStore:
 
     # -- event journal ----------------------------------------------------------------------
     def append_journal(self, partition: int, epoch: int, entries: Sequence[bytes]) -> list[int]:
+        return self.append_journals({partition: epoch}, {partition: entries})[partition]
+
+    def append_journals(self, partition_epochs: Mapping[int, int],
+                        entries: Mapping[int, Sequence[bytes]]) -> dict[int, list[int]]:
+        require_epochs(partition_epochs, entries, "entries")
         with self._lock:
-            self._check({partition: epoch})
-            first = self._journal_seq.get(partition, 0) + 1
-            seqs = list(range(first, first + len(entries)))
-            journal = self._journal.setdefault(partition, [])
-            journal.extend(JournalEntry(seq, bytes(data)) for seq, data in zip(seqs, entries,
-                                                                                strict=True))
-            if seqs:
-                self._journal_seq[partition] = seqs[-1]
-            return seqs
+            self._check(partition_epochs)
+            assigned: dict[int, list[int]] = {}
+            for partition, items in entries.items():
+                first = self._journal_seq.get(partition, 0) + 1
+                seqs = list(range(first, first + len(items)))
+                self._journal.setdefault(partition, []).extend(
+                    JournalEntry(seq, bytes(data)) for seq, data in zip(seqs, items, strict=True))
+                if seqs:
+                    self._journal_seq[partition] = seqs[-1]
+                assigned[partition] = seqs
+            return assigned
 
     def read_journal(
         self, partition: int, after_seq: int = 0, limit: int | None = None

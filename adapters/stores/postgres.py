@@ -19,7 +19,8 @@ from typing import Any, cast
 import psycopg
 from psycopg import sql
 
-from .base import (
+from ...engine.errors import StoreUnavailable, StoreUsageError
+from ...engine.store import (
     DeadLetterRow,
     DecisionRow,
     JournalEntry,
@@ -36,7 +37,6 @@ from .base import (
     require_partitions,
     require_positive,
 )
-from .errors import StoreUnavailable, StoreUsageError
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -247,22 +247,40 @@ class PostgresStateStore:
 
     # -- event journal ----------------------------------------------------------------------
     def append_journal(self, partition: int, epoch: int, entries: Sequence[bytes]) -> list[int]:
+        return self.append_journals({partition: epoch}, {partition: entries})[partition]
+
+    def append_journals(self, partition_epochs: Mapping[int, int],
+                        entries: Mapping[int, Sequence[bytes]]) -> dict[int, list[int]]:
+        require_epochs(partition_epochs, entries, "entries")
         with self._write() as cur:
-            row = cur.execute("SELECT epoch, journal_seq FROM partitions WHERE partition = %s"
-                              " FOR UPDATE", (partition,)).fetchone()
-            check_epochs({partition: epoch}, {partition: row[0]} if row else {})
-            assert row is not None  # check_epochs fences partitions never acquired
-            first = int(row[1]) + 1
-            seqs = list(range(first, first + len(entries)))
-            if seqs:
+            rows = cur.execute(
+                "SELECT partition, epoch, journal_seq FROM partitions"
+                " WHERE partition = ANY(%s::bigint[]) ORDER BY partition FOR UPDATE",
+                (sorted(partition_epochs),)).fetchall()
+            check_epochs(partition_epochs, {int(p): int(e) for p, e, _ in rows})
+            last_seq = {int(p): int(s) for p, _, s in rows}
+            assigned: dict[int, list[int]] = {}
+            parts: list[int] = []
+            seq_col: list[int] = []
+            data: list[bytes] = []
+            for partition, items in entries.items():
+                first = last_seq[partition] + 1
+                seqs = list(range(first, first + len(items)))
+                parts.extend([partition] * len(items))
+                seq_col.extend(seqs)
+                data.extend(items)
+                assigned[partition] = seqs
+            if data:
                 cur.execute(
                     "INSERT INTO journal (partition, seq, data)"
-                    " SELECT %s, * FROM unnest(%s::bigint[], %s::bytea[])",
-                    (partition, seqs, list(entries)),
-                )
-                cur.execute("UPDATE partitions SET journal_seq = %s WHERE partition = %s",
-                            (seqs[-1], partition))
-            return seqs
+                    " SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bytea[])",
+                    (parts, seq_col, data))
+                ends = [(p, seqs[-1]) for p, seqs in assigned.items() if seqs]
+                cur.execute(
+                    "UPDATE partitions SET journal_seq = v.seq FROM unnest(%s::bigint[],"
+                    " %s::bigint[]) AS v(partition, seq) WHERE partitions.partition = v.partition",
+                    ([p for p, _ in ends], [s for _, s in ends]))
+            return assigned
 
     def read_journal(
         self, partition: int, after_seq: int = 0, limit: int | None = None

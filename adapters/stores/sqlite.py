@@ -19,7 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
-from .base import (
+from ...engine.errors import StoreUnavailable
+from ...engine.store import (
     DeadLetterRow,
     DecisionRow,
     JournalEntry,
@@ -36,7 +37,6 @@ from .base import (
     require_partitions,
     require_positive,
 )
-from .errors import StoreUnavailable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS partitions (
@@ -238,19 +238,29 @@ class SqliteStateStore:
 
     # -- event journal ----------------------------------------------------------------------
     def append_journal(self, partition: int, epoch: int, entries: Sequence[bytes]) -> list[int]:
+        return self.append_journals({partition: epoch}, {partition: entries})[partition]
+
+    def append_journals(self, partition_epochs: Mapping[int, int],
+                        entries: Mapping[int, Sequence[bytes]]) -> dict[int, list[int]]:
+        require_epochs(partition_epochs, entries, "entries")
         with self._write() as cur:
-            row = cur.execute("SELECT epoch, journal_seq FROM partitions WHERE partition = ?",
-                              (partition,)).fetchone()
-            check_epochs({partition: epoch}, {partition: row[0]} if row else {})
-            assert row is not None  # check_epochs fences partitions never acquired
-            first = row[1] + 1
-            seqs = list(range(first, first + len(entries)))
-            if seqs:
-                cur.executemany("INSERT INTO journal (partition, seq, data) VALUES (?, ?, ?)",
-                                [(partition, s, d) for s, d in zip(seqs, entries, strict=True)])
-                cur.execute("UPDATE partitions SET journal_seq = ? WHERE partition = ?",
-                            (seqs[-1], partition))
-            return seqs
+            rows = cur.execute(
+                f"SELECT partition, epoch, journal_seq FROM partitions WHERE {_IN_PARTITIONS}",
+                (json.dumps(sorted(partition_epochs)),)).fetchall()
+            check_epochs(partition_epochs, {p: e for p, e, _ in rows})
+            last_seq = {p: s for p, _, s in rows}
+            assigned: dict[int, list[int]] = {}
+            inserts: list[tuple[int, int, bytes]] = []
+            for partition, items in entries.items():
+                first = last_seq[partition] + 1
+                seqs = list(range(first, first + len(items)))
+                inserts.extend((partition, s, d) for s, d in zip(seqs, items, strict=True))
+                assigned[partition] = seqs
+            cur.executemany("INSERT INTO journal (partition, seq, data) VALUES (?, ?, ?)",
+                            inserts)
+            cur.executemany("UPDATE partitions SET journal_seq = ? WHERE partition = ?",
+                            [(seqs[-1], p) for p, seqs in assigned.items() if seqs])
+            return assigned
 
     def read_journal(
         self, partition: int, after_seq: int = 0, limit: int | None = None

@@ -254,6 +254,21 @@ def test_journal_assigns_increasing_sequences_per_partition(store: StateStore) -
     assert [e.data for e in store.read_journal(2)] == [b"x"]
 
 
+def test_journals_of_many_partitions_append_in_one_fenced_call(store: StateStore) -> None:
+    epoch = store.acquire_partitions([1, 2, 3], "shard")
+    store.append_journal(1, epoch, [b"a"])
+    assert store.append_journals({1: epoch, 2: epoch}, {1: [b"b", b"c"], 2: [b"x"]}) == {
+        1: [2, 3], 2: [1]}
+    assert [e.data for e in store.read_journal(1)] == [b"a", b"b", b"c"]
+    newer = store.acquire_partitions([2], "next")
+    with pytest.raises(FencedError):  # partition 2 moved on: nothing of the call is written
+        store.append_journals({1: epoch, 2: epoch}, {1: [b"d"], 2: [b"y"]})
+    assert [e.data for e in store.read_journal(1)] == [b"a", b"b", b"c"]
+    assert store.append_journals({2: newer}, {2: [b"z"]}) == {2: [2]}
+    with pytest.raises(StoreUsageError):
+        store.append_journals({1: epoch}, {3: [b"no epoch given"]})
+
+
 def test_truncation_deletes_up_to_a_sequence_and_never_reuses_it(store: StateStore) -> None:
     epoch = store.acquire_partitions([1], "shard")
     store.append_journal(1, epoch, [b"a", b"b", b"c"])

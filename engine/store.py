@@ -166,6 +166,11 @@ class StateStore(Protocol):
         """Append in order; return the sequence numbers assigned, increasing."""
         ...
 
+    def append_journals(self, partition_epochs: Mapping[int, int],
+                        entries: Mapping[int, Sequence[bytes]]) -> dict[int, list[int]]:
+        """``append_journal`` for many partitions in one transaction (a shard's batch)."""
+        ...
+
     def read_journal(
         self, partition: int, after_seq: int = 0, limit: int | None = None
     ) -> list[JournalEntry]:
