@@ -2,6 +2,9 @@
 
 Several files merge into one ``Catalog`` (e.g. a bank and a retail catalog). Any error names the
 file, the item and the field, and fails the load: an engine never starts on a half-valid catalog.
+Cross-checks: detectors name known signal types and attributes of the right type; combinations
+name known detectors without cycles; actions name moments that some detector makes and that are
+not internal; files that both give ``settings`` agree.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .detectors import DetectorSpec
+from .detectors import CombinationDetector, DetectorSpec
 from .errors import CatalogError
 from .models import Action
 
@@ -52,9 +55,24 @@ class SignalType(_Item):
     description: str = ""
 
 
+class CatalogSettings(_Item):
+    """Settings that hold for the whole merged catalog."""
+
+    allowed_lateness_s: float = Field(
+        3600.0, ge=0, description="How far behind a customer's latest event time an event may "
+        "arrive and still count; later ones are rejected to the dead-letter record")
+    max_moments_per_customer: int = Field(64, ge=1, le=10_000,
+                                          description="Live moments kept per customer")
+
+    @property
+    def allowed_lateness_ms(self) -> int:
+        return int(self.allowed_lateness_s * 1000)
+
+
 class CatalogFile(_Item):
     """What one YAML file may hold."""
 
+    settings: CatalogSettings | None = None
     signals: list[SignalType] = Field(default_factory=list)
     detectors: list[DetectorSpec] = Field(default_factory=list)
     actions: list[Action] = Field(default_factory=list)
@@ -64,7 +82,9 @@ class Catalog:
     """The merged, cross-checked catalog the engine runs on."""
 
     def __init__(self, signals: Iterable[SignalType], detectors: Iterable[DetectorSpec],
-                 actions: Iterable[Action], sources: Mapping[str, str] | None = None) -> None:
+                 actions: Iterable[Action], sources: Mapping[str, str] | None = None,
+                 settings: CatalogSettings | None = None) -> None:
+        self.settings = settings or CatalogSettings()
         self.signals: dict[str, SignalType] = {s.type: s for s in signals}
         self.detectors: dict[str, DetectorSpec] = {d.id: d for d in detectors}
         self.actions: dict[str, Action] = {a.id: a for a in actions}
@@ -73,6 +93,13 @@ class Catalog:
         for spec in self.detectors.values():
             for signal_type in spec.signal_types():
                 self.detectors_by_signal.setdefault(signal_type, []).append(spec)
+        self.combinations_by_member: dict[str, list[CombinationDetector]] = {}
+        for spec in self.detectors.values():
+            if isinstance(spec, CombinationDetector):
+                for member in spec.members:
+                    self.combinations_by_member.setdefault(member, []).append(spec)
+        self.internal_moments = {d.moment for d in self.detectors.values() if d.internal} - {
+            d.moment for d in self.detectors.values() if not d.internal}
         self.actions_by_moment: dict[str, list[Action]] = {}
         for action in self.actions.values():
             for moment in action.moments:
@@ -81,6 +108,7 @@ class Catalog:
     def to_wire(self) -> dict[str, Any]:
         """Plain data, to hand the same catalog to every actor."""
         return {
+            "settings": self.settings.model_dump(mode="json"),
             "signals": [s.model_dump(mode="json") for s in self.signals.values()],
             "detectors": [d.model_dump(mode="json") for d in self.detectors.values()],
             "actions": [a.model_dump(mode="json") for a in self.actions.values()],
@@ -117,6 +145,47 @@ def _parse_file(raw: Any, source: str) -> CatalogFile:
         raise CatalogError(first["msg"], file=source, item=item, field=_field_path(first)) from exc
 
 
+def _merge_settings(files: list[tuple[str, CatalogFile]]) -> CatalogSettings:
+    chosen: tuple[str, CatalogSettings] | None = None
+    for name, part in files:
+        if part.settings is None:
+            continue
+        if chosen is not None and part.settings != chosen[1]:
+            differ = next(k for k in CatalogSettings.model_fields
+                          if getattr(part.settings, k) != getattr(chosen[1], k))
+            raise CatalogError(f"settings differ from those in {chosen[0]}", file=name,
+                               item="settings", field=differ)
+        chosen = (name, part.settings)
+    return chosen[1] if chosen else CatalogSettings()
+
+
+def _check_combinations(detectors: Mapping[str, DetectorSpec], sources: Mapping[str, str]) -> None:
+    for d in detectors.values():
+        if not isinstance(d, CombinationDetector):
+            continue
+        for i, member in enumerate(d.members):
+            if member not in detectors:
+                raise CatalogError(f"unknown member detector {member!r}",
+                                   file=sources[f"detectors/{d.id}"], item=d.id,
+                                   field=f"members.{i}")
+    done: set[str] = set()
+
+    def visit(ident: str, trail: tuple[str, ...]) -> None:
+        if ident in trail:
+            cycle = " -> ".join((*trail[trail.index(ident):], ident))
+            raise CatalogError(f"combinations form a cycle: {cycle}",
+                               file=sources[f"detectors/{ident}"], item=ident, field="members")
+        spec = detectors[ident]
+        if ident in done or not isinstance(spec, CombinationDetector):
+            return
+        for member in spec.members:
+            visit(member, (*trail, ident))
+        done.add(ident)
+
+    for ident in detectors:
+        visit(ident, ())
+
+
 def _merge(files: list[tuple[str, CatalogFile]]) -> Catalog:
     signals: dict[str, SignalType] = {}
     detectors: dict[str, DetectorSpec] = {}
@@ -138,13 +207,18 @@ def _merge(files: list[tuple[str, CatalogFile]]) -> Catalog:
                 sources[where] = name
     for d in detectors.values():
         d.check(signals, file=sources[f"detectors/{d.id}"])
-    moments = {d.moment for d in detectors.values()}
+    _check_combinations(detectors, sources)
+    moments = {d.moment for d in detectors.values() if not d.internal}
+    internal = {d.moment for d in detectors.values() if d.internal}
     for a in actions.values():
         for m in a.moments:
             if m not in moments:
-                raise CatalogError(f"no detector produces moment {m!r}",
-                                   file=sources[f"actions/{a.id}"], item=a.id, field="moments")
-    return Catalog(signals.values(), detectors.values(), actions.values(), sources)
+                reason = (f"moment {m!r} is internal (it only feeds combinations)"
+                          if m in internal else f"no detector produces moment {m!r}")
+                raise CatalogError(reason, file=sources[f"actions/{a.id}"], item=a.id,
+                                   field="moments")
+    return Catalog(signals.values(), detectors.values(), actions.values(), sources,
+                   _merge_settings(files))
 
 
 def load_catalog(paths: Iterable[Path | str]) -> Catalog:

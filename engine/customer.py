@@ -2,7 +2,31 @@
 
 The shard hosts many of these; everything here is plain data so that a customer snapshots to
 msgpack and comes back identical. State is bounded: a fixed number of recent event ids, the last
-attributes per signal type, live moments only, and recent decisions.
+attributes per signal type, each detector's small incremental state, live moments only (at most
+``settings.max_moments_per_customer``), and recent decisions.
+
+The API the shard uses (all times are ms since the epoch)::
+
+    moments = customer.apply(signal, catalog)  # list[Moment]; None for a duplicate event id;
+                                               # raises LateEventError (an EventRejected) for
+                                               # an event older than the customer's watermark
+    customer.next_due_ms()                     # earliest timer of any detector, or None
+    moments = customer.on_time(now_ms, catalog)  # fire the timers due at now_ms (engine clock)
+    customer.timers                            # {detector_id: due_ms}: the durable reminders
+    customer.compact(now_ms, catalog)          # forget expired windows/partials (passivation)
+    data = customer.to_snapshot()              # msgpack-ready plain data, and back:
+    customer = CustomerState.from_snapshot(data)
+
+Lateness: the watermark is the latest event time seen minus ``settings.allowed_lateness_s``.
+An event at or after the watermark counts, even out of order; an earlier one raises
+``LateEventError`` (``field == "occurred_at"``, with ``watermark_ms``) and changes nothing, so
+the shard can dead-letter it with the reason.
+
+Timers: ``apply`` first fires timers that the event's own time has passed (an event 31 days
+after the last deposit proves the 30-day absence), then runs the detectors of the signal type,
+then feeds new moments to the combinations that list their detector. ``on_time`` does the same
+for the engine clock. Moments of ``internal`` detectors only feed combinations: they are neither
+stored nor returned.
 """
 
 from __future__ import annotations
@@ -11,14 +35,31 @@ from collections import deque
 from typing import Any
 
 from .catalog import Catalog
+from .customer_snapshot import SNAPSHOT_VERSION, decisions_from, moment_from, moment_to
+from .detectors import BaseDetector
+from .errors import EventRejected
 from .models import Decision, Moment
 from .signals import SignalRecord
 
 
+class LateEventError(EventRejected):
+    """An event older than its customer's watermark: dead-letter it with this reason."""
+
+    def __init__(self, *, event_id: str, customer_id: str, occurred_at_ms: int,
+                 watermark_ms: int) -> None:
+        self.customer_id = customer_id
+        self.occurred_at_ms = occurred_at_ms
+        self.watermark_ms = watermark_ms
+        super().__init__(
+            f"too late: occurred at {occurred_at_ms} ms, {watermark_ms - occurred_at_ms} ms "
+            f"before the customer's watermark {watermark_ms} ms (allowed lateness exceeded)",
+            event_id=event_id, field="occurred_at")
+
+
 class CustomerState:
     __slots__ = (
-        "customer_id", "profile", "last", "detector_state", "moments", "treated",
-        "_recent_ids", "_recent_set", "decisions", "last_event_ms",
+        "_recent_ids", "_recent_set", "customer_id", "decisions", "detector_state",
+        "last", "last_event_ms", "moments", "profile", "timers", "treated",
     )
 
     def __init__(self, customer_id: str, *, dedup_ids: int = 64, decisions: int = 5) -> None:
@@ -26,13 +67,15 @@ class CustomerState:
         self.profile: dict[str, Any] = {}
         self.last: dict[str, dict[str, Any]] = {}  # signal type -> latest attributes
         self.detector_state: dict[str, dict[str, Any]] = {}
+        self.timers: dict[str, int] = {}  # detector id -> due ms
         self.moments: list[Moment] = []
         self.treated: dict[str, int] = {}  # idempotency key -> expiry (ms)
         self._recent_ids: deque[str] = deque(maxlen=dedup_ids)
         self._recent_set: set[str] = set()
         self.decisions: deque[Decision] = deque(maxlen=decisions)
-        self.last_event_ms = 0
+        self.last_event_ms: int | None = None  # latest event time seen (the watermark's base)
 
+    # -- events ---------------------------------------------------------------------------
     def seen(self, event_id: str) -> bool:
         return event_id in self._recent_set
 
@@ -42,30 +85,111 @@ class CustomerState:
         self._recent_ids.append(event_id)
         self._recent_set.add(event_id)
 
+    def watermark_ms(self, catalog: Catalog) -> int | None:
+        """Events before this time are too late; ``None`` before the first event."""
+        if self.last_event_ms is None:
+            return None
+        return self.last_event_ms - catalog.settings.allowed_lateness_ms
+
     def apply(self, signal: SignalRecord, catalog: Catalog) -> list[Moment] | None:
-        """Take one signal in; return the new moments, or ``None`` for a duplicate."""
+        """Take one signal in; return the new moments, or ``None`` for a duplicate.
+
+        Raises ``LateEventError`` for an event older than the watermark (nothing changes).
+        """
         if signal.event_id in self._recent_set:
             return None
+        t = signal.occurred_at_ms
+        watermark = self.watermark_ms(catalog)
+        if watermark is not None and t < watermark:
+            raise LateEventError(event_id=signal.event_id, customer_id=self.customer_id,
+                                 occurred_at_ms=t, watermark_ms=watermark)
         self._remember(signal.event_id)
+        fired: list[Moment] = []
+        if self.timers and min(self.timers.values()) <= t:
+            fired.extend(self._run_timers(t, catalog))
         spec = catalog.signals[signal.type]
         if spec.updates_profile:
             self.profile.update(signal.attributes)
         previous = self.last.get(signal.type)
-        if previous is None or previous.get("_at", 0) <= signal.occurred_at_ms:
-            self.last[signal.type] = {**signal.attributes, "_at": signal.occurred_at_ms}
-        self.last_event_ms = max(self.last_event_ms, signal.occurred_at_ms)
-        fired: list[Moment] = []
+        if previous is None or previous.get("_at", 0) <= t:
+            self.last[signal.type] = {**signal.attributes, "_at": t}
+        if self.last_event_ms is None or t > self.last_event_ms:
+            self.last_event_ms = t
         for detector in catalog.detectors_by_signal.get(signal.type, ()):
-            state = self.detector_state.setdefault(detector.id, {"v": detector.version})
-            if state.get("v") != detector.version:  # a new version starts afresh
-                state.clear()
-                state["v"] = detector.version
-            moment = detector.detect(state, signal)
+            state = self._state(detector)
+            moment = detector.detect(state, signal, self)
+            if detector.uses_timer:
+                self._set_timer(detector, state)
             if moment is not None:
                 fired.append(moment)
-        if fired:
-            self.moments.extend(fired)
+        if self.timers and min(self.timers.values()) <= t:  # e.g. a milestone already due
+            fired.extend(self._run_timers(t, catalog))
+        return self._keep(fired, catalog)
+
+    # -- timers ---------------------------------------------------------------------------
+    def next_due_ms(self) -> int | None:
+        """When ``on_time`` next has work: the earliest detector timer, or ``None``."""
+        return min(self.timers.values()) if self.timers else None
+
+    def on_time(self, now_ms: int, catalog: Catalog) -> list[Moment]:
+        """Fire every timer due at ``now_ms`` (engine clock); return the new moments."""
+        if not self.timers or min(self.timers.values()) > now_ms:
+            return []
+        return self._keep(self._run_timers(now_ms, catalog), catalog)
+
+    def _run_timers(self, now_ms: int, catalog: Catalog) -> list[Moment]:
+        fired: list[Moment] = []
+        for detector_id, due in sorted(self.timers.items(), key=lambda item: item[1]):
+            if due > now_ms:
+                break
+            detector = catalog.detectors.get(detector_id)
+            if detector is None:  # removed from the catalog since the timer was set
+                del self.timers[detector_id]
+                continue
+            state = self._state(detector)
+            fired.extend(detector.on_time(state, now_ms, self))
+            self._set_timer(detector, state)
         return fired
+
+    def _set_timer(self, detector: BaseDetector, state: dict[str, Any]) -> None:
+        due = detector.next_due_ms(state)
+        if due is None:
+            self.timers.pop(detector.id, None)
+        else:
+            self.timers[detector.id] = due
+
+    # -- detectors and moments ------------------------------------------------------------
+    def _state(self, detector: BaseDetector) -> dict[str, Any]:
+        state = self.detector_state.get(detector.id)
+        if state is None or state.get("v") != detector.version:  # a new version starts afresh
+            state = {"v": detector.version}
+            self.detector_state[detector.id] = state
+            self.timers.pop(detector.id, None)
+        return state
+
+    def _keep(self, fired: list[Moment], catalog: Catalog) -> list[Moment]:
+        """Feed moments to combinations (transitively); store and return the public ones."""
+        if not fired:
+            return fired
+        queue = list(fired)
+        public: list[Moment] = []
+        i = 0
+        while i < len(queue):
+            moment = queue[i]
+            i += 1
+            for combination in catalog.combinations_by_member.get(moment.detector_id, ()):
+                made = combination.on_moment(self._state(combination), moment)
+                if made is not None:
+                    queue.append(made)
+            detector = catalog.detectors.get(moment.detector_id)
+            if detector is None or not detector.internal:
+                public.append(moment)
+        if public:
+            self.moments.extend(public)
+            cap = catalog.settings.max_moments_per_customer
+            if len(self.moments) > cap:
+                del self.moments[:-cap]
+        return public
 
     def live_moments(self, now_ms: int) -> list[Moment]:
         """Moments still within their useful life; expired ones are forgotten."""
@@ -75,6 +199,19 @@ class CustomerState:
             self.treated = {k: exp for k, exp in self.treated.items() if exp > now_ms}
         return live
 
+    def compact(self, now_ms: int, catalog: Catalog) -> None:
+        """Drop state that can no longer matter at ``now_ms``: expired windows and partial
+        matches, states and timers of detectors no longer in the catalog, expired moments."""
+        for detector_id in list(self.detector_state):
+            detector = catalog.detectors.get(detector_id)
+            if detector is None:
+                del self.detector_state[detector_id]
+                self.timers.pop(detector_id, None)
+                continue
+            detector.expire(self.detector_state[detector_id], now_ms)
+        self.live_moments(now_ms)
+
+    # -- treatments and policies ----------------------------------------------------------
     def mark_treated(self, idempotency_key: str, expires_ms: int) -> bool:
         """Record a treatment key; ``False`` if it was already treated."""
         if idempotency_key in self.treated:
@@ -91,3 +228,42 @@ class CustomerState:
             "moments": {m.name for m in self.live_moments(now_ms)},
             "now_ms": now_ms,
         }
+
+    # -- snapshots ------------------------------------------------------------------------
+    def to_snapshot(self) -> dict[str, Any]:
+        """Everything, as msgpack-ready plain data (str keys, lists, scalars)."""
+        return {
+            "v": SNAPSHOT_VERSION,
+            "customer_id": self.customer_id,
+            "profile": self.profile,
+            "last": self.last,
+            "detector_state": self.detector_state,
+            "timers": self.timers,
+            "moments": [moment_to(m) for m in self.moments],
+            "treated": self.treated,
+            "recent_ids": list(self._recent_ids),
+            "dedup_ids": self._recent_ids.maxlen,
+            "decisions": [d.model_dump(mode="json") for d in self.decisions],
+            "max_decisions": self.decisions.maxlen,
+            "last_event_ms": self.last_event_ms,
+        }
+
+    @classmethod
+    def from_snapshot(cls, data: dict[str, Any]) -> CustomerState:
+        """Rebuild a customer from ``to_snapshot`` output (after a msgpack round trip)."""
+        if data.get("v") != SNAPSHOT_VERSION:
+            raise ValueError(f"customer snapshot version {data.get('v')!r}, "
+                             f"expected {SNAPSHOT_VERSION}")
+        state = cls(data["customer_id"], dedup_ids=data["dedup_ids"],
+                    decisions=data["max_decisions"])
+        state.profile = dict(data["profile"])
+        state.last = {k: dict(v) for k, v in data["last"].items()}
+        state.detector_state = {k: dict(v) for k, v in data["detector_state"].items()}
+        state.timers = {k: int(v) for k, v in data["timers"].items()}
+        state.moments = [moment_from(m) for m in data["moments"]]
+        state.treated = dict(data["treated"])
+        for event_id in data["recent_ids"]:
+            state._remember(event_id)
+        state.decisions.extend(decisions_from(data["decisions"]))
+        state.last_event_ms = data["last_event_ms"]
+        return state

@@ -4,6 +4,7 @@
 only once it has turned false again, past ``reset`` if one is given (hysteresis).
 ``mode: level`` fires on every matching event, subject to ``cooldown_s``.
 Events older than the last one seen for this detector do not move a crossing's state.
+``mode`` is this kind's re-fire mode: ``crossing`` is hysteresis, ``level`` is interval.
 """
 
 from __future__ import annotations
@@ -14,19 +15,17 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from ..errors import CatalogError
 from ..models import Moment
 from ..signals import SignalRecord
-from .base import BaseDetector
+from .base import NUMERIC, CustomerView, SignalDetector, require_attribute
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
 }
 
 
-class ThresholdDetector(BaseDetector):
+class ThresholdDetector(SignalDetector):
     kind: Literal["threshold"] = "threshold"
-    signal: str = Field(description="Signal type watched")
     attribute: str = Field(description="Numeric attribute compared")
     op: Literal[">", ">=", "<", "<="]
     value: float
@@ -35,8 +34,19 @@ class ThresholdDetector(BaseDetector):
         None, description="Crossing re-arms only past this value (hysteresis band)"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _refire_follows_mode(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "refire" not in data:
+            implied = "interval" if data.get("mode") == "level" else "hysteresis"
+            data = {**data, "refire": implied}
+        return data
+
     @model_validator(mode="after")
     def _reset_on_the_other_side(self) -> ThresholdDetector:
+        implied = "hysteresis" if self.mode == "crossing" else "interval"
+        if self.refire != implied:
+            raise ValueError(f"refire {self.refire!r} contradicts mode {self.mode!r}")
         if self.reset is not None:
             if self.mode != "crossing":
                 raise ValueError("reset applies to mode 'crossing' only")
@@ -45,27 +55,20 @@ class ThresholdDetector(BaseDetector):
                 raise ValueError(f"reset {self.reset} must lie on the other side of {self.value}")
         return self
 
-    def signal_types(self) -> tuple[str, ...]:
-        return (self.signal,)
-
     def check(self, signals: Mapping[str, Any], *, file: str) -> None:
         super().check(signals, file=file)
-        attr = signals[self.signal].attributes.get(self.attribute)
-        if attr is None:
-            raise CatalogError(f"signal {self.signal!r} has no attribute {self.attribute!r}",
-                               file=file, item=self.id, field="attribute")
-        if attr.type not in ("number", "integer"):
-            raise CatalogError(f"attribute {self.attribute!r} is {attr.type}, not numeric",
-                               file=file, item=self.id, field="attribute")
+        require_attribute(signals, self.signal, self.attribute, NUMERIC, file=file,
+                          item=self.id, field="attribute")
 
     def _rearmed(self, value: float) -> bool:
         if self.reset is None:
             return not _OPS[self.op](value, self.value)
         return value <= self.reset if self.op in (">", ">=") else value >= self.reset
 
-    def detect(self, state: dict[str, Any], signal: SignalRecord) -> Moment | None:
+    def detect(self, state: dict[str, Any], signal: SignalRecord,
+               view: CustomerView) -> Moment | None:
         value = signal.attributes.get(self.attribute)
-        if value is None:
+        if value is None or not self.matches(signal):
             return None
         hit = _OPS[self.op](value, self.value)
         if self.mode == "level":

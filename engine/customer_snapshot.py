@@ -1,0 +1,35 @@
+"""Plain-data forms of what a customer snapshot holds besides dicts: moments and decisions.
+
+A moment travels as a list in field order (compact: a customer may hold dozens); decisions as
+their JSON dump (rare, off the hot path). ``SNAPSHOT_VERSION`` changes when the layout does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from .models import Decision, Moment
+
+SNAPSHOT_VERSION = 1
+
+_MOMENT_FIELDS = ("moment_id", "name", "customer_id", "occurred_at_ms", "urgency",
+                  "half_life_s", "ttl_s", "detector_id", "evidence")
+
+
+def moment_to(moment: Moment) -> list[Any]:
+    return [moment.moment_id, moment.name, moment.customer_id, moment.occurred_at_ms,
+            moment.urgency, moment.half_life_s, moment.ttl_s, moment.detector_id,
+            list(moment.evidence)]
+
+
+def moment_from(data: list[Any]) -> Moment:
+    if len(data) != len(_MOMENT_FIELDS):
+        raise ValueError(f"a snapshot moment has {len(_MOMENT_FIELDS)} fields, got {len(data)}")
+    fields = dict(zip(_MOMENT_FIELDS, data, strict=True))
+    fields["evidence"] = tuple(fields["evidence"])
+    return Moment.model_construct(**fields)
+
+
+def decisions_from(rows: Iterable[dict[str, Any]]) -> list[Decision]:
+    return [Decision.model_validate(row) for row in rows]

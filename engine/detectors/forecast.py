@@ -1,0 +1,87 @@
+"""Forecast: project a numeric series and fire *before* it crosses a threshold.
+
+A least-squares line over the last ``points`` values (running sums over a ring buffer, O(1) per
+event) is projected ``horizon_s`` ahead of the newest value; the condition holds when the
+projection crosses the threshold (``op`` ``value``) while the current value has not yet.
+E.g. a balance heading below 0 within 7 days, or printer ink below 10 % within 5 days.
+Events older than the last one seen are ignored.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ..models import Moment
+from ..signals import SignalRecord
+from .base import NUMERIC, CustomerView, SignalDetector, require_attribute
+
+DAY_MS = 86_400_000
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
+}
+
+
+class ForecastDetector(SignalDetector):
+    kind: Literal["forecast"] = "forecast"
+    attribute: str = Field(description="Numeric attribute projected")
+    op: Literal[">", ">=", "<", "<="]
+    value: float = Field(description="Threshold the projection is compared with")
+    horizon_s: float = Field(gt=0, description="How far ahead the line is projected")
+    points: int = Field(10, ge=2, le=128, description="Values in the fit")
+    min_points: int = Field(3, ge=2, le=128, description="Values needed before projecting")
+
+    def check(self, signals: Mapping[str, Any], *, file: str) -> None:
+        super().check(signals, file=file)
+        require_attribute(signals, self.signal, self.attribute, NUMERIC, file=file,
+                          item=self.id, field="attribute")
+
+    def projection(self, state: dict[str, Any]) -> float | None:
+        """The fitted value ``horizon_s`` after the newest point, or ``None``."""
+        pts: list[list[float]] = state.get("pts", [])
+        n = len(pts)
+        if n < self.min_points:
+            return None
+        st, sv, stt, stv = state["st"], state["sv"], state["stt"], state["stv"]
+        denom = n * stt - st * st
+        if abs(denom) < 1e-12:
+            return None
+        slope = (n * stv - st * sv) / denom
+        intercept = (sv - slope * st) / n
+        ahead = pts[-1][0] + self.horizon_s * 1000 / DAY_MS
+        return float(intercept + slope * ahead)
+
+    def detect(self, state: dict[str, Any], signal: SignalRecord,
+               view: CustomerView) -> Moment | None:
+        value = signal.attributes.get(self.attribute)
+        if value is None or not self.matches(signal):
+            return None
+        t = signal.occurred_at_ms
+        if t < state.get("seen_ms", t):
+            return None
+        state["seen_ms"] = t
+        origin = state.setdefault("o", t)
+        day, x = (t - origin) / DAY_MS, float(value)
+        pts: list[list[float]] = state.setdefault("pts", [])
+        pts.append([day, x])
+        self._add(state, day, x, 1.0)
+        if len(pts) > self.points:
+            old_day, old_x = pts.pop(0)
+            self._add(state, old_day, old_x, -1.0)
+        projected = self.projection(state)
+        if projected is None:
+            return None
+        crossing = _OPS[self.op](projected, self.value) and not _OPS[self.op](x, self.value)
+        if self.gate(state, crossing, t):
+            return self.make_moment(state, signal, (signal.event_id,))
+        return None
+
+    @staticmethod
+    def _add(state: dict[str, Any], day: float, x: float, sign: float) -> None:
+        state["st"] = state.get("st", 0.0) + sign * day
+        state["sv"] = state.get("sv", 0.0) + sign * x
+        state["stt"] = state.get("stt", 0.0) + sign * day * day
+        state["stv"] = state.get("stv", 0.0) + sign * day * x
