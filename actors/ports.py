@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..engine.models import Treatment
+from ..engine.store import StateStore
 
 
 class TreatmentChannel(Protocol):
@@ -30,3 +31,4 @@ class RecordSink(Protocol):
 
 ChannelFactory = Callable[[], TreatmentChannel]
 SinkFactory = Callable[[], RecordSink]
+StoreFactory = Callable[[], StateStore]

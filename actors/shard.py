@@ -1,8 +1,9 @@
 """ShardActor: the Ray shell hosting many customer actors (see ``shard_core.ShardCore``).
 
-Batches are processed one at a time (an asyncio lock), so a customer's turn — apply, decide,
-fire — never interleaves with another message for the same customer. Health and stats calls do
-not take the lock.
+Batches are processed one at a time (an asyncio lock), so a customer's turn — journal, apply,
+decide, fire — never interleaves with another message for the same customer. On start (and on
+every Ray restart) the shard acquires its partitions and rebuilds its customers from the store;
+a background task snapshots changed customers and retries failed sends from the outbox.
 """
 
 from __future__ import annotations
@@ -18,34 +19,82 @@ from ..engine.arbitration import CandidateSet
 from ..engine.catalog import Catalog
 from ..engine.clock import SystemClock
 from ..engine.config import EngineConfig
-from ..engine.errors import CodecError, EngineUnavailable
+from ..engine.errors import CodecError, EngineUnavailable, FencedError
+from ..engine.partitions import PartitionTable
 from . import ray_calls
-from .ports import ChannelFactory
+from .ports import ChannelFactory, StoreFactory
 from .shard_core import ShardCore
+from .shard_persistence import ShardPersistence
 
 log = logging.getLogger(__name__)
 
 
 class ShardActorBody:
     def __init__(self, index: int, config_json: str, catalog_wire: dict[str, Any],
-                 channel_factory: ChannelFactory) -> None:
+                 table_wire: dict[str, Any], channel_factory: ChannelFactory,
+                 store_factory: StoreFactory) -> None:
         self.config = EngineConfig.model_validate_json(config_json)
+        store = store_factory()
+        self.persistence = ShardPersistence(store, index, PartitionTable.from_wire(table_wire),
+                                            self.config.shard.snapshot_interval_s)
         self.core = ShardCore(index, Catalog.from_wire(catalog_wire), self.config.shard,
-                              SystemClock(), channel_factory())
+                              SystemClock(), channel_factory(), store, self.persistence)
+        self.recovered = self.core.recover()
         self.arbitrators = ray_calls.ActorDirectory("arbitration", self.config.num_arbitrators,
                                                     self.config.namespace)
         self.arbitrator_index = index % self.config.num_arbitrators
+        self.fenced = False
         self._lock = asyncio.Lock()
+        self._background: asyncio.Task[None] | None = None
+
+    def _ensure_background(self) -> None:
+        if self._background is None:
+            self._background = asyncio.get_running_loop().create_task(self._maintain())
+
+    async def _maintain(self) -> None:
+        """Fire due timers, snapshot changed customers, retry failed sends."""
+        while not self.fenced:
+            await asyncio.sleep(self.config.shard.timer_tick_s)
+            try:
+                async with self._lock:
+                    if self.core.tick():
+                        await self._decide_awaiting()
+                    if self.persistence.snapshot_due():
+                        self.persistence.snapshot(self.core.customers.get,
+                                                  self.core.clock.now_ms())
+                    self.core.redispatch()
+            except FencedError:
+                self._fence()
+            except Exception:  # loop boundary: maintenance never kills the shard
+                log.exception("shard %d maintenance failed", self.core.index)
+
+    def _fence(self) -> None:
+        log.critical("shard %d: a newer incarnation owns its partitions; refusing work",
+                     self.core.index)
+        self.fenced = True
 
     async def submit(self, batch: bytes) -> bytes:
+        self._ensure_background()
         try:
             events = codec.unpack(batch, codec.EVENTS)
         except CodecError as exc:
             return codec.pack(codec.ACKS, [], refused=str(exc))
         async with self._lock:
-            acks = self.core.apply_events(events)
+            if self.fenced:
+                return codec.pack(codec.ACKS, [[codec.RETRY, "shard fenced off"]] * len(events))
+            try:
+                acks = self.core.apply_events(events)
+            except FencedError:
+                self._fence()
+                return codec.pack(codec.ACKS, [[codec.RETRY, "shard fenced off"]] * len(events))
             await self._decide_awaiting()
         return codec.pack(codec.ACKS, acks)
+
+    async def _arbitrate(self, sets: list[CandidateSet]) -> bytes:
+        reply: bytes = await self.arbitrators.call(self.arbitrator_index, "arbitrate",
+                                                   codec.encode_candidate_sets(sets),
+                                                   timeout_s=self.config.call_timeout_s)
+        return reply
 
     async def _decide_awaiting(self) -> None:
         pending = self.core.take_awaiting()
@@ -61,19 +110,12 @@ class ShardActorBody:
             return
         self.core.settle(codec.decode_verdicts(reply), removals)
 
-    async def _arbitrate(self, sets: list[CandidateSet]) -> bytes:
-        reply: bytes = await self.arbitrators.call(self.arbitrator_index, "arbitrate",
-                                                   codec.encode_candidate_sets(sets),
-                                                   timeout_s=self.config.call_timeout_s)
-        return reply
-
     async def decide(self, customer_id: str, channel: str | None) -> bytes:
         """Inbound: the ranked actions for one customer now (nothing is fired)."""
         async with self._lock:
             sets, removals = self.core.candidate_sets([customer_id], inbound=True,
                                                       channel=channel)
-        reply = await self._arbitrate(sets)
-        verdict = codec.decode_verdicts(reply)[0]
+        verdict = codec.decode_verdicts(await self._arbitrate(sets))[0]
         removed = [[r.action_id, r.policy, r.reason] for r in removals[customer_id]]
         return codec.encode_verdicts([verdict], removed=removed)
 
@@ -83,9 +125,16 @@ class ShardActorBody:
             return []
         return [d.model_dump(mode="json") for d in state.decisions]
 
+    async def flush(self) -> int:
+        """Snapshot every changed customer now (a clean stop calls this)."""
+        async with self._lock:
+            return self.persistence.snapshot(self.core.customers.get, self.core.clock.now_ms())
+
     async def health(self) -> dict[str, Any]:
+        self._ensure_background()
         return {"index": self.core.index, "customers": len(self.core.customers),
-                **self.core.stats}
+                "fenced": self.fenced, "recovered": self.recovered, **self.core.stats,
+                **self.persistence.stats}
 
 
 ShardActor = ray.remote(ShardActorBody)

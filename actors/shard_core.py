@@ -1,8 +1,10 @@
 """The body of a shard, without Ray: hosts customer actors and runs their turns.
 
-A batch of events is applied customer by customer, in order; customers that got new moments
-are decided (candidates here, scoring in the arbitration actor), and each winner is fired
-individually, once per idempotency key. ``ShardActor`` is the thin Ray shell around this.
+A batch of events is journaled, then applied customer by customer, in order; customers that
+got new moments are decided (candidates here, scoring in the arbitration actor), and each winner
+is fired individually, once per idempotency key: the ledger row (and its outbox entry) is
+written before the channel send, and a key already in the ledger is never sent again.
+``ShardActor`` is the thin Ray shell around this.
 """
 
 from __future__ import annotations
@@ -12,35 +14,50 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+import msgpack
+
 from ..engine import codec
 from ..engine.arbitration import CandidateSet, Verdict, explain
 from ..engine.catalog import Catalog
 from ..engine.clock import Clock
 from ..engine.config import ShardConfig
-from ..engine.customer import CustomerState
+from ..engine.customer import CustomerState, LateEventError
+from ..engine.errors import EventRejected
 from ..engine.models import Decision, Moment, Removal, Treatment
 from ..engine.signals import SignalRecord
+from ..engine.store import DeadLetterRow, DecisionRow, StateStore, TreatmentRow
+from ..engine.timers import TimerWheel
 from ..policies.candidates import EligibilityPolicy, build_candidates, idempotency_key
 from .ports import TreatmentChannel
+from .shard_persistence import ShardPersistence
 
 log = logging.getLogger(__name__)
 
 Trigger = str  # "triggered" | "inbound" | "sweep" | "emergency"
 
 
+def _pack(data: Any) -> bytes:
+    packed: bytes = msgpack.packb(data, use_bin_type=True)
+    return packed
+
+
 class ShardCore:
     def __init__(self, index: int, catalog: Catalog, config: ShardConfig, clock: Clock,
-                 channel: TreatmentChannel) -> None:
+                 channel: TreatmentChannel, store: StateStore,
+                 persistence: ShardPersistence | None = None) -> None:
         self.index = index
         self.catalog = catalog
         self.config = config
         self.clock = clock
         self.channel = channel
+        self.store = store
+        self.persistence = persistence
         self.eligibility = EligibilityPolicy(catalog)
         self.customers: dict[str, CustomerState] = {}
+        self.timers = TimerWheel()
         self.awaiting_decision: set[str] = set()
-        self.stats = {"events": 0, "duplicates": 0, "rejected": 0, "moments": 0,
-                      "decisions": 0, "treatments": 0}
+        self.stats = {"events": 0, "duplicates": 0, "rejected": 0, "late": 0, "moments": 0,
+                      "timer_moments": 0, "decisions": 0, "treatments": 0, "send_failures": 0}
 
     def customer(self, customer_id: str) -> CustomerState:
         state = self.customers.get(customer_id)
@@ -50,18 +67,44 @@ class ShardCore:
             self.customers[customer_id] = state
         return state
 
-    def apply_events(self, events: Iterable[Any]) -> list[list[Any]]:
-        """Apply wire events in order; return one ack ``[status, reason]`` per event.
+    # -- recovery -------------------------------------------------------------------------
+    def recover(self) -> dict[str, int]:
+        """Reload customers from snapshots, replay the journal, resend the pending outbox."""
+        if self.persistence is None:
+            return {}
+        for state in self.persistence.load_customers():
+            self.customers[state.customer_id] = state
+            self.timers.schedule(state.customer_id, state.next_due_ms())  # durable reminders
+        loaded = len(self.customers)
+        replayed = list(self.persistence.journaled_events())
+        self.apply_events(replayed, journal=False)
+        resent = self.redispatch()
+        return {"customers": loaded, "replayed": len(replayed), "resent": resent}
+
+    # -- the turn of each customer --------------------------------------------------------
+    def apply_events(self, events: Iterable[Any], *, journal: bool = True) -> list[list[Any]]:
+        """Journal, then apply wire events in order; return one ``[status, reason]`` per event.
 
         One bad event is rejected on its own; it never stops the batch or the shard.
         """
+        events = list(events)
+        if journal and self.persistence is not None:
+            self.persistence.journal(e for e in events if isinstance(e, list) and len(e) == 6)
         acks: list[list[Any]] = []
+        touched: list[str] = []
         for event in events:
             try:
                 signal = SignalRecord._make(event)
                 if signal.type not in self.catalog.signals:
                     raise ValueError(f"unknown signal type {signal.type!r}")
-                moments = self.customer(signal.customer_id).apply(signal, self.catalog)
+                customer = self.customer(signal.customer_id)
+                moments = customer.apply(signal, self.catalog)
+                self.timers.schedule(signal.customer_id, customer.next_due_ms())
+            except EventRejected as exc:  # e.g. later than the customer's watermark
+                self.stats["late" if isinstance(exc, LateEventError) else "rejected"] += 1
+                acks.append([codec.REJECTED, exc.reason, exc.field])
+                self._dead_letter(event, exc)
+                continue
             except Exception as exc:  # loop boundary: one message must not kill the shard
                 log.exception("shard %d could not apply an event", self.index)
                 self.stats["rejected"] += 1
@@ -72,11 +115,36 @@ class ShardCore:
                 acks.append([codec.DUPLICATE, "duplicate event_id"])
                 continue
             self.stats["events"] += 1
+            touched.append(signal.customer_id)
             if moments:
                 self.stats["moments"] += len(moments)
                 self.awaiting_decision.add(signal.customer_id)
             acks.append([codec.ACCEPTED, ""])
+        if self.persistence is not None:
+            self.persistence.touched(touched)
         return acks
+
+    def tick(self, now_ms: int | None = None) -> int:
+        """Fire the timers due by ``now_ms`` (engine clock); return how many customers ran."""
+        now_ms = self.clock.now_ms() if now_ms is None else now_ms
+        due = self.timers.pop_due(now_ms)
+        for customer_id in due:
+            customer = self.customers.get(customer_id)
+            if customer is None:
+                continue
+            moments = customer.on_time(now_ms, self.catalog)
+            self.timers.schedule(customer_id, customer.next_due_ms())
+            if moments:
+                self.stats["timer_moments"] += len(moments)
+                self.awaiting_decision.add(customer_id)
+        if due and self.persistence is not None:
+            self.persistence.touched(due)
+        return len(due)
+
+    def _dead_letter(self, event: Any, exc: EventRejected) -> None:
+        self.store.dead_letter([DeadLetterRow(
+            kind="event", reason=exc.reason, field=exc.field,
+            payload=_pack({"stage": "shard", "event": event}), at_ms=self.clock.now_ms())])
 
     def candidate_sets(self, customer_ids: Iterable[str], *, inbound: bool = False,
                        channel: str | None = None,
@@ -99,9 +167,10 @@ class ShardCore:
 
     def settle(self, verdicts: Iterable[Verdict], removals: dict[str, list[Removal]],
                trigger: Trigger = "triggered") -> list[Treatment]:
-        """Record each decision and fire each winner, one customer at a time."""
-        fired: list[Treatment] = []
+        """Record each decision, write the winners to the ledger, then fire each one."""
         now_ms = self.clock.now_ms()
+        audit: list[DecisionRow] = []
+        planned: list[Treatment] = []
         for verdict in verdicts:
             customer = self.customer(verdict.customer_id)
             removed = removals.get(verdict.customer_id, [])
@@ -112,13 +181,56 @@ class ShardCore:
                 candidates=verdict.candidates, removed=tuple(removed), winner=verdict.winner,
                 reasons=tuple(self._reasons(verdict, removed)))
             customer.decisions.append(decision)
+            audit.append(DecisionRow(customer.customer_id, now_ms,
+                                     _pack(decision.model_dump(mode="json"))))
             self.stats["decisions"] += 1
-            if verdict.winner is None:
-                continue
-            treatment = self._fire(customer, verdict, decision, now_ms)
-            if treatment is not None:
+            if verdict.winner is not None:
+                treatment = self._plan(customer, verdict, decision, now_ms)
+                if treatment is not None:
+                    planned.append(treatment)
+        if audit:
+            self.store.append_decisions(audit)
+        if not planned:
+            return []
+        if self.persistence is not None:  # treated keys live in customer state
+            self.persistence.touched(t.customer_id for t in planned)
+        fresh = self.store.record_treatments([
+            TreatmentRow(t.idempotency_key, t.treatment_id, t.customer_id, t.action_id,
+                         t.decided_at_ms, _pack(t.model_dump(mode="json"))) for t in planned])
+        fired = []
+        for treatment, is_new in zip(planned, fresh, strict=True):
+            if is_new and self._send(treatment, attempts=1):
                 fired.append(treatment)
         return fired
+
+    def redispatch(self, limit: int = 1000) -> int:
+        """Send ledger rows of this shard's customers still pending in the outbox."""
+        if self.persistence is None:
+            return 0
+        mine = set(self.persistence.partitions)
+        sent = 0
+        for item in self.store.pending_outbox(limit, now_ms=self.clock.now_ms()):
+            if self.persistence.partition(item.customer_id) not in mine:
+                continue
+            data = msgpack.unpackb(item.payload, raw=False)
+            if self._send(Treatment.model_validate(data), attempts=item.attempts + 1):
+                sent += 1
+        return sent
+
+    def _send(self, treatment: Treatment, *, attempts: int) -> bool:
+        try:
+            self.channel.send(treatment)  # fired the moment it is decided, one at a time
+        except Exception as exc:  # the outbox keeps it; a later redispatch retries
+            log.exception("channel %s failed to send %s", treatment.channel,
+                          treatment.idempotency_key)
+            self.stats["send_failures"] += 1
+            backoff_ms = min(60_000, 1000 * 2 ** min(attempts, 6))
+            self.store.mark_failed(treatment.idempotency_key, str(exc), attempts,
+                                   retry_at_ms=self.clock.now_ms() + backoff_ms)
+            return False
+        self.store.mark_dispatched(treatment.idempotency_key, self.clock.now_ms())
+        self.stats["treatments"] += 1
+        return True
 
     def _reasons(self, verdict: Verdict, removed: list[Removal]) -> list[str]:
         reasons = []
@@ -135,7 +247,7 @@ class ShardCore:
     def _moment(self, customer: CustomerState, moment_id: str | None) -> Moment | None:
         return next((m for m in customer.moments if m.moment_id == moment_id), None)
 
-    def _fire(self, customer: CustomerState, verdict: Verdict, decision: Decision,
+    def _plan(self, customer: CustomerState, verdict: Verdict, decision: Decision,
               now_ms: int) -> Treatment | None:
         best = verdict.candidates[0]
         key = idempotency_key(customer.customer_id, best.action_id, best.moment_id)
@@ -145,7 +257,7 @@ class ShardCore:
         if not customer.mark_treated(key, expires_ms):
             return None
         action = self.catalog.actions[best.action_id]
-        treatment = Treatment.model_construct(
+        return Treatment.model_construct(
             treatment_id=hashlib.blake2b(key.encode(), digest_size=10).hexdigest(),
             idempotency_key=key, customer_id=customer.customer_id, action_id=action.id,
             channel=action.channel, decided_at_ms=now_ms,
@@ -157,11 +269,3 @@ class ShardCore:
                             "score": best.score},
                 "why": list(decision.reasons),
             })
-        try:
-            self.channel.send(treatment)  # fired the moment it is decided, one at a time
-        except Exception:  # a failed send may be retried by a later decision
-            log.exception("channel %s failed to send %s", action.channel, key)
-            customer.treated.pop(key, None)
-            return None
-        self.stats["treatments"] += 1
-        return treatment

@@ -19,7 +19,7 @@ from ..engine.errors import EngineUnavailable
 from ..engine.partitions import PartitionTable
 from . import ray_calls
 from .arbitration import ArbitrationActor
-from .ports import ChannelFactory, SinkFactory
+from .ports import ChannelFactory, SinkFactory, StoreFactory
 from .router import RouterActor
 from .shard import ShardActor
 
@@ -30,12 +30,14 @@ SUPERVISOR_NAME = "supervisor"
 
 class SupervisorActorBody:
     def __init__(self, config_json: str, catalog_wire: dict[str, Any],
-                 channel_factory: ChannelFactory, dead_letter_factory: SinkFactory) -> None:
+                 channel_factory: ChannelFactory, dead_letter_factory: SinkFactory,
+                 store_factory: StoreFactory) -> None:
         self.config_json = config_json
         self.config = EngineConfig.model_validate_json(config_json)
         self.catalog_wire = catalog_wire
         self.channel_factory = channel_factory
         self.dead_letter_factory = dead_letter_factory
+        self.store_factory = store_factory
         self.table = PartitionTable.round_robin(self.config.num_partitions,
                                                 self.config.num_shards)
         self.arbitrators: list[Any] = []
@@ -53,7 +55,8 @@ class SupervisorActorBody:
 
     def _create_shard(self, i: int) -> Any:
         return ray_calls.create(
-            ShardActor, i, self.config_json, self.catalog_wire, self.channel_factory,
+            ShardActor, i, self.config_json, self.catalog_wire, self.table.to_wire(),
+            self.channel_factory, self.store_factory,
             name=ray_calls.actor_name("shard", i), namespace=self.config.namespace,
             num_cpus=self.config.shard.num_cpus, max_restarts=self.config.shard.max_restarts)
 
@@ -150,8 +153,15 @@ class SupervisorActorBody:
         return out
 
     async def shutdown(self) -> None:
+        """Stop supervising, snapshot every shard, then stop every actor."""
         if self._health_task is not None:
             self._health_task.cancel()
+        flushed = await asyncio.gather(
+            *(ray_calls.call(s, "flush", timeout_s=self.config.call_timeout_s)
+              for s in self.shards), return_exceptions=True)
+        for i, result in enumerate(flushed):
+            if isinstance(result, BaseException):
+                log.error("supervisor: shard %d could not snapshot at shutdown: %s", i, result)
         for handle in self.routers + self.shards + self.arbitrators:
             ray_calls.kill(handle)
         self.routers, self.shards, self.arbitrators = [], [], []

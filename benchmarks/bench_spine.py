@@ -29,6 +29,7 @@ from shush.adapters.channels.memory import MemoryChannel
 from shush.adapters.client import AsyncShushClient
 from shush.adapters.grpc import convert
 from shush.adapters.grpc import shush_pb2 as pb
+from shush.adapters.stores import MemoryStateStore
 from shush.cluster.config_loader import load_config, load_engine_catalog
 from shush.engine.arbitration import ActionTable, arbitrate
 from shush.engine.clock import ManualClock
@@ -44,7 +45,7 @@ def pure_core(events: list[list[object]], config: EngineConfig, batch: int,
     channel = MemoryChannel()
     clock = ManualClock(start_ms)
     table = PartitionTable.round_robin(config.num_partitions, config.num_shards)
-    shards = [ShardCore(i, catalog, config.shard, clock, channel)
+    shards = [ShardCore(i, catalog, config.shard, clock, channel, MemoryStateStore())
               for i in range(config.num_shards)]
     actions = ActionTable(catalog.actions)
     model = PropensityModel(actions.ids, catalog.actions)
@@ -101,30 +102,38 @@ def main() -> None:
                          data_dir=str(workdir), channel={"path": str(workdir / "t.jsonl")})
 
     core_s, core_treatments = pure_core(events, config, args.batch, start_ms)
-    print(f"pure core   : {args.events / core_s:>10,.0f} events/s  "
+    print(f"{'pure core, one process, no Ray':38}: {args.events / core_s:>8,.0f} events/s  "
           f"({args.events:,} events in {core_s:.2f} s, {core_treatments:,} treatments)")
 
     from shush.cluster.engine import Engine
     from shush.cluster.ray_runtime import start_ray, stop_ray
 
     start_ray(num_cpus=2)
-    engine = Engine.start(config)
-    engine.serve_grpc()
     try:
-        e2e_s = asyncio.run(end_to_end(events, engine.target, args.batch, args.concurrency))
-        deadline = time.monotonic() + 30
-        while len(read_jsonl(workdir / "t.jsonl")) < core_treatments and \
-                time.monotonic() < deadline:
-            time.sleep(0.1)
-        e2e_treatments = len(read_jsonl(workdir / "t.jsonl"))
+        for label, store_url in (("end to end, in-memory store", "memory://"),
+                                 ("end to end, SQLite store (default)", None)):
+            run_dir = Path(tempfile.mkdtemp(prefix="shush-bench-", dir=workdir))
+            run_config = config.model_copy(update={
+                "store_url": store_url, "data_dir": run_dir,
+                "channel": config.channel.model_copy(update={"path": run_dir / "t.jsonl"})})
+            engine = Engine.start(run_config)
+            engine.serve_grpc()
+            try:
+                e2e_s = asyncio.run(end_to_end(events, engine.target, args.batch,
+                                               args.concurrency))
+                deadline = time.monotonic() + 30
+                while len(read_jsonl(run_dir / "t.jsonl")) < core_treatments and \
+                        time.monotonic() < deadline:
+                    time.sleep(0.1)
+                treatments = len(read_jsonl(run_dir / "t.jsonl"))
+            finally:
+                engine.stop()
+            print(f"{label:38}: {args.events / e2e_s:>8,.0f} events/s  "
+                  f"({e2e_s:.2f} s, {treatments:,} treatments; {args.routers} routers, "
+                  f"{args.shards} shards, {args.concurrency} batches of {args.batch} in flight;"
+                  f" {e2e_s and core_s / e2e_s:.2f} of the ceiling)")
     finally:
-        engine.stop()
         stop_ray()
-    print(f"end to end  : {args.events / e2e_s:>10,.0f} events/s  "
-          f"({args.events:,} events in {e2e_s:.2f} s, {e2e_treatments:,} treatments; "
-          f"{args.routers} routers, {args.shards} shards, {args.concurrency} batches "
-          f"of {args.batch} in flight)")
-    print(f"ratio       : {e2e_s and core_s / e2e_s:.2f} of the single-process ceiling")
 
 
 if __name__ == "__main__":

@@ -12,9 +12,11 @@ from typing import Any
 
 from ..actors import ray_calls
 from ..actors.supervisor import SUPERVISOR_NAME, SupervisorActor
-from ..adapters.channels.jsonl import JsonlChannel, JsonlSink
+from ..adapters.channels.jsonl import JsonlChannel
 from ..adapters.grpc.gateway import EngineGateway
 from ..adapters.grpc.server import BackgroundServer
+from ..adapters.stores import make_store
+from ..adapters.stores.dead_letters import open_dead_letters
 from ..engine.catalog import Catalog
 from ..engine.config import EngineConfig
 from .config_loader import load_engine_catalog
@@ -34,11 +36,14 @@ class Engine:
     def start(cls, config: EngineConfig, *, detached: bool = False) -> Engine:
         catalog = load_engine_catalog(config)
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        url = config.resolved_store_url
+        make_store(url).close()  # fail fast on a bad URL or an unreachable database
         channel_factory = functools.partial(JsonlChannel, Path(config.channel.path).resolve())
-        dead_letter_factory = functools.partial(JsonlSink, config.dead_letter_path.resolve())
+        dead_letter_factory = functools.partial(open_dead_letters, url)
+        store_factory = functools.partial(make_store, url)
         supervisor = ray_calls.create(
             SupervisorActor, config.model_dump_json(), catalog.to_wire(), channel_factory,
-            dead_letter_factory, name=SUPERVISOR_NAME, namespace=config.namespace,
+            dead_letter_factory, store_factory, name=SUPERVISOR_NAME, namespace=config.namespace,
             num_cpus=0, max_restarts=-1, detached=detached)
         ray_calls.call_blocking(supervisor, "start", timeout_s=config.call_timeout_s * 4)
         routers = ray_calls.call_blocking(supervisor, "get_routers",

@@ -41,6 +41,12 @@ class ShardConfig(_Frozen):
     )
     num_cpus: Annotated[float, Field(ge=0)] = Field(0.25, description="Ray CPU reservation")
     max_restarts: int = Field(-1, description="Ray restarts of a crashed shard (-1: forever)")
+    timer_tick_s: PositiveFloat = Field(
+        0.25, description="How often due timers are fired (absence windows, follow-ups)"
+    )
+    snapshot_interval_s: PositiveFloat = Field(
+        1.0, description="How often changed customers are snapshotted (the journal between)"
+    )
 
 
 class ArbitrationConfig(_Frozen):
@@ -72,6 +78,10 @@ class EngineConfig(_Frozen):
         (), description="Catalog YAML files; empty means the bundled bank catalog"
     )
     data_dir: Path = Field(Path(".shush"), description="Files the engine writes")
+    store_url: str | None = Field(
+        None, description="memory://, sqlite:///path.db or postgresql://...; "
+        "default: SQLite in data_dir"
+    )
     call_timeout_s: PositiveFloat = Field(30.0, description="Longest wait on any actor call")
     health_interval_s: PositiveFloat = Field(1.0, description="Supervisor health-check period")
     router: RouterConfig = RouterConfig()
@@ -81,5 +91,5 @@ class EngineConfig(_Frozen):
     channel: ChannelConfig = ChannelConfig()
 
     @property
-    def dead_letter_path(self) -> Path:
-        return self.data_dir / "dead_letter.jsonl"
+    def resolved_store_url(self) -> str:
+        return self.store_url or f"sqlite:///{(self.data_dir / 'shush.db').resolve()}"

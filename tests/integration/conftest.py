@@ -8,10 +8,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
 from shush.adapters.channels.jsonl import read_jsonl
 from shush.adapters.client import ShushClient
+from shush.adapters.stores import make_store
 from shush.cluster.config_loader import load_config
 from shush.cluster.engine import Engine
 from tests.factories import write_catalog
@@ -31,7 +33,11 @@ class RunningEngine:
         return read_jsonl(self.treatments_path)
 
     def dead_letters(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.engine.config.dead_letter_path)
+        store = make_store(self.engine.config.resolved_store_url)
+        try:
+            return [msgpack.unpackb(row.payload) for row in store.read_dead_letters(1000)]
+        finally:
+            store.close()
 
     def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool],
                  timeout_s: float = 15.0) -> list[dict[str, Any]]:
@@ -48,15 +54,18 @@ class RunningEngine:
         return [t for t in treatments if t["customer_id"] == customer]
 
 
-def start_engine(tmp_path: Path, **overrides: Any) -> RunningEngine:
-    catalog = write_catalog(tmp_path)
+def start_engine(directory: Path, **overrides: Any) -> RunningEngine:
+    """An engine with the test catalog, its own store and channel file under ``directory``
+    (starting again on the same directory is a restart on the same store)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    overrides.setdefault("catalog_paths", [str(write_catalog(directory))])
     config = load_config(
-        namespace=f"t-{uuid.uuid4().hex[:8]}", catalog_paths=[str(catalog)],
-        data_dir=str(tmp_path / "data"), channel={"path": str(tmp_path / "treatments.jsonl")},
+        namespace=f"t-{uuid.uuid4().hex[:8]}",
+        data_dir=str(directory / "data"), channel={"path": str(directory / "treatments.jsonl")},
         grpc={"port": 0}, health_interval_s=0.5, **overrides)
     engine = Engine.start(config)
     engine.serve_grpc()
-    return RunningEngine(engine, tmp_path)
+    return RunningEngine(engine, directory)
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,16 @@ from pathlib import Path
 import pytest
 
 from shush.actors.shard_core import ShardCore
+from shush.actors.shard_persistence import ShardPersistence
 from shush.adapters.channels.memory import MemoryChannel
+from shush.adapters.stores import MemoryStateStore
 from shush.engine import codec
 from shush.engine.arbitration import ActionTable, arbitrate
 from shush.engine.catalog import Catalog, load_catalog
 from shush.engine.clock import ManualClock
 from shush.engine.config import ShardConfig
 from shush.engine.models import Treatment
+from shush.engine.partitions import PartitionTable
 from shush.engine.propensity import PropensityModel
 from tests.factories import T0_MS, event, write_catalog
 
@@ -27,7 +30,11 @@ class Harness:
     def __init__(self, catalog: Catalog) -> None:
         self.channel = MemoryChannel()
         self.clock = ManualClock(T0_MS)
-        self.core = ShardCore(0, catalog, ShardConfig(), self.clock, self.channel)
+        self.store = MemoryStateStore()
+        self.persistence = ShardPersistence(self.store, 0, PartitionTable.round_robin(16, 1),
+                                            snapshot_interval_s=1.0)
+        self.core = ShardCore(0, catalog, ShardConfig(), self.clock, self.channel, self.store,
+                              self.persistence)
         self.table = ActionTable(catalog.actions)
         self.model = PropensityModel(self.table.ids, catalog.actions)
 
@@ -111,13 +118,79 @@ def test_inbound_candidates_include_evergreen_actions_and_fire_nothing(catalog: 
     assert h.sent == []
 
 
-def test_failed_send_is_not_marked_treated(catalog: Catalog) -> None:
-    class Broken(MemoryChannel):
+def test_ledger_precedes_the_send_and_a_failed_send_stays_pending(catalog: Catalog) -> None:
+    class Flaky(MemoryChannel):
+        fail = True
+
         def send(self, treatment: Treatment) -> None:
-            raise ConnectionError("smtp down")
+            if self.fail:
+                raise ConnectionError("smtp down")
+            super().send(treatment)
 
     h = Harness(catalog)
-    h.core.channel = Broken()
+    h.core.channel = channel = Flaky()
     h.submit(event("hal", "savings_withdrawal", amount=7000.0))
-    assert h.core.customers["hal"].treated == {}
-    assert h.core.stats["treatments"] == 0
+    [item] = h.store.pending_outbox(10, now_ms=h.clock.now_ms() + 10_000)
+    assert item.attempts == 1 and "smtp down" in item.last_error
+    assert channel.sent == [] and h.core.stats["send_failures"] == 1
+    assert h.core.redispatch() == 0  # not before its retry time
+    channel.fail = False
+    h.clock.advance(10_000)
+    assert h.core.redispatch() == 1
+    assert [t.customer_id for t in channel.sent] == ["hal"]
+    assert h.store.pending_outbox(10, now_ms=h.clock.now_ms() + 100_000) == []
+    assert h.store.treatment_count() == 1
+
+
+def test_a_key_already_in_the_ledger_is_never_sent_again(catalog: Catalog) -> None:
+    first = Harness(catalog)
+    first.submit(event("ida", "savings_withdrawal", event_id="w-ida", amount=7000.0))
+    assert len(first.sent) == 1
+    # A second incarnation with the same ledger and the same event (a replay, a resend):
+    second = Harness(catalog)
+    second.core.store = first.store
+    second.submit(event("ida", "savings_withdrawal", event_id="w-ida", amount=7000.0))
+    assert second.sent == []
+    assert first.store.treatment_count() == 1
+
+
+DAY_MS = 86_400_000
+
+
+@pytest.fixture
+def bank() -> Catalog:
+    from shush.engine.catalog import bundled_catalog_path
+
+    return load_catalog([bundled_catalog_path("bank")])
+
+
+def test_absence_fires_on_the_engine_clock_once_and_rearms_after_a_deposit(
+        bank: Catalog) -> None:
+    h = Harness(bank)
+    h.submit(event("joe", "profile_update", T0_MS, segment="mass", age=40),
+             event("joe", "deposit", T0_MS, amount=100.0))
+    h.clock.set(T0_MS + 29 * DAY_MS)
+    h.core.tick()
+    assert not h.core.awaiting_decision  # 29 days: nothing yet
+    h.clock.set(T0_MS + 31 * DAY_MS)
+    assert h.core.tick() == 1  # the customer never sent anything again: the timer fires
+    sets, removals = h.core.candidate_sets(h.core.take_awaiting())
+    h.core.settle(arbitrate(sets, h.table, h.model.mean()), removals)
+    first = [t for t in h.sent if t.payload["moment"] == "no_recent_deposit"]
+    assert len(first) == 1
+    h.clock.set(T0_MS + 32 * DAY_MS)
+    h.core.tick()
+    assert not h.core.awaiting_decision  # once
+    h.submit(event("joe", "deposit", T0_MS + 32 * DAY_MS, amount=50.0))
+    assert h.core.timers.due_ms("joe") == T0_MS + 62 * DAY_MS  # re-armed from the deposit
+
+
+def test_a_late_event_is_rejected_with_the_field_and_dead_lettered(bank: Catalog) -> None:
+    h = Harness(bank)
+    h.submit(event("kim", "deposit", T0_MS, amount=10.0))
+    acks = h.submit(event("kim", "deposit", T0_MS - 2 * 3600 * 1000, event_id="late-1",
+                          amount=10.0))
+    assert acks[0][0] == codec.REJECTED and acks[0][2] == "occurred_at"
+    [row] = h.store.read_dead_letters(10)
+    assert row.field == "occurred_at" and "watermark" in row.reason
+    assert h.core.stats["late"] == 1
