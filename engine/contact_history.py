@@ -1,0 +1,156 @@
+"""One customer's contact and outcome history: plain data, bounded, snapshot to msgpack.
+
+The contact policy counts in it (caps per window, cooldown, outcome-based suppression); the
+shard records a contact when a treatment fires and an outcome when one comes back (including
+``ignored`` when the response window of a treatment passes without an answer).
+
+Bounds: at most ``max_contacts`` contacts (the oldest go first) and none older than
+``max_age_days`` (dropped by ``trim``); at most ``MAX_OUTCOMES_PER_CONTACT`` outcomes each.
+``max_age_days`` must cover the longest window any policy looks back over (30 days by default
+rules; the default 90 leaves room).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+SNAPSHOT_VERSION: Final = 1
+MAX_OUTCOMES_PER_CONTACT: Final = 8
+MS_PER_DAY: Final = 86_400_000
+
+__all__ = ["MAX_OUTCOMES_PER_CONTACT", "SNAPSHOT_VERSION", "Contact", "ContactHistory"]
+
+
+@dataclass(slots=True)
+class Contact:
+    """One treatment that fired. ``contact_class`` is marketing, service or safety."""
+
+    treatment_id: str
+    action_id: str
+    channel: str
+    contact_class: str
+    sent_ms: int
+    group: str | None = None
+    outcomes: list[tuple[str, int]] = field(default_factory=list)  # (kind, at_ms), in order
+
+    def has_outcome(self, kind: str) -> bool:
+        return any(k == kind for k, _ in self.outcomes)
+
+    def to_wire(self) -> list[Any]:
+        return [self.treatment_id, self.action_id, self.channel, self.contact_class,
+                self.sent_ms, self.group, [[k, t] for k, t in self.outcomes]]
+
+    @classmethod
+    def from_wire(cls, row: list[Any]) -> Contact:
+        treatment_id, action_id, channel, contact_class, sent_ms, group, outcomes = row
+        return cls(str(treatment_id), str(action_id), str(channel), str(contact_class),
+                   int(sent_ms), None if group is None else str(group),
+                   [(str(k), int(t)) for k, t in outcomes])
+
+
+class ContactHistory:
+    """Contacts in the order they were sent (oldest first), with their outcomes."""
+
+    __slots__ = ("_by_id", "contacts", "max_age_ms", "max_contacts")
+
+    def __init__(self, *, max_contacts: int = 200, max_age_days: float = 90.0) -> None:
+        if max_contacts < 1 or max_age_days <= 0:
+            raise ValueError("a contact history needs max_contacts >= 1 and max_age_days > 0")
+        self.max_contacts = max_contacts
+        self.max_age_ms = int(max_age_days * MS_PER_DAY)
+        self.contacts: deque[Contact] = deque()
+        self._by_id: dict[str, Contact] = {}
+
+    def __len__(self) -> int:
+        return len(self.contacts)
+
+    def __iter__(self) -> Iterator[Contact]:
+        return iter(self.contacts)
+
+    # -- writing --------------------------------------------------------------------------
+    def record_contact(self, contact: Contact) -> bool:
+        """Add a fired treatment; ``False`` (and no change) if its id is already recorded."""
+        if contact.treatment_id in self._by_id:
+            return False
+        if self.contacts and contact.sent_ms < self.contacts[-1].sent_ms:
+            items = [*self.contacts, contact]  # a late record keeps the list in time order
+            items.sort(key=lambda c: c.sent_ms)
+            self.contacts = deque(items)
+        else:
+            self.contacts.append(contact)
+        self._by_id[contact.treatment_id] = contact
+        while len(self.contacts) > self.max_contacts:
+            self._by_id.pop(self.contacts.popleft().treatment_id, None)
+        return True
+
+    def record_outcome(self, treatment_id: str, kind: str, at_ms: int) -> bool:
+        """Attach an outcome to a contact; ``False`` if the contact is unknown (or forgotten)
+        or already has this outcome kind (outcomes are idempotent per kind)."""
+        contact = self._by_id.get(treatment_id)
+        if contact is None or contact.has_outcome(kind):
+            return False
+        if len(contact.outcomes) >= MAX_OUTCOMES_PER_CONTACT:
+            del contact.outcomes[0]
+        contact.outcomes.append((kind, at_ms))
+        return True
+
+    def trim(self, now_ms: int) -> None:
+        """Forget contacts older than ``max_age_days``."""
+        horizon = now_ms - self.max_age_ms
+        while self.contacts and self.contacts[0].sent_ms < horizon:
+            self._by_id.pop(self.contacts.popleft().treatment_id, None)
+
+    # -- reading --------------------------------------------------------------------------
+    def get(self, treatment_id: str) -> Contact | None:
+        return self._by_id.get(treatment_id)
+
+    def count_since(self, since_ms: int, *, channel: str | None = None,
+                    classes: Collection[str] | None = None) -> int:
+        """Contacts sent at or after ``since_ms``, on ``channel`` (any if None) and of one of
+        ``classes`` (any if None)."""
+        n = 0
+        for contact in reversed(self.contacts):
+            if contact.sent_ms < since_ms:
+                break
+            if channel is not None and contact.channel != channel:
+                continue
+            if classes is not None and contact.contact_class not in classes:
+                continue
+            n += 1
+        return n
+
+    def last_sent_ms(self, action_id: str) -> int | None:
+        for contact in reversed(self.contacts):
+            if contact.action_id == action_id:
+                return contact.sent_ms
+        return None
+
+    def outcome_times(self, kind: str, *, action_id: str | None = None,
+                      group: str | None = None) -> list[int]:
+        """Times of outcomes of ``kind`` on contacts of the action (or of the group), sorted."""
+        times = [t for c in self.contacts
+                 if (action_id is not None and c.action_id == action_id)
+                 or (group is not None and c.group == group)
+                 for k, t in c.outcomes if k == kind]
+        times.sort()
+        return times
+
+    # -- snapshots ------------------------------------------------------------------------
+    def to_snapshot(self) -> dict[str, Any]:
+        return {"v": SNAPSHOT_VERSION, "max_contacts": self.max_contacts,
+                "max_age_ms": self.max_age_ms,
+                "contacts": [c.to_wire() for c in self.contacts]}
+
+    @classmethod
+    def from_snapshot(cls, data: dict[str, Any]) -> ContactHistory:
+        if data.get("v") != SNAPSHOT_VERSION:
+            raise ValueError(f"contact history snapshot version {data.get('v')!r}, "
+                             f"expected {SNAPSHOT_VERSION}")
+        history = cls(max_contacts=int(data["max_contacts"]))
+        history.max_age_ms = int(data["max_age_ms"])
+        for row in data["contacts"]:
+            history.record_contact(Contact.from_wire(row))
+        return history
