@@ -1,35 +1,121 @@
-"""ArbitrationActor: holds the action catalog, the levers and the propensity model, and scores
-batches of candidate sets by P×C×V×L in one vectorized pass (``engine.arbitration``)."""
+"""ArbitrationActor: holds the action catalog, the levers, the propensity model and the volume
+budgets, and scores batches of candidate sets by P×C×V×L in one vectorized pass.
+
+P is learned online from outcomes (``learn``), per action and context-feature bin, and drawn by
+Thompson sampling when ``arbitration.explore`` is on. A winner reserves its action's budget;
+the shard commits the reservation when the treatment is written to the ledger (it will fire)
+or releases it (held out, refused at send time). The model and budgets are saved to the store.
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import msgpack
+import numpy as np
 import ray
 
 from ..engine import codec
-from ..engine.arbitration import ActionTable, arbitrate
+from ..engine.arbitration import ActionTable, arbitrate, candidate_index
 from ..engine.catalog import Catalog
 from ..engine.config import EngineConfig
 from ..engine.errors import CatalogError
 from ..engine.propensity import PropensityModel
+from ..policies.budgets import BudgetBook, apply_budgets
+from ..policies.features import propensity_features
+from ..policies.policy_config import catalog_policies
+from .ports import StoreFactory
+
+MODEL_NAME = "propensity"
+BUDGETS_NAME = "budgets"
 
 
 class ArbitrationActorBody:
-    def __init__(self, index: int, config_json: str, catalog_wire: dict[str, Any]) -> None:
+    def __init__(self, index: int, config_json: str, catalog_wire: dict[str, Any],
+                 store_factory: StoreFactory) -> None:
         config = EngineConfig.model_validate_json(config_json)
         catalog = Catalog.from_wire(catalog_wire)
+        policy = catalog_policies(catalog)
         self.index = index
+        self.explore = config.arbitration.explore
+        self.save_interval_s = config.arbitration.save_interval_s
         self.table = ActionTable(catalog.actions)
+        self.cardinalities, per_action = propensity_features(policy, self.table.ids)
         self.propensity = PropensityModel(self.table.ids, catalog.actions,
-                                          prior_strength=config.arbitration.prior_strength)
+                                          prior_strength=config.arbitration.prior_strength,
+                                          feature_cardinalities=self.cardinalities,
+                                          action_features=per_action)
+        limits = {a: p.budget_per_day for a, p in policy.actions.items()
+                  if p.budget_per_day is not None}
+        self.budgets = BudgetBook(limits, policy.budget_timezone)
+        self.store = store_factory()
+        self._model_key = f"{MODEL_NAME}-{index}"
+        self._budget_key = f"{BUDGETS_NAME}-{index}"
+        saved = self.store.load_model(self._model_key)
+        if saved is not None:
+            self.propensity.load_snapshot(msgpack.unpackb(saved, strict_map_key=False))
+        saved = self.store.load_model(self._budget_key)
+        if saved is not None:
+            self.budgets.load_snapshot(msgpack.unpackb(saved, strict_map_key=False))
+        self._last_save = time.monotonic()
         self.scored = 0
+        self.learned = 0
+
+    def _rows(self, codes: np.ndarray) -> np.ndarray:
+        """Feature-row codes (mixed radix) back to rows of bins."""
+        if not self.cardinalities:
+            return np.zeros((len(codes), 0), dtype=np.int64)
+        return np.stack(np.unravel_index(codes, self.cardinalities), axis=1)
 
     async def arbitrate(self, batch: bytes) -> bytes:
         sets = codec.decode_candidate_sets(batch)
-        verdicts = arbitrate(sets, self.table, self.propensity.mean())
+        action_idx, set_idx = candidate_index(sets, self.table)
+        rows = np.array([s.features or (0,) * len(self.cardinalities) for s in sets],
+                        dtype=np.int64).reshape(len(sets), len(self.cardinalities))
+        bins = self.propensity.bins_for(action_idx, rows[set_idx])
+        p = self.propensity.estimate(action_idx, bins, sample=self.explore)
+        verdicts = arbitrate(sets, self.table, p, per_candidate=True)
+        verdicts, removed = apply_budgets(verdicts, self.budgets, int(time.time() * 1000))
         self.scored += len(sets)
-        return codec.encode_verdicts(verdicts)
+        return codec.encode_verdicts(verdicts, removed={
+            c: [[r.action_id, r.policy, r.reason] for r in rs] for c, rs in removed.items()})
+
+    async def learn(self, batch: bytes) -> int:
+        """Outcomes ``[action_id, feature_row_code, positive]`` from the shards."""
+        items = codec.unpack(batch, codec.OUTCOMES)
+        known = [(self.table.index[a], code, bool(pos)) for a, code, pos in items
+                 if a in self.table.index]
+        if known:
+            action_idx = np.array([k[0] for k in known], dtype=np.int64)
+            rows = self._rows(np.array([k[1] for k in known], dtype=np.int64))
+            self.propensity.update(action_idx, self.propensity.bins_for(action_idx, rows),
+                                   np.array([k[2] for k in known], dtype=bool))
+            self.learned += len(known)
+        self._save_if_due()
+        return len(known)
+
+    async def settle_budgets(self, settled: list[list[Any]]) -> None:
+        """``[idempotency_key, committed]``: the reservation fired, or was given back."""
+        now_ms = int(time.time() * 1000)
+        for key, committed in settled:
+            if committed:
+                self.budgets.commit(key, now_ms)
+            else:
+                self.budgets.release(key)
+        self._save_if_due()
+
+    def _save_if_due(self, force: bool = False) -> None:
+        if force or time.monotonic() - self._last_save >= self.save_interval_s:
+            self.store.save_model(self._model_key, msgpack.packb(self.propensity.to_snapshot()))
+            self.store.save_model(self._budget_key, msgpack.packb(self.budgets.to_snapshot()))
+            self._last_save = time.monotonic()
+
+    async def flush(self) -> None:
+        self._save_if_due(force=True)
+
+    async def propensities(self) -> dict[str, float]:
+        return dict(zip(self.table.ids, self.propensity.mean().tolist(), strict=True))
 
     async def set_lever(self, action_id: str, lever: float) -> None:
         if action_id not in self.table.index:
@@ -38,15 +124,11 @@ class ArbitrationActorBody:
             raise CatalogError(f"a lever must be >= 0, got {lever}", field="lever")
         self.table.set_lever(action_id, lever)
 
-    async def set_levers(self, levers: dict[str, float]) -> None:
-        for action_id, lever in levers.items():
-            await self.set_lever(action_id, lever)
-
     async def levers(self) -> dict[str, float]:
         return self.table.levers()
 
     async def health(self) -> dict[str, Any]:
-        return {"index": self.index, "scored": self.scored}
+        return {"index": self.index, "scored": self.scored, "learned": self.learned}
 
 
 ArbitrationActor = ray.remote(ArbitrationActorBody)

@@ -148,6 +148,35 @@ class RouterActorBody:
                 future.set_result(acks[offset:offset + len(chunk_events)])
             offset += len(chunk_events)
 
+    async def record_outcomes(self, batch: bytes) -> bytes:
+        """Outcomes ``[treatment_id, customer_id, kind, at_ms]``, each to its customer's shard."""
+        try:
+            items = codec.unpack(batch, codec.OUTCOMES)
+        except Exception as exc:
+            return codec.pack(codec.ACKS, [], refused=f"bad batch: {exc}")
+        results: list[list[Any] | None] = [None] * len(items)
+        per_shard: dict[int, tuple[list[int], list[Any]]] = {}
+        for i, item in enumerate(items):
+            if not (isinstance(item, list) and len(item) == 4 and isinstance(item[1], str)
+                    and item[1]):
+                results[i] = [codec.REJECTED, "an outcome is [treatment_id, customer_id, "
+                              "outcome, at_ms]", "outcome"]
+                continue
+            positions, chunk = per_shard.setdefault(self.table.shard_of(item[1]), ([], []))
+            positions.append(i)
+            chunk.append(item)
+        for shard, (positions, chunk) in per_shard.items():
+            try:
+                reply = await self.shards.call(shard, "record_outcomes",
+                                               codec.pack(codec.OUTCOMES, chunk),
+                                               timeout_s=self.config.call_timeout_s)
+                acks = codec.unpack(reply, codec.ACKS)
+            except EngineUnavailable as exc:
+                acks = [[codec.RETRY, exc.reason]] * len(chunk)
+            for pos, ack in zip(positions, acks, strict=True):
+                results[pos] = ack
+        return codec.pack(codec.ACKS, results)
+
     async def decide(self, customer_id: str, channel: str | None) -> bytes:
         reply: bytes = await self.shards.call(self.table.shard_of(customer_id), "decide",
                                               customer_id, channel,

@@ -20,6 +20,7 @@ from ..engine.catalog import Catalog
 from ..engine.clock import SystemClock
 from ..engine.config import EngineConfig
 from ..engine.errors import CodecError, EngineUnavailable, FencedError
+from ..engine.models import Removal
 from ..engine.partitions import PartitionTable
 from . import ray_calls
 from .ports import ChannelFactory, StoreFactory
@@ -59,6 +60,7 @@ class ShardActorBody:
                 async with self._lock:
                     if self.core.tick():
                         await self._decide_awaiting()
+                    await self._report_to_arbitration()
                     if self.persistence.snapshot_due():
                         self.persistence.snapshot(self.core.customers.get,
                                                   self.core.clock.now_ms())
@@ -108,7 +110,45 @@ class ShardActorBody:
                           self.core.index, len(pending))
             self.core.awaiting_decision.update(pending)
             return
+        for customer_id, refused in (codec.unpack_envelope(reply, codec.VERDICTS).get("meta")
+                                     or {}).get("removed", {}).items():
+            removals.setdefault(customer_id, []).extend(
+                Removal(action_id=a, policy=p, reason=r) for a, p, r in refused)
         self.core.settle(codec.decode_verdicts(reply), removals)
+        await self._report_to_arbitration()
+
+    async def _report_to_arbitration(self) -> None:
+        """Outcomes to learn from and budget reservations settled, in one call each."""
+        learned, settled = self.core.take_learned()
+        try:
+            if settled:
+                await self.arbitrators.call(self.arbitrator_index, "settle_budgets", settled,
+                                            timeout_s=self.config.call_timeout_s)
+            if learned:
+                await self.arbitrators.call(self.arbitrator_index, "learn",
+                                            codec.pack(codec.OUTCOMES, learned),
+                                            timeout_s=self.config.call_timeout_s)
+        except EngineUnavailable:
+            log.warning("shard %d: arbitration unavailable; %d outcomes kept for later",
+                        self.core.index, len(learned))
+            self.core.learned[:0] = learned
+            self.core.budget_settled[:0] = settled
+
+    async def record_outcomes(self, batch: bytes) -> bytes:
+        """Outcomes of treatments (delivered, opened, accepted...) for this shard's customers."""
+        self._ensure_background()
+        try:
+            items = codec.unpack(batch, codec.OUTCOMES)
+        except CodecError as exc:
+            return codec.pack(codec.ACKS, [], refused=str(exc))
+        async with self._lock:
+            acks = self.core.record_outcomes(items)
+            await self._report_to_arbitration()
+        return codec.pack(codec.ACKS, acks)
+
+    async def report(self) -> list[list[Any]]:
+        """Resolved treatments (outcome or ignored; holdouts too) for the lift report."""
+        return [[r.action_id, r.kind, r.positive, r.holdout] for r in self.core.resolutions]
 
     async def decide(self, customer_id: str, channel: str | None) -> bytes:
         """Inbound: the ranked actions for one customer now (nothing is fired)."""

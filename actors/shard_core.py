@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
 import msgpack
+import numpy as np
 
 from ..engine import codec
 from ..engine.arbitration import CandidateSet, Verdict, explain
@@ -24,10 +26,14 @@ from ..engine.config import ShardConfig
 from ..engine.customer import CustomerState, LateEventError
 from ..engine.errors import EventRejected
 from ..engine.models import Decision, Moment, Removal, Treatment
+from ..engine.outcomes import OutcomeTracker, Resolution
 from ..engine.signals import SignalRecord
 from ..engine.store import DeadLetterRow, DecisionRow, StateStore, TreatmentRow
 from ..engine.timers import TimerWheel
 from ..policies.candidates import EligibilityPolicy, build_candidates, idempotency_key
+from ..policies.chain import CustomerContext, PolicyChain
+from ..policies.features import FeatureBinner
+from ..policies.policy_config import catalog_policies
 from .ports import TreatmentChannel
 from .shard_persistence import ShardPersistence
 
@@ -53,11 +59,20 @@ class ShardCore:
         self.store = store
         self.persistence = persistence
         self.eligibility = EligibilityPolicy(catalog)
+        self.policy = catalog_policies(catalog)
+        self.chain = PolicyChain(catalog.actions, self.policy)
+        self.binner = FeatureBinner(self.policy.features)
+        self.cardinalities = tuple(spec.cardinality for spec in self.policy.features)
+        self.tracker = OutcomeTracker(self.policy.outcomes)
+        self.resolutions: deque[Resolution] = deque(maxlen=100_000)
+        self.learned: list[list[Any]] = []
+        self.budget_settled: list[list[Any]] = []
         self.customers: dict[str, CustomerState] = {}
         self.timers = TimerWheel()
         self.awaiting_decision: set[str] = set()
         self.stats = {"events": 0, "duplicates": 0, "rejected": 0, "late": 0, "moments": 0,
-                      "timer_moments": 0, "decisions": 0, "treatments": 0, "send_failures": 0}
+                      "timer_moments": 0, "decisions": 0, "treatments": 0, "send_failures": 0,
+                      "holdouts": 0, "deferred": 0, "dropped_at_send": 0}
 
     def customer(self, customer_id: str) -> CustomerState:
         state = self.customers.get(customer_id)
@@ -125,20 +140,27 @@ class ShardCore:
         return acks
 
     def tick(self, now_ms: int | None = None) -> int:
-        """Fire the timers due by ``now_ms`` (engine clock); return how many customers ran."""
+        """Run what is due by ``now_ms`` (engine clock): detector timers (their moments await
+        a decision), deferred sends (re-checked, then fired) and response windows (no answer
+        counts as ignored). Return how many customers had a timer."""
         now_ms = self.clock.now_ms() if now_ms is None else now_ms
         due = self.timers.pop_due(now_ms)
+        sends: list[Treatment] = []
         for customer_id in due:
             customer = self.customers.get(customer_id)
             if customer is None:
                 continue
             moments = customer.on_time(now_ms, self.catalog)
+            sends.extend(self.due_sends(customer, now_ms))
             self.timers.schedule(customer_id, customer.next_due_ms())
             if moments:
                 self.stats["timer_moments"] += len(moments)
                 self.awaiting_decision.add(customer_id)
         if due and self.persistence is not None:
             self.persistence.touched(due)
+        self._fire_all(sends, now_ms)
+        for resolution in self.tracker.expire(now_ms):
+            self._resolved(resolution)
         return len(due)
 
     def _dead_letter(self, event: Any, exc: EventRejected) -> None:
@@ -146,18 +168,30 @@ class ShardCore:
             kind="event", reason=exc.reason, field=exc.field,
             payload=_pack({"stage": "shard", "event": event}), at_ms=self.clock.now_ms())])
 
+    def _context(self, customer: CustomerState, now_ms: int, trigger: Trigger,
+                 bypass: bool = False) -> CustomerContext:
+        return CustomerContext(customer.customer_id, now_ms, customer.profile,
+                               customer.contacts, trigger=trigger, emergency_bypass=bypass,
+                               namespace=customer.namespace(now_ms))
+
     def candidate_sets(self, customer_ids: Iterable[str], *, inbound: bool = False,
-                       channel: str | None = None,
+                       channel: str | None = None, trigger: Trigger = "triggered",
+                       bypass: bool = False,
                        ) -> tuple[list[CandidateSet], dict[str, list[Removal]]]:
+        """Applicable, eligible candidates that the contact policy allows, per customer."""
         now_ms = self.clock.now_ms()
         sets: list[CandidateSet] = []
         removals: dict[str, list[Removal]] = {}
         for customer_id in customer_ids:
-            cset, removed = build_candidates(self.customer(customer_id), self.catalog,
-                                             self.eligibility, now_ms, inbound=inbound,
-                                             channel=channel)
-            sets.append(cset)
-            removals[customer_id] = removed
+            customer = self.customer(customer_id)
+            cset, removed = build_candidates(customer, self.catalog, self.eligibility, now_ms,
+                                             inbound=inbound, channel=channel)
+            ctx = self._context(customer, now_ms, "inbound" if inbound else trigger, bypass)
+            cset, refused = self.chain.run(cset, ctx)
+            features = self.binner.bins(ctx.namespace or {})
+            sets.append(CandidateSet(cset.customer_id, cset.action_ids, cset.contexts,
+                                     cset.moment_ids, features))
+            removals[customer_id] = removed + refused
         return sets, removals
 
     def take_awaiting(self) -> list[str]:
@@ -167,41 +201,131 @@ class ShardCore:
 
     def settle(self, verdicts: Iterable[Verdict], removals: dict[str, list[Removal]],
                trigger: Trigger = "triggered") -> list[Treatment]:
-        """Record each decision, write the winners to the ledger, then fire each one."""
+        """Record each decision; hold out, defer (quiet hours) or fire each winner."""
         now_ms = self.clock.now_ms()
         audit: list[DecisionRow] = []
-        planned: list[Treatment] = []
+        ready: list[Treatment] = []
         for verdict in verdicts:
             customer = self.customer(verdict.customer_id)
             removed = removals.get(verdict.customer_id, [])
             if not verdict.candidates and not removed:
                 continue
+            winner = verdict.winner
+            treatment = self._plan(customer, verdict, now_ms) if winner else None
+            held_out = treatment is not None and self.chain.holdout(customer.customer_id,
+                                                                    treatment.action_id, now_ms)
+            plan = (self.chain.send_plan(treatment.action_id,
+                                         self._context(customer, now_ms, trigger))
+                    if treatment is not None and not held_out else None)
+            reasons = self._reasons(verdict, removed)
+            if held_out:
+                reasons.append(f"{winner}: customer in the holdout (control) group: not sent")
+            elif plan is not None and not plan.send_now:
+                reasons.append(plan.reason)
             decision = Decision.model_construct(
                 customer_id=verdict.customer_id, decided_at_ms=now_ms, trigger=trigger,
-                candidates=verdict.candidates, removed=tuple(removed), winner=verdict.winner,
-                reasons=tuple(self._reasons(verdict, removed)))
+                candidates=verdict.candidates, removed=tuple(removed), winner=winner,
+                reasons=tuple(reasons))
             customer.decisions.append(decision)
             audit.append(DecisionRow(customer.customer_id, now_ms,
                                      _pack(decision.model_dump(mode="json"))))
             self.stats["decisions"] += 1
-            if verdict.winner is not None:
-                treatment = self._plan(customer, verdict, decision, now_ms)
-                if treatment is not None:
-                    planned.append(treatment)
+            if treatment is None:
+                continue
+            treatment.payload["why"] = list(reasons)
+            if held_out:
+                self.stats["holdouts"] += 1
+                self._track(customer, treatment, now_ms, holdout=True)
+                self.budget_settled.append([treatment.idempotency_key, False])
+            elif plan is not None and not plan.send_now:
+                self.stats["deferred"] += 1
+                customer.defer(treatment.idempotency_key, plan.at_ms,
+                               treatment.model_dump(mode="json"))
+                self.timers.schedule(customer.customer_id, customer.next_due_ms())
+            else:
+                ready.append(treatment)
         if audit:
             self.store.append_decisions(audit)
-        if not planned:
+        return self._fire_all(ready, now_ms)
+
+    def _fire_all(self, treatments: list[Treatment], now_ms: int) -> list[Treatment]:
+        """Ledger first (one transaction), then each send on its own."""
+        if not treatments:
             return []
-        if self.persistence is not None:  # treated keys live in customer state
-            self.persistence.touched(t.customer_id for t in planned)
+        if self.persistence is not None:  # treated keys and contacts live in customer state
+            self.persistence.touched(t.customer_id for t in treatments)
         fresh = self.store.record_treatments([
             TreatmentRow(t.idempotency_key, t.treatment_id, t.customer_id, t.action_id,
-                         t.decided_at_ms, _pack(t.model_dump(mode="json"))) for t in planned])
+                         t.decided_at_ms, _pack(t.model_dump(mode="json"))) for t in treatments])
         fired = []
-        for treatment, is_new in zip(planned, fresh, strict=True):
-            if is_new and self._send(treatment, attempts=1):
+        for treatment, is_new in zip(treatments, fresh, strict=True):
+            self.budget_settled.append([treatment.idempotency_key, is_new])
+            if not is_new:
+                continue
+            customer = self.customer(treatment.customer_id)
+            customer.contacts.record_contact(self.chain.contact(
+                treatment.treatment_id, treatment.action_id, now_ms))
+            self._track(customer, treatment, now_ms, holdout=False)
+            if self._send(treatment, attempts=1):
                 fired.append(treatment)
         return fired
+
+    def _track(self, customer: CustomerState, treatment: Treatment, now_ms: int, *,
+               holdout: bool) -> None:
+        row = self.binner.bins(customer.namespace(now_ms))
+        code = int(np.ravel_multi_index(row, self.cardinalities)) if row else 0
+        self.tracker.track(treatment.treatment_id, customer.customer_id, treatment.action_id,
+                           now_ms, self.chain.response_timeout_s(treatment.action_id),
+                           feature_bin=code, holdout=holdout)
+
+    def due_sends(self, customer: CustomerState, now_ms: int) -> list[Treatment]:
+        """Deferred treatments now due, re-checked against consent and contact policy."""
+        ready = []
+        for data in customer.due_sends(now_ms):
+            treatment = Treatment.model_validate(data)
+            removal = self.chain.recheck_before_send(
+                treatment.action_id, self._context(customer, now_ms, "triggered"))
+            if removal is None:
+                ready.append(treatment)
+                continue
+            self.stats["dropped_at_send"] += 1
+            self.budget_settled.append([treatment.idempotency_key, False])
+            log.info("shard %d: %s not sent: %s", self.index, treatment.idempotency_key,
+                     removal.reason)
+        return ready
+
+    # -- outcomes -------------------------------------------------------------------------
+    def record_outcomes(self, items: Iterable[Any]) -> list[list[Any]]:
+        """Outcomes ``[treatment_id, customer_id, kind, at_ms]``: one ack each."""
+        acks: list[list[Any]] = []
+        for item in items:
+            try:
+                treatment_id, customer_id, kind, at_ms = item
+                resolution = self.tracker.observe(treatment_id, kind, int(at_ms))
+                customer = self.customers.get(customer_id)
+                if customer is not None:
+                    customer.contacts.record_outcome(treatment_id, kind, int(at_ms))
+                    if self.persistence is not None:
+                        self.persistence.touched([customer_id])
+            except (TypeError, ValueError) as exc:
+                acks.append([codec.REJECTED, f"bad outcome: {exc}", "outcome"])
+                continue
+            if resolution is not None:
+                self._resolved(resolution)
+            acks.append([codec.ACCEPTED, ""])
+        return acks
+
+    def _resolved(self, resolution: Resolution) -> None:
+        self.resolutions.append(resolution)
+        if not resolution.holdout:
+            self.learned.append([resolution.action_id, resolution.feature_bin,
+                                 resolution.positive])
+
+    def take_learned(self) -> tuple[list[list[Any]], list[list[Any]]]:
+        """(outcomes to learn from, budget reservations settled) for the arbitrator."""
+        learned, self.learned = self.learned, []
+        settled, self.budget_settled = self.budget_settled, []
+        return learned, settled
 
     def redispatch(self, limit: int = 1000) -> int:
         """Send ledger rows of this shard's customers still pending in the outbox."""
@@ -247,8 +371,7 @@ class ShardCore:
     def _moment(self, customer: CustomerState, moment_id: str | None) -> Moment | None:
         return next((m for m in customer.moments if m.moment_id == moment_id), None)
 
-    def _plan(self, customer: CustomerState, verdict: Verdict, decision: Decision,
-              now_ms: int) -> Treatment | None:
+    def _plan(self, customer: CustomerState, verdict: Verdict, now_ms: int) -> Treatment | None:
         best = verdict.candidates[0]
         key = idempotency_key(customer.customer_id, best.action_id, best.moment_id)
         moment = self._moment(customer, best.moment_id)
@@ -264,8 +387,7 @@ class ShardCore:
             payload={
                 "kind": action.kind, "message": action.message,
                 "moment": moment.name if moment else None, "moment_id": best.moment_id,
-                "trigger": decision.trigger,
                 "factors": {"p": best.p, "c": best.c, "v": best.v, "l": best.l,
                             "score": best.score},
-                "why": list(decision.reasons),
+                "why": [],
             })

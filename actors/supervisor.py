@@ -49,7 +49,7 @@ class SupervisorActorBody:
     # -- creation -------------------------------------------------------------------------
     def _create_arbitrator(self, i: int) -> Any:
         return ray_calls.create(
-            ArbitrationActor, i, self.config_json, self.catalog_wire,
+            ArbitrationActor, i, self.config_json, self.catalog_wire, self.store_factory,
             name=ray_calls.actor_name("arbitration", i), namespace=self.config.namespace,
             num_cpus=self.config.arbitration.num_cpus, max_restarts=-1)
 

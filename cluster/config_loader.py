@@ -18,6 +18,7 @@ from ..engine.catalog import Catalog, bundled_catalog_path, load_catalog
 from ..engine.config import EngineConfig
 from ..engine.errors import ConfigError
 from ..policies.candidates import EligibilityPolicy
+from ..policies.policy_config import catalog_policies
 
 ENV_PREFIX = "SHUSH_"
 
@@ -76,5 +77,6 @@ def load_config(path: Path | str | None = None, *, environ: Mapping[str, str] | 
 def load_engine_catalog(config: EngineConfig) -> Catalog:
     """The configured catalogs (or the bundled bank one), with every policy compiled."""
     catalog = load_catalog(list(config.catalog_paths) or [bundled_catalog_path("bank")])
-    EligibilityPolicy(catalog)  # fails at load, naming the file, action and field
+    EligibilityPolicy(catalog)  # fail at load, naming the file, item and field
+    catalog_policies(catalog)
     return catalog

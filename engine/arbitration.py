@@ -22,6 +22,7 @@ class CandidateSet:
     action_ids: tuple[str, ...]
     contexts: tuple[float, ...]
     moment_ids: tuple[str | None, ...]
+    features: tuple[int, ...] = ()  # the customer's context-feature bins (propensity)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,21 +62,30 @@ class ActionTable:
         return {a: float(self.lever[i]) for i, a in enumerate(self.ids)}
 
 
-def arbitrate(sets: Sequence[CandidateSet], table: ActionTable,
-              propensity: np.ndarray) -> list[Verdict]:
+def candidate_index(sets: Sequence[CandidateSet], table: ActionTable
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(action index, set index) of every candidate of every set, flattened."""
+    sizes = np.fromiter((len(s.action_ids) for s in sets), dtype=np.int64, count=len(sets))
+    total = int(sizes.sum())
+    action_idx = np.fromiter((table.index[a] for s in sets for a in s.action_ids),
+                             dtype=np.int64, count=total)
+    return action_idx, np.repeat(np.arange(len(sets)), sizes)
+
+
+def arbitrate(sets: Sequence[CandidateSet], table: ActionTable, propensity: np.ndarray,
+              *, per_candidate: bool = False) -> list[Verdict]:
     """Score every candidate of every set in one vectorized pass; rank within each set.
 
-    ``propensity`` holds P per action, in the table's order (a point estimate or a sample).
+    ``propensity`` holds P per action in the table's order (a point estimate or a sample), or,
+    with ``per_candidate``, P per candidate in ``candidate_index`` order (context features).
     """
     sizes = np.fromiter((len(s.action_ids) for s in sets), dtype=np.int64, count=len(sets))
     total = int(sizes.sum())
     if total == 0:
         return [Verdict(s.customer_id, (), None) for s in sets]
-    action_idx = np.fromiter((table.index[a] for s in sets for a in s.action_ids),
-                             dtype=np.int64, count=total)
+    action_idx, set_idx = candidate_index(sets, table)
     c = np.fromiter((x for s in sets for x in s.contexts), dtype=np.float64, count=total)
-    set_idx = np.repeat(np.arange(len(sets)), sizes)
-    p = propensity[action_idx]
+    p = propensity if per_candidate else propensity[action_idx]
     v = table.value[action_idx]
     lever = table.lever[action_idx]
     scores = p * c * v * lever

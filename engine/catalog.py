@@ -76,6 +76,9 @@ class CatalogFile(_Item):
     signals: list[SignalType] = Field(default_factory=list)
     detectors: list[DetectorSpec] = Field(default_factory=list)
     actions: list[Action] = Field(default_factory=list)
+    policies: dict[str, Any] | None = Field(
+        None, description="Contact policy, consent, quiet hours, budgets...: validated by "
+        "policies.policy_config (one file of a catalog may declare it)")
 
 
 class Catalog:
@@ -83,8 +86,10 @@ class Catalog:
 
     def __init__(self, signals: Iterable[SignalType], detectors: Iterable[DetectorSpec],
                  actions: Iterable[Action], sources: Mapping[str, str] | None = None,
-                 settings: CatalogSettings | None = None) -> None:
+                 settings: CatalogSettings | None = None,
+                 policies: Mapping[str, Any] | None = None) -> None:
         self.settings = settings or CatalogSettings()
+        self.policies: dict[str, Any] = dict(policies or {})
         self.signals: dict[str, SignalType] = {s.type: s for s in signals}
         self.detectors: dict[str, DetectorSpec] = {d.id: d for d in detectors}
         self.actions: dict[str, Action] = {a.id: a for a in actions}
@@ -112,12 +117,15 @@ class Catalog:
             "signals": [s.model_dump(mode="json") for s in self.signals.values()],
             "detectors": [d.model_dump(mode="json") for d in self.detectors.values()],
             "actions": [a.model_dump(mode="json") for a in self.actions.values()],
+            "policies": self.policies,
             "sources": self.sources,
         }
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> Catalog:
         body = {k: v for k, v in data.items() if k != "sources"}
+        if not body.get("policies"):
+            body.pop("policies", None)
         catalog = _merge([("<wire>", CatalogFile.model_validate(body))])
         catalog.sources = dict(data.get("sources", {}))
         return catalog
@@ -217,8 +225,14 @@ def _merge(files: list[tuple[str, CatalogFile]]) -> Catalog:
                           if m in internal else f"no detector produces moment {m!r}")
                 raise CatalogError(reason, file=sources[f"actions/{a.id}"], item=a.id,
                                    field="moments")
+    declared = [(name, part.policies) for name, part in files if part.policies is not None]
+    if len(declared) > 1:
+        raise CatalogError(f"policies are declared in {declared[0][0]} already",
+                           file=declared[1][0], item="policies", field="policies")
+    if declared:
+        sources["policies"] = declared[0][0]
     return Catalog(signals.values(), detectors.values(), actions.values(), sources,
-                   _merge_settings(files))
+                   _merge_settings(files), declared[0][1] if declared else None)
 
 
 def load_catalog(paths: Iterable[Path | str]) -> Catalog:

@@ -20,6 +20,7 @@ EVENTS = "events"
 ACKS = "acks"
 CANDIDATES = "candidates"
 VERDICTS = "verdicts"
+OUTCOMES = "outcomes"
 
 # Indexes into a wire event.
 EVENT_ID, CUSTOMER_ID, TYPE, OCCURRED_AT_MS, SOURCE, ATTRIBUTES = range(6)
@@ -61,12 +62,12 @@ def unpack(data: bytes, kind: str) -> list[Any]:
 
 def encode_candidate_sets(sets: list[CandidateSet]) -> bytes:
     return pack(CANDIDATES, [[s.customer_id, list(s.action_ids), list(s.contexts),
-                              list(s.moment_ids)] for s in sets])
+                              list(s.moment_ids), list(s.features)] for s in sets])
 
 
 def decode_candidate_sets(data: bytes) -> list[CandidateSet]:
     try:
-        return [CandidateSet(c, tuple(a), tuple(x), tuple(m)) for c, a, x, m in
+        return [CandidateSet(c, tuple(a), tuple(x), tuple(m), tuple(f)) for c, a, x, m, f in
                 unpack(data, CANDIDATES)]
     except (TypeError, ValueError) as exc:
         raise CodecError(f"malformed candidate set: {exc}") from exc

@@ -54,6 +54,10 @@ class ArbitrationConfig(_Frozen):
     prior_strength: PositiveFloat = Field(
         2.0, description="Pseudo-observations behind each action's prior propensity"
     )
+    explore: bool = Field(
+        True, description="Thompson sampling: draw P from its posterior (off: the mean)"
+    )
+    save_interval_s: PositiveFloat = Field(5.0, description="How often models are saved")
 
 
 class GrpcConfig(_Frozen):

@@ -35,6 +35,7 @@ from collections import deque
 from typing import Any
 
 from .catalog import Catalog
+from .contact_history import ContactHistory
 from .customer_snapshot import SNAPSHOT_VERSION, decisions_from, moment_from, moment_to
 from .detectors import BaseDetector
 from .errors import EventRejected
@@ -58,8 +59,8 @@ class LateEventError(EventRejected):
 
 class CustomerState:
     __slots__ = (
-        "_recent_ids", "_recent_set", "customer_id", "decisions", "detector_state",
-        "last", "last_event_ms", "moments", "profile", "timers", "treated",
+        "_recent_ids", "_recent_set", "contacts", "customer_id", "decisions", "deferred",
+        "detector_state", "last", "last_event_ms", "moments", "profile", "timers", "treated",
     )
 
     def __init__(self, customer_id: str, *, dedup_ids: int = 64, decisions: int = 5) -> None:
@@ -74,6 +75,8 @@ class CustomerState:
         self._recent_set: set[str] = set()
         self.decisions: deque[Decision] = deque(maxlen=decisions)
         self.last_event_ms: int | None = None  # latest event time seen (the watermark's base)
+        self.contacts = ContactHistory()  # treatments sent and their outcomes (contact policy)
+        self.deferred: dict[str, tuple[int, dict[str, Any]]] = {}  # key -> (send at, treatment)
 
     # -- events ---------------------------------------------------------------------------
     def seen(self, event_id: str) -> bool:
@@ -128,8 +131,18 @@ class CustomerState:
 
     # -- timers ---------------------------------------------------------------------------
     def next_due_ms(self) -> int | None:
-        """When ``on_time`` next has work: the earliest detector timer, or ``None``."""
-        return min(self.timers.values()) if self.timers else None
+        """When the shard next has work here: a detector timer or a deferred send."""
+        due = [*self.timers.values(), *(at for at, _ in self.deferred.values())]
+        return min(due) if due else None
+
+    def defer(self, key: str, at_ms: int, treatment: dict[str, Any]) -> None:
+        """Keep a decided treatment to send at ``at_ms`` (quiet hours): a durable reminder."""
+        self.deferred[key] = (at_ms, treatment)
+
+    def due_sends(self, now_ms: int) -> list[dict[str, Any]]:
+        """Take the deferred treatments due by ``now_ms``."""
+        due = [key for key, (at, _) in self.deferred.items() if at <= now_ms]
+        return [self.deferred.pop(key)[1] for key in sorted(due)]
 
     def on_time(self, now_ms: int, catalog: Catalog) -> list[Moment]:
         """Fire every timer due at ``now_ms`` (engine clock); return the new moments."""
@@ -246,6 +259,8 @@ class CustomerState:
             "decisions": [d.model_dump(mode="json") for d in self.decisions],
             "max_decisions": self.decisions.maxlen,
             "last_event_ms": self.last_event_ms,
+            "contacts": self.contacts.to_snapshot(),
+            "deferred": {k: [at, t] for k, (at, t) in self.deferred.items()},
         }
 
     @classmethod
@@ -266,4 +281,6 @@ class CustomerState:
             state._remember(event_id)
         state.decisions.extend(decisions_from(data["decisions"]))
         state.last_event_ms = data["last_event_ms"]
+        state.contacts = ContactHistory.from_snapshot(data["contacts"])
+        state.deferred = {k: (int(at), dict(t)) for k, (at, t) in data["deferred"].items()}
         return state

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ..engine.catalog import Catalog
 from ..engine.errors import CatalogError, ExpressionError
 from ..engine.models import Action
 from ..engine.outcomes import IGNORED, OutcomeKinds
@@ -232,3 +233,9 @@ def parse_policies(raw: Any, *, actions: Mapping[str, Action],
                 raise _fail(f"suppression counts negative outcomes ({', '.join(sorted(negative))})"
                             f", not {rule.outcome!r}", file, item, f"{where}.{i}.outcome")
     return catalog
+
+
+def catalog_policies(catalog: Catalog) -> PolicyCatalog:
+    """The catalog's ``policies:`` section, validated against its actions."""
+    return parse_policies(catalog.policies or None, actions=catalog.actions,
+                          file=catalog.sources.get("policies"))

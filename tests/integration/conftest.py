@@ -59,6 +59,7 @@ def start_engine(directory: Path, **overrides: Any) -> RunningEngine:
     (starting again on the same directory is a restart on the same store)."""
     directory.mkdir(parents=True, exist_ok=True)
     overrides.setdefault("catalog_paths", [str(write_catalog(directory))])
+    overrides.setdefault("arbitration", {"explore": False})  # P = the posterior mean
     config = load_config(
         namespace=f"t-{uuid.uuid4().hex[:8]}",
         data_dir=str(directory / "data"), channel={"path": str(directory / "treatments.jsonl")},
