@@ -17,7 +17,7 @@ import ray
 from ..engine import codec
 from ..engine.arbitration import CandidateSet
 from ..engine.catalog import Catalog
-from ..engine.clock import SystemClock
+from ..engine.clock import make_clock
 from ..engine.config import EngineConfig
 from ..engine.errors import CodecError, EngineUnavailable, FencedError
 from ..engine.models import Removal
@@ -39,7 +39,8 @@ class ShardActorBody:
         self.persistence = ShardPersistence(store, index, PartitionTable.from_wire(table_wire),
                                             self.config.shard.snapshot_interval_s)
         self.core = ShardCore(index, Catalog.from_wire(catalog_wire), self.config.shard,
-                              SystemClock(), channel_factory(), store, self.persistence)
+                              make_clock(self.config.clock), channel_factory(), store,
+                              self.persistence)
         self.recovered = self.core.recover()
         self.arbitrators = ray_calls.ActorDirectory("arbitration", self.config.num_arbitrators,
                                                     self.config.namespace)
@@ -86,6 +87,8 @@ class ShardActorBody:
                 return codec.pack(codec.ACKS, [[codec.RETRY, "shard fenced off"]] * len(events))
             try:
                 acks = self.core.apply_events(events)
+                if self.core.clock.follows_events:  # time moved with the events: run what is due
+                    self.core.tick()
             except FencedError:
                 self._fence()
                 return codec.pack(codec.ACKS, [[codec.RETRY, "shard fenced off"]] * len(events))

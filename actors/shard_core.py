@@ -130,6 +130,7 @@ class ShardCore:
                 acks.append([codec.DUPLICATE, "duplicate event_id"])
                 continue
             self.stats["events"] += 1
+            self.clock.observe(signal.occurred_at_ms)
             touched.append(signal.customer_id)
             if moments:
                 self.stats["moments"] += len(moments)

@@ -86,6 +86,9 @@ class EngineConfig(_Frozen):
         None, description="memory://, sqlite:///path.db or postgresql://...; "
         "default: SQLite in data_dir"
     )
+    clock: Literal["system", "event"] = Field(
+        "system", description="'event': engine time follows event time (replays)"
+    )
     call_timeout_s: PositiveFloat = Field(30.0, description="Longest wait on any actor call")
     health_interval_s: PositiveFloat = Field(1.0, description="Supervisor health-check period")
     router: RouterConfig = RouterConfig()
