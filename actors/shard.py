@@ -22,8 +22,10 @@ from ..engine.config import EngineConfig
 from ..engine.errors import CodecError, EngineUnavailable, FencedError
 from ..engine.models import Removal
 from ..engine.partitions import PartitionTable
+from ..engine.runs import EmergencyRun
 from . import ray_calls
 from .ports import ChannelFactory, StoreFactory
+from .shard_always_on import ShardAlwaysOn
 from .shard_core import ShardCore
 from .shard_persistence import ShardPersistence
 
@@ -38,9 +40,11 @@ class ShardActorBody:
         store = store_factory()
         self.persistence = ShardPersistence(store, index, PartitionTable.from_wire(table_wire),
                                             self.config.shard.snapshot_interval_s)
-        self.core = ShardCore(index, Catalog.from_wire(catalog_wire), self.config.shard,
-                              make_clock(self.config.clock), channel_factory(), store,
-                              self.persistence)
+        catalog = Catalog.from_wire(catalog_wire)
+        self.always_on = ShardAlwaysOn(self.config.sweep, self.config.runs,
+                                       self.config.num_shards, catalog)
+        self.core = ShardCore(index, catalog, self.config.shard, make_clock(self.config.clock),
+                              channel_factory(), store, self.persistence, self.always_on)
         self.recovered = self.core.recover()
         self.arbitrators = ray_calls.ActorDirectory("arbitration", self.config.num_arbitrators,
                                                     self.config.namespace)
@@ -48,10 +52,37 @@ class ShardActorBody:
         self.fenced = False
         self._lock = asyncio.Lock()
         self._background: asyncio.Task[None] | None = None
+        self._always_on_task: asyncio.Task[None] | None = None
 
     def _ensure_background(self) -> None:
         if self._background is None:
-            self._background = asyncio.get_running_loop().create_task(self._maintain())
+            loop = asyncio.get_running_loop()
+            self._background = loop.create_task(self._maintain())
+            self._always_on_task = loop.create_task(self._always_on())
+
+    async def _always_on(self) -> None:
+        """Sweep chunks and run injections, one short turn at a time: batches waiting for the
+        lock go in between (the lock is FIFO), so triggers are never starved."""
+        while not self.fenced:
+            await asyncio.sleep(self.config.sweep.tick_s)
+            try:
+                async with self._lock:
+                    if self.core.always_on_step():
+                        await self._decide_awaiting()
+            except FencedError:
+                self._fence()
+            except Exception:  # loop boundary
+                log.exception("shard %d: sweep/run step failed", self.core.index)
+
+    async def start_run(self, run_json: str) -> dict[str, Any]:
+        """Select this shard's part of an emergency run and start injecting it."""
+        self._ensure_background()
+        run = EmergencyRun.model_validate_json(run_json)
+        async with self._lock:
+            return self.always_on.start_run(run, self.core.clock.now_ms()).to_wire()
+
+    async def runs(self) -> list[dict[str, Any]]:
+        return self.always_on.progress()
 
     async def _maintain(self) -> None:
         """Fire due timers, snapshot changed customers, retry failed sends."""
@@ -102,22 +133,21 @@ class ShardActorBody:
         return reply
 
     async def _decide_awaiting(self) -> None:
-        pending = self.core.take_awaiting()
-        if not pending:
-            return
-        sets, removals = self.core.candidate_sets(pending)
-        try:
-            reply = await self._arbitrate(sets)
-        except EngineUnavailable:
-            log.exception("shard %d: arbitration unavailable; %d customers wait",
-                          self.core.index, len(pending))
-            self.core.awaiting_decision.update(pending)
-            return
-        for customer_id, refused in (codec.unpack_envelope(reply, codec.VERDICTS).get("meta")
-                                     or {}).get("removed", {}).items():
-            removals.setdefault(customer_id, []).extend(
-                Removal(action_id=a, policy=p, reason=r) for a, p, r in refused)
-        self.core.settle(codec.decode_verdicts(reply), removals)
+        for trigger, customers in self.core.take_awaiting().items():
+            sets, removals = self.core.candidate_sets(customers, trigger=trigger)
+            try:
+                reply = await self._arbitrate(sets)
+            except EngineUnavailable:
+                log.exception("shard %d: arbitration unavailable; %d customers wait",
+                              self.core.index, len(customers))
+                for customer_id in customers:
+                    self.core.awaiting_decision.setdefault(customer_id, trigger)
+                continue
+            meta = codec.unpack_envelope(reply, codec.VERDICTS).get("meta") or {}
+            for customer_id, refused in meta.get("removed", {}).items():
+                removals.setdefault(customer_id, []).extend(
+                    Removal(action_id=a, policy=p, reason=r) for a, p, r in refused)
+            self.core.settle(codec.decode_verdicts(reply), removals, trigger)
         await self._report_to_arbitration()
 
     async def _report_to_arbitration(self) -> None:
@@ -177,7 +207,7 @@ class ShardActorBody:
         self._ensure_background()
         return {"index": self.core.index, "customers": len(self.core.customers),
                 "fenced": self.fenced, "recovered": self.recovered, **self.core.stats,
-                **self.persistence.stats}
+                **self.persistence.stats, "sweep": self.always_on.sweep_progress()}
 
 
 ShardActor = ray.remote(ShardActorBody)

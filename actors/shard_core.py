@@ -35,11 +35,13 @@ from ..policies.chain import CustomerContext, PolicyChain
 from ..policies.features import FeatureBinner
 from ..policies.policy_config import catalog_policies
 from .ports import TreatmentChannel
+from .shard_always_on import ShardAlwaysOn
 from .shard_persistence import ShardPersistence
 
 log = logging.getLogger(__name__)
 
 Trigger = str  # "triggered" | "inbound" | "sweep" | "emergency"
+TRIGGER_RANK = {"triggered": 0, "sweep": 1, "emergency": 2}
 
 
 def _pack(data: Any) -> bytes:
@@ -50,7 +52,8 @@ def _pack(data: Any) -> bytes:
 class ShardCore:
     def __init__(self, index: int, catalog: Catalog, config: ShardConfig, clock: Clock,
                  channel: TreatmentChannel, store: StateStore,
-                 persistence: ShardPersistence | None = None) -> None:
+                 persistence: ShardPersistence | None = None,
+                 always_on: ShardAlwaysOn | None = None) -> None:
         self.index = index
         self.catalog = catalog
         self.config = config
@@ -69,7 +72,9 @@ class ShardCore:
         self.budget_settled: list[list[Any]] = []
         self.customers: dict[str, CustomerState] = {}
         self.timers = TimerWheel()
-        self.awaiting_decision: set[str] = set()
+        self.awaiting_decision: dict[str, Trigger] = {}  # customer -> why it is decided
+        self.bypass_caps: set[str] = set()  # emergency-run customers the operator exempted
+        self.always_on = always_on
         self.stats = {"events": 0, "duplicates": 0, "rejected": 0, "late": 0, "moments": 0,
                       "timer_moments": 0, "decisions": 0, "treatments": 0, "send_failures": 0,
                       "holdouts": 0, "deferred": 0, "dropped_at_send": 0}
@@ -91,6 +96,8 @@ class ShardCore:
             self.customers[state.customer_id] = state
             self.timers.schedule(state.customer_id, state.next_due_ms())  # durable reminders
         loaded = len(self.customers)
+        if self.always_on is not None:
+            self.always_on.observe(self.customers.values())
         replayed = list(self.persistence.journaled_events())
         self.apply_events(replayed, journal=False)
         resent = self.redispatch()
@@ -134,11 +141,41 @@ class ShardCore:
             touched.append(signal.customer_id)
             if moments:
                 self.stats["moments"] += len(moments)
-                self.awaiting_decision.add(signal.customer_id)
+                self._await(signal.customer_id, "triggered")
             acks.append([codec.ACCEPTED, ""])
         if self.persistence is not None:
             self.persistence.touched(touched)
+        if self.always_on is not None:
+            self.always_on.observe(self.customers[c] for c in set(touched))
         return acks
+
+    def _await(self, customer_id: str, trigger: Trigger) -> None:
+        """Queue a decision; an emergency or sweep reason outranks a plain trigger."""
+        current = self.awaiting_decision.get(customer_id)
+        if current is None or TRIGGER_RANK[trigger] > TRIGGER_RANK[current]:
+            self.awaiting_decision[customer_id] = trigger
+
+    def inject(self, moment: Moment, trigger: Trigger, *, bypass_caps: bool = False) -> bool:
+        """Give a customer a moment from a sweep or a run; ``False`` if it had it already."""
+        customer = self.customer(moment.customer_id)
+        if not customer.inject(moment, self.catalog):
+            return False
+        self._await(moment.customer_id, trigger)
+        if bypass_caps:
+            self.bypass_caps.add(moment.customer_id)
+        if self.persistence is not None:
+            self.persistence.touched([moment.customer_id])
+        return True
+
+    def always_on_step(self, now_ms: int | None = None) -> int:
+        """One sweep chunk and each run's share of injections; return the moments given."""
+        if self.always_on is None:
+            return 0
+        now_ms = self.clock.now_ms() if now_ms is None else now_ms
+        given = sum(self.inject(m, "sweep") for m in self.always_on.sweep_step(now_ms))
+        for moment, bypass in self.always_on.run_step(now_ms, self.customer):
+            given += self.inject(moment, "emergency", bypass_caps=bypass)
+        return given
 
     def tick(self, now_ms: int | None = None) -> int:
         """Run what is due by ``now_ms`` (engine clock): detector timers (their moments await
@@ -156,7 +193,7 @@ class ShardCore:
             self.timers.schedule(customer_id, customer.next_due_ms())
             if moments:
                 self.stats["timer_moments"] += len(moments)
-                self.awaiting_decision.add(customer_id)
+                self._await(customer_id, "triggered")
         if due and self.persistence is not None:
             self.persistence.touched(due)
         self._fire_all(sends, now_ms)
@@ -187,7 +224,9 @@ class ShardCore:
             customer = self.customer(customer_id)
             cset, removed = build_candidates(customer, self.catalog, self.eligibility, now_ms,
                                              inbound=inbound, channel=channel)
-            ctx = self._context(customer, now_ms, "inbound" if inbound else trigger, bypass)
+            ctx = self._context(customer, now_ms, "inbound" if inbound else trigger,
+                                bypass or customer_id in self.bypass_caps)
+            self.bypass_caps.discard(customer_id)
             cset, refused = self.chain.run(cset, ctx)
             features = self.binner.bins(ctx.namespace or {})
             sets.append(CandidateSet(cset.customer_id, cset.action_ids, cset.contexts,
@@ -195,10 +234,13 @@ class ShardCore:
             removals[customer_id] = removed + refused
         return sets, removals
 
-    def take_awaiting(self) -> list[str]:
-        pending = sorted(self.awaiting_decision)
+    def take_awaiting(self) -> dict[Trigger, list[str]]:
+        """The customers to decide now, grouped by why."""
+        groups: dict[Trigger, list[str]] = {}
+        for customer_id in sorted(self.awaiting_decision):
+            groups.setdefault(self.awaiting_decision[customer_id], []).append(customer_id)
         self.awaiting_decision.clear()
-        return pending
+        return groups
 
     def settle(self, verdicts: Iterable[Verdict], removals: dict[str, list[Removal]],
                trigger: Trigger = "triggered") -> list[Treatment]:
@@ -269,6 +311,9 @@ class ShardCore:
             self._track(customer, treatment, now_ms, holdout=False)
             if self._send(treatment, attempts=1):
                 fired.append(treatment)
+                if self.always_on is not None:
+                    self.always_on.contacted(treatment.customer_id, now_ms)
+                    self.always_on.treated(treatment.payload.get("moment_id"))
         return fired
 
     def _track(self, customer: CustomerState, treatment: Treatment, now_ms: int, *,

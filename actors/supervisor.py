@@ -17,6 +17,7 @@ import ray
 from ..engine.config import EngineConfig
 from ..engine.errors import EngineUnavailable
 from ..engine.partitions import PartitionTable
+from ..engine.runs import RunProgress
 from . import ray_calls
 from .arbitration import ArbitrationActor
 from .ports import ChannelFactory, SinkFactory, StoreFactory
@@ -136,6 +137,24 @@ class SupervisorActorBody:
         levers: dict[str, float] = await ray_calls.call(
             self.arbitrators[0], "levers", timeout_s=self.config.call_timeout_s)
         return levers
+
+    async def start_run(self, run_json: str) -> dict[str, Any]:
+        """Start an emergency run on every shard; return its combined progress."""
+        parts = await asyncio.gather(*(ray_calls.call(s, "start_run", run_json,
+                                                      timeout_s=self.config.call_timeout_s)
+                                       for s in self.shards))
+        run_id = parts[0]["run_id"]
+        return RunProgress.combine(run_id, (RunProgress.from_wire(p) for p in parts)).to_wire()
+
+    async def runs(self) -> list[dict[str, Any]]:
+        """Every run's progress, the shards' parts added up."""
+        per_shard = await asyncio.gather(*(ray_calls.call(s, "runs",
+                                                          timeout_s=self.config.call_timeout_s)
+                                           for s in self.shards))
+        by_run: dict[str, list[RunProgress]] = {}
+        for part in (p for shard in per_shard for p in shard):
+            by_run.setdefault(part["run_id"], []).append(RunProgress.from_wire(part))
+        return [RunProgress.combine(run_id, parts).to_wire() for run_id, parts in by_run.items()]
 
     async def health(self) -> dict[str, Any]:
         async def report(handle: Any) -> dict[str, Any]:

@@ -60,8 +60,9 @@ def pure_core(events: list[list[object]], config: EngineConfig, batch: int,
         for index, shard_events in per_shard.items():
             shard = shards[index]
             shard.apply_events(shard_events)
-            sets, removals = shard.candidate_sets(shard.take_awaiting())
-            shard.settle(arbitrate(sets, actions, model.mean()), removals)
+            for trigger, customers in shard.take_awaiting().items():
+                sets, removals = shard.candidate_sets(customers, trigger=trigger)
+                shard.settle(arbitrate(sets, actions, model.mean()), removals, trigger)
     return time.perf_counter() - started, len(channel.sent)
 
 

@@ -76,6 +76,9 @@ class CatalogFile(_Item):
     signals: list[SignalType] = Field(default_factory=list)
     detectors: list[DetectorSpec] = Field(default_factory=list)
     actions: list[Action] = Field(default_factory=list)
+    moments: list[str] = Field(
+        default_factory=list, description="Moments no detector makes: injected by sweeps, "
+        "emergency runs and feeds (e.g. hurricane_warning), so actions may name them")
     policies: dict[str, Any] | None = Field(
         None, description="Contact policy, consent, quiet hours, budgets...: validated by "
         "policies.policy_config (one file of a catalog may declare it)")
@@ -90,6 +93,7 @@ class Catalog:
                  policies: Mapping[str, Any] | None = None) -> None:
         self.settings = settings or CatalogSettings()
         self.policies: dict[str, Any] = dict(policies or {})
+        self.external_moments: list[str] = []
         self.signals: dict[str, SignalType] = {s.type: s for s in signals}
         self.detectors: dict[str, DetectorSpec] = {d.id: d for d in detectors}
         self.actions: dict[str, Action] = {a.id: a for a in actions}
@@ -118,6 +122,7 @@ class Catalog:
             "detectors": [d.model_dump(mode="json") for d in self.detectors.values()],
             "actions": [a.model_dump(mode="json") for a in self.actions.values()],
             "policies": self.policies,
+            "moments": self.external_moments,
             "sources": self.sources,
         }
 
@@ -217,6 +222,7 @@ def _merge(files: list[tuple[str, CatalogFile]]) -> Catalog:
         d.check(signals, file=sources[f"detectors/{d.id}"])
     _check_combinations(detectors, sources)
     moments = {d.moment for d in detectors.values() if not d.internal}
+    moments.update(m for _, part in files for m in part.moments)
     internal = {d.moment for d in detectors.values() if d.internal}
     for a in actions.values():
         for m in a.moments:
@@ -231,8 +237,10 @@ def _merge(files: list[tuple[str, CatalogFile]]) -> Catalog:
                            file=declared[1][0], item="policies", field="policies")
     if declared:
         sources["policies"] = declared[0][0]
-    return Catalog(signals.values(), detectors.values(), actions.values(), sources,
-                   _merge_settings(files), declared[0][1] if declared else None)
+    catalog = Catalog(signals.values(), detectors.values(), actions.values(), sources,
+                      _merge_settings(files), declared[0][1] if declared else None)
+    catalog.external_moments = sorted({m for _, part in files for m in part.moments})
+    return catalog
 
 
 def load_catalog(paths: Iterable[Path | str]) -> Catalog:

@@ -11,6 +11,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .runs import RunsConfig
+from .sweep import SweepConfig
+
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 
@@ -96,6 +99,8 @@ class EngineConfig(_Frozen):
     arbitration: ArbitrationConfig = ArbitrationConfig()
     grpc: GrpcConfig = GrpcConfig()
     channel: ChannelConfig = ChannelConfig()
+    sweep: SweepConfig = SweepConfig()
+    runs: RunsConfig = RunsConfig()
 
     @property
     def resolved_store_url(self) -> str:

@@ -204,6 +204,12 @@ class CustomerState:
                 del self.moments[:-cap]
         return public
 
+    def inject(self, moment: Moment, catalog: Catalog) -> list[Moment]:
+        """A moment from outside the detectors (a sweep, an emergency run); new ones kept."""
+        if any(m.moment_id == moment.moment_id for m in self.moments):
+            return []
+        return self._keep([moment], catalog)
+
     def live_moments(self, now_ms: int) -> list[Moment]:
         """Moments still within their useful life; expired ones are forgotten."""
         live = [m for m in self.moments if m.relevance(now_ms) > 0.0]

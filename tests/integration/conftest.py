@@ -58,7 +58,8 @@ def start_engine(directory: Path, **overrides: Any) -> RunningEngine:
     """An engine with the test catalog, its own store and channel file under ``directory``
     (starting again on the same directory is a restart on the same store)."""
     directory.mkdir(parents=True, exist_ok=True)
-    overrides.setdefault("catalog_paths", [str(write_catalog(directory))])
+    if "catalog_paths" not in overrides:
+        overrides["catalog_paths"] = [str(write_catalog(directory))]
     overrides.setdefault("arbitration", {"explore": False})  # P = the posterior mean
     config = load_config(
         namespace=f"t-{uuid.uuid4().hex[:8]}",

@@ -40,9 +40,13 @@ class Harness:
 
     def submit(self, *events: list[object]) -> list[list[object]]:
         acks = self.core.apply_events(events)
-        sets, removals = self.core.candidate_sets(self.core.take_awaiting())
-        self.core.settle(arbitrate(sets, self.table, self.model.mean()), removals)
+        self.decide()
         return acks
+
+    def decide(self) -> None:
+        for trigger, customers in self.core.take_awaiting().items():
+            sets, removals = self.core.candidate_sets(customers, trigger=trigger)
+            self.core.settle(arbitrate(sets, self.table, self.model.mean()), removals, trigger)
 
     @property
     def sent(self) -> list[Treatment]:
@@ -174,8 +178,7 @@ def test_absence_fires_on_the_engine_clock_once_and_rearms_after_a_deposit(
     assert not h.core.awaiting_decision  # 29 days: nothing yet
     h.clock.set(T0_MS + 31 * DAY_MS)
     assert h.core.tick() == 1  # the customer never sent anything again: the timer fires
-    sets, removals = h.core.candidate_sets(h.core.take_awaiting())
-    h.core.settle(arbitrate(sets, h.table, h.model.mean()), removals)
+    h.decide()
     first = [t for t in h.sent if t.payload["moment"] == "no_recent_deposit"]
     assert len(first) == 1
     h.clock.set(T0_MS + 32 * DAY_MS)

@@ -1,0 +1,73 @@
+"""Emergency runs on the running engine: exactly the customers of 25 zip codes, each once,
+throttled, while triggered events keep being decided."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from shush.actors import ray_calls
+from shush.engine.runs import EmergencyRun, PopulationFilter
+from tests.factories import COMPETING_CATALOG, event_dict
+from tests.integration.conftest import RunningEngine, start_engine
+
+pytestmark = pytest.mark.integration
+
+ZIPS = [f"{33100 + i:05d}" for i in range(25)]
+
+
+@pytest.fixture(scope="module")
+def engine(ray_session: None, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[RunningEngine]:
+    data: dict[str, Any] = {k: list(v) for k, v in COMPETING_CATALOG.items()}
+    data["signals"] = [*data["signals"], {
+        "type": "address", "category": "profile-person", "source": "operator",
+        "updates_profile": True, "attributes": {"zip": {"type": "string"}}}]
+    data["moments"] = ["hurricane_warning"]
+    data["actions"] = [*data["actions"], {
+        "id": "hurricane_prep", "kind": "service", "channel": "sms", "value": 80,
+        "prior_propensity": 0.9, "moments": ["hurricane_warning"]}]
+    directory = tmp_path_factory.mktemp("always-on")
+    path = directory / "catalog.yaml"
+    path.write_text(yaml.safe_dump(data))
+    running = start_engine(directory, catalog_paths=[str(path)])
+    yield running
+    running.client.close()
+    running.engine.stop()
+
+
+def test_an_emergency_run_reaches_exactly_its_zip_codes_while_triggers_flow(
+        engine: RunningEngine) -> None:
+    now = int(time.time() * 1000)
+    inside = {f"z-in-{i}": ZIPS[i % 25] for i in range(200)}
+    outside = {f"z-out-{i}": f"{90000 + i:05d}" for i in range(100)}
+    result = engine.client.submit([event_dict(c, "address", now, zip=z)
+                                   for c, z in {**inside, **outside}.items()])
+    assert result.accepted == 300
+    run = EmergencyRun(run_id="hurricane-1", population=PopulationFilter(zips=tuple(ZIPS)),
+                       moment="hurricane_warning", urgency=1.0, rate_per_s=100,
+                       bypass_soft_caps=True, dedup_key="nws:hurricane-1")
+    progress = ray_calls.call_blocking(engine.engine.supervisor, "start_run",
+                                       run.model_dump_json(), timeout_s=30)
+    assert progress["selected"] == 200
+    # Triggered traffic during the run is still decided promptly.
+    started = time.monotonic()
+    engine.client.submit([event_dict("z-trigger", "savings_withdrawal", int(time.time() * 1000),
+                                     amount=9000.0)])
+    assert engine.for_customer("z-trigger", timeout_s=5)
+    trigger_latency_s = time.monotonic() - started
+    treated = engine.wait_for(
+        lambda ts: sum(t["action_id"] == "hurricane_prep" for t in ts) >= 200, timeout_s=20)
+    reached = [t["customer_id"] for t in treated if t["action_id"] == "hurricane_prep"]
+    assert sorted(reached) == sorted(inside)  # exactly the 25 zip codes, each once
+    runs = ray_calls.call_blocking(engine.engine.supervisor, "runs", timeout_s=10)
+    [summary] = [r for r in runs if r["run_id"] == "hurricane-1"]
+    assert (summary["selected"], summary["injected"], summary["treated"]) == (200, 200, 200)
+    assert summary["state"] == "done"
+    # 200 customers at 100/s take about 2 s (after a 1 s burst): the run was throttled.
+    assert summary["finished_ms"] - summary["started_ms"] >= 500
+    assert trigger_latency_s < 5
