@@ -174,6 +174,125 @@ def explain(target: str, customer_id: str) -> None:
             console.print(f"  {reason}")
 
 
+def _attach(address: str, namespace: str) -> Any:
+    from .operator import find_supervisor
+    from .ray_runtime import start_ray
+
+    start_ray(address, namespace=namespace)
+    return find_supervisor(namespace)
+
+
+def _print_runs(runs: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    table = Table(title="runs")
+    for column in ("run", "state", "selected", "injected", "treated", "skipped", "errors"):
+        table.add_column(column, justify="left" if column in ("run", "state") else "right")
+    for r in runs:
+        table.add_row(r["run_id"], str(r["state"]), *(f"{r[k]:,}" for k in (
+            "selected", "injected", "treated", "skipped", "errors")))
+    console.print(table)
+
+
+@main.command()
+@click.option("--address", default="auto", show_default=True, help="The engine's Ray cluster")
+@click.option("--namespace", default="shush", show_default=True)
+@click.option("--zip", "zips", multiple=True, help="Zip code, repeatable")
+@click.option("--region", "regions", multiple=True, help="Region, repeatable")
+@click.option("--segment", "segments", multiple=True, help="Segment, repeatable")
+@click.option("--product", "products", multiple=True, help="Holds any of these products")
+@click.option("--where", help="A policy expression over the profile")
+@click.option("--moment", required=True, help="The moment injected, e.g. hurricane_warning")
+@click.option("--urgency", default=1.0, show_default=True)
+@click.option("--rate", default=200.0, show_default=True, help="Customers per second")
+@click.option("--bypass-soft-caps", is_flag=True, help="Service/safety: skip soft caps")
+@click.option("--run-id", help="Default: a new id")
+def emergency(address: str, namespace: str, zips: tuple[str, ...], regions: tuple[str, ...],
+              segments: tuple[str, ...], products: tuple[str, ...], where: str | None,
+              moment: str, urgency: float, rate: float, bypass_soft_caps: bool,
+              run_id: str | None) -> None:
+    """Inject a moment into every customer matching a profile filter (operator)."""
+    from ..engine.runs import EmergencyRun, PopulationFilter, new_run_id
+    from .operator import start_run
+
+    run = EmergencyRun(
+        run_id=run_id or new_run_id("emergency"),
+        population=PopulationFilter(zips=zips, regions=regions, segments=segments,
+                                    products_any=products, where=where),
+        moment=moment, urgency=urgency, rate_per_s=rate, bypass_soft_caps=bypass_soft_caps,
+        requested_by="cli")
+    _print_runs([start_run(_attach(address, namespace), run)])
+
+
+@main.command()
+@click.option("--address", default="auto", show_default=True)
+@click.option("--namespace", default="shush", show_default=True)
+def runs(address: str, namespace: str) -> None:
+    """Progress of the emergency runs."""
+    from .operator import list_runs
+
+    _print_runs(list_runs(_attach(address, namespace)))
+
+
+@main.command()
+@click.option("--address", default="auto", show_default=True)
+@click.option("--namespace", default="shush", show_default=True)
+@click.option("--now", help="ISO time the alerts are judged at (default: now)")
+@click.argument("location")
+def weather(address: str, namespace: str, now: str | None, location: str) -> None:
+    """Read NWS alerts (file, directory or URL) and start a run per actionable incident."""
+    from datetime import UTC, datetime
+
+    from ..adapters.feeds.geo import ZipCountyIndex
+    from .weather import WeatherFeed
+
+    when = datetime.fromisoformat(now) if now else datetime.now(UTC)
+    feed = WeatherFeed(ZipCountyIndex.from_csv())
+    started, skipped, rejected = feed.poll(_attach(address, namespace), location, when)
+    _print_runs(started)
+    for alert in skipped:
+        console.print(f"  skipped {alert.event} ({alert.alert_id}): {alert.reason}")
+    for rejection in rejected:
+        console.print(f"  [red]rejected[/] {rejection}")
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--catalog", "catalogs", multiple=True, type=click.Path(exists=True),
+              help="Catalog files (default: the bundled bank catalog)")
+@click.option("--speed", type=float, help="Event seconds per wall second (default: flat out)")
+def replay(path: str, catalogs: tuple[str, ...], speed: float | None) -> None:
+    """Play an event log through an embedded engine whose clock follows event time."""
+    from ..adapters.channels.jsonl import read_jsonl
+    from .config_loader import load_engine_catalog
+    from .ray_runtime import stop_ray
+    from .replay import replay_file
+
+    data_dir = Path(".shush/replay")
+    channel = data_dir / "treatments.jsonl"
+    channel.unlink(missing_ok=True)
+    (data_dir / "shush.db").unlink(missing_ok=True)
+    config = _config(None, data_dir=str(data_dir), channel={"path": str(channel)},
+                     grpc={"port": 0}, clock="event", catalog_paths=list(catalogs) or None)
+    engine = _start(config, None, None)
+    engine.serve_grpc()
+    try:
+        report = replay_file(engine.target, Path(path), load_engine_catalog(config),
+                             speed=speed)
+        time.sleep(0.5)
+    finally:
+        engine.stop()
+        stop_ray()
+    treatments = read_jsonl(channel)
+    span_days = ((report.last_ms or 0) - (report.first_ms or 0)) / 86_400_000
+    console.print(f"{report.events:,} events over {span_days:.1f} days of event time in "
+                  f"{report.wall_s:.1f} s: accepted {report.accepted:,}, duplicates "
+                  f"{report.duplicates:,}, rejected {len(report.rejected):,}; "
+                  f"{len(treatments):,} treatments (in {channel})")
+    for line in report.rejected[:20]:
+        console.print(f"  [red]✗[/] {line}")
+
+
 def run_cli() -> None:
     try:
         main()
