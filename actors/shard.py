@@ -93,6 +93,7 @@ class ShardActorBody:
                     if self.core.tick():
                         await self._decide_awaiting()
                     await self._report_to_arbitration()
+                    self.core.passivate()
                     if self.persistence.snapshot_due():
                         self.persistence.snapshot(self.core.customers.get,
                                                   self.core.clock.now_ms())
@@ -193,7 +194,8 @@ class ShardActorBody:
         return codec.encode_verdicts([verdict], removed=removed)
 
     async def explain(self, customer_id: str) -> list[dict[str, Any]]:
-        state = self.core.customers.get(customer_id)
+        async with self._lock:
+            state = self.core.find(customer_id)
         if state is None:
             return []
         return [d.model_dump(mode="json") for d in state.decisions]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -70,34 +70,88 @@ class ShardCore:
         self.resolutions: deque[Resolution] = deque(maxlen=100_000)
         self.learned: list[list[Any]] = []
         self.budget_settled: list[list[Any]] = []
-        self.customers: dict[str, CustomerState] = {}
+        self.customers: OrderedDict[str, CustomerState] = OrderedDict()  # resident, LRU first
+        self.active_ms: dict[str, int] = {}  # engine time of each resident's last turn
         self.timers = TimerWheel()
         self.awaiting_decision: dict[str, Trigger] = {}  # customer -> why it is decided
         self.bypass_caps: set[str] = set()  # emergency-run customers the operator exempted
         self.always_on = always_on
         self.stats = {"events": 0, "duplicates": 0, "rejected": 0, "late": 0, "moments": 0,
                       "timer_moments": 0, "decisions": 0, "treatments": 0, "send_failures": 0,
-                      "holdouts": 0, "deferred": 0, "dropped_at_send": 0}
+                      "holdouts": 0, "deferred": 0, "dropped_at_send": 0,
+                      "activations": 0, "passivations": 0}
 
     def customer(self, customer_id: str) -> CustomerState:
-        state = self.customers.get(customer_id)
+        """The customer, resident or activated from the store, or new."""
+        state = self.find(customer_id)
         if state is None:
             state = CustomerState(customer_id, dedup_ids=self.config.dedup_ids_per_customer,
                                   decisions=self.config.decisions_per_customer)
-            self.customers[customer_id] = state
+            self._reside(state)
         return state
+
+    def find(self, customer_id: str) -> CustomerState | None:
+        """A known customer (activated from its snapshot if passivated), else ``None``."""
+        state = self.customers.get(customer_id)
+        if state is not None:
+            self.customers.move_to_end(customer_id)
+            self.active_ms[customer_id] = self.clock.now_ms()
+            return state
+        if self.persistence is None or not self._known(customer_id):
+            return None
+        state = self.persistence.load_customer(customer_id)
+        if state is not None:
+            self.stats["activations"] += 1
+            self._reside(state)
+        return state
+
+    def _known(self, customer_id: str) -> bool:
+        if self.always_on is not None:  # its columns index every customer the shard has seen
+            return self.always_on.hot.row_of(customer_id) is not None
+        return True
+
+    def _reside(self, state: CustomerState) -> None:
+        self.customers[state.customer_id] = state
+        self.active_ms[state.customer_id] = self.clock.now_ms()
+
+    def passivate(self, now_ms: int | None = None) -> int:
+        """Snapshot, then drop from memory the customers idle for ``passivate_after_s`` and,
+        least recently active first, those over ``max_resident_customers``."""
+        if self.persistence is None:
+            return 0
+        now_ms = self.clock.now_ms() if now_ms is None else now_ms
+        idle_before = now_ms - int(self.config.passivate_after_s * 1000)
+        leaving = []
+        excess = len(self.customers) - self.config.max_resident_customers
+        for customer_id in self.customers:  # least recently active first
+            if excess <= len(leaving) and self.active_ms[customer_id] > idle_before:
+                break
+            if customer_id not in self.awaiting_decision:
+                leaving.append(customer_id)
+        if not leaving:
+            return 0
+        self.persistence.snapshot(self.customers.get, now_ms)
+        for customer_id in leaving:
+            del self.customers[customer_id]
+            del self.active_ms[customer_id]
+        self.stats["passivations"] += len(leaving)
+        return len(leaving)
 
     # -- recovery -------------------------------------------------------------------------
     def recover(self) -> dict[str, int]:
         """Reload customers from snapshots, replay the journal, resend the pending outbox."""
         if self.persistence is None:
             return {}
+        loaded = 0
         for state in self.persistence.load_customers():
-            self.customers[state.customer_id] = state
+            loaded += 1
+            self._reside(state)
             self.timers.schedule(state.customer_id, state.next_due_ms())  # durable reminders
-        loaded = len(self.customers)
-        if self.always_on is not None:
-            self.always_on.observe(self.customers.values())
+            if self.always_on is not None:
+                self.always_on.observe([state])
+            if len(self.customers) > self.config.max_resident_customers:
+                self.customers.popitem(last=False)  # its snapshot is current: just let go
+        self.active_ms = {c: self.active_ms[c] for c in self.customers}
         replayed = list(self.persistence.journaled_events())
         self.apply_events(replayed, journal=False)
         resent = self.redispatch()
@@ -146,7 +200,7 @@ class ShardCore:
         if self.persistence is not None:
             self.persistence.touched(touched)
         if self.always_on is not None:
-            self.always_on.observe(self.customers[c] for c in set(touched))
+            self.always_on.observe(self.customer(c) for c in set(touched))
         return acks
 
     def _await(self, customer_id: str, trigger: Trigger) -> None:
@@ -185,7 +239,7 @@ class ShardCore:
         due = self.timers.pop_due(now_ms)
         sends: list[Treatment] = []
         for customer_id in due:
-            customer = self.customers.get(customer_id)
+            customer = self.find(customer_id)  # a passivated customer wakes for its timer
             if customer is None:
                 continue
             moments = customer.on_time(now_ms, self.catalog)
@@ -348,7 +402,7 @@ class ShardCore:
             try:
                 treatment_id, customer_id, kind, at_ms = item
                 resolution = self.tracker.observe(treatment_id, kind, int(at_ms))
-                customer = self.customers.get(customer_id)
+                customer = self.find(customer_id)
                 if customer is not None:
                     customer.contacts.record_outcome(treatment_id, kind, int(at_ms))
                     if self.persistence is not None:

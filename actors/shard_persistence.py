@@ -57,6 +57,11 @@ class ShardPersistence:
         for row in self.store.load_snapshots(self.partitions):
             yield CustomerState.from_snapshot(_unpack(row.data))
 
+    def load_customer(self, customer_id: str) -> CustomerState | None:
+        """Activate one passivated customer from its snapshot."""
+        row = self.store.load_snapshot(customer_id)
+        return None if row is None else CustomerState.from_snapshot(_unpack(row.data))
+
     def journaled_events(self) -> Iterator[list[Any]]:
         """Events journaled since the last snapshot, partition by partition, in order."""
         for partition in self.partitions:

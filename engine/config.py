@@ -44,6 +44,12 @@ class ShardConfig(_Frozen):
     )
     num_cpus: Annotated[float, Field(ge=0)] = Field(0.25, description="Ray CPU reservation")
     max_restarts: int = Field(-1, description="Ray restarts of a crashed shard (-1: forever)")
+    max_resident_customers: PositiveInt = Field(
+        200_000, description="Customers kept in memory; the least recently active leave first"
+    )
+    passivate_after_s: PositiveFloat = Field(
+        3600.0, description="A customer idle this long leaves memory (back on its next turn)"
+    )
     timer_tick_s: PositiveFloat = Field(
         0.25, description="How often due timers are fired (absence windows, follow-ups)"
     )

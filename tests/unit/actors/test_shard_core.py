@@ -197,3 +197,24 @@ def test_a_late_event_is_rejected_with_the_field_and_dead_lettered(bank: Catalog
     [row] = h.store.read_dead_letters(10)
     assert row.field == "occurred_at" and "watermark" in row.reason
     assert h.core.stats["late"] == 1
+
+
+def test_passivated_customers_leave_memory_and_come_back_intact(catalog: Catalog) -> None:
+    h = Harness(catalog)
+    h.core.config = ShardConfig(max_resident_customers=2, passivate_after_s=3600)
+    for i in range(5):
+        h.clock.set(T0_MS + i * 1000)
+        h.submit(event(f"p{i}", "balance_update", T0_MS + i * 1000, event_id=f"b{i}",
+                       balance=50.0))
+    assert len(h.sent) == 5  # each crossed below 100 once
+    assert h.core.passivate() == 3
+    assert list(h.core.customers) == ["p3", "p4"]
+    # p0 comes back from its snapshot: its crossing stays disarmed and its dedup ids hold.
+    h.submit(event("p0", "balance_update", T0_MS + 10_000, balance=40.0))
+    acks = h.submit(event("p0", "balance_update", T0_MS + 11_000, event_id="b0", balance=50.0))
+    assert acks == [[codec.DUPLICATE, "duplicate event_id"]]
+    assert len(h.sent) == 5
+    assert h.core.stats["activations"] == 1
+    # Idle customers leave after passivate_after_s even under the resident bound.
+    h.clock.set(T0_MS + 2 * 3600 * 1000)
+    assert h.core.passivate() == 3 and not h.core.customers
