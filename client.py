@@ -3,6 +3,8 @@
 from .adapters.client import (
     AsyncShushClient,
     DecideResult,
+    OutcomeRejection,
+    OutcomeResult,
     RankedAction,
     Rejection,
     ShushClient,
@@ -13,6 +15,8 @@ from .adapters.client import (
 __all__ = [
     "AsyncShushClient",
     "DecideResult",
+    "OutcomeRejection",
+    "OutcomeResult",
     "RankedAction",
     "Rejection",
     "ShushClient",

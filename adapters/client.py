@@ -4,6 +4,11 @@ Both give every event a client-generated ``event_id`` (unless it has one), send 
 batches, and retry safely: a retried batch carries the same ids, so the engine applies each
 event once. Events the engine refuses for good come back as ``Rejection``s with the reason and
 the field; events it could not take this time (``RETRY``) are re-sent.
+
+Security: ``api_key=`` sends ``authorization: Bearer <key>`` with every call; TLS is on when
+``tls=True`` or any certificate is given (``root_certificates`` to trust a private CA,
+``client_certificate`` + ``client_key`` for mutual TLS; each as PEM bytes or a file path).
+Refused credentials (``UNAUTHENTICATED``, ``PERMISSION_DENIED``) are never retried.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import uuid
 from collections.abc import AsyncIterable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -51,6 +57,21 @@ class SubmitResult:
         self.duplicates += other.duplicates
         self.rejected.extend(other.rejected)
         self.event_ids.extend(other.event_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRejection:
+    index: int  # position in the batch given to ``record_outcomes``
+    treatment_id: str
+    reason: str
+    field: str
+
+
+@dataclass(slots=True)
+class OutcomeResult:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[OutcomeRejection] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,22 +149,97 @@ def _backoff_s(attempt: int, base_s: float) -> float:
     return min(base_s * 2 ** attempt, 5.0) * (0.5 + random.random() / 2)
 
 
-def _channel_options() -> list[tuple[str, int]]:
-    return [("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            ("grpc.max_send_message_length", 64 * 1024 * 1024)]
+def _channel_options(server_name: str | None = None) -> list[tuple[str, Any]]:
+    options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                                      ("grpc.max_send_message_length", 64 * 1024 * 1024)]
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    return options
+
+
+Pem = bytes | str | Path
+
+
+def _pem(value: Pem | None) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    return Path(value).read_bytes()
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """How a client reaches the server: credentials, TLS material, channel options."""
+
+    target: str
+    metadata: tuple[tuple[str, str], ...]
+    credentials: grpc.ChannelCredentials | None
+    options: list[tuple[str, Any]]
+
+    @classmethod
+    def make(cls, target: str, *, api_key: str | None, tls: bool,
+             root_certificates: Pem | None, client_certificate: Pem | None,
+             client_key: Pem | None, server_name: str | None) -> Connection:
+        if (client_certificate is None) != (client_key is None):
+            raise ValueError("client_certificate and client_key go together (mutual TLS)")
+        metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+        secure = tls or root_certificates is not None or client_certificate is not None
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=_pem(root_certificates), private_key=_pem(client_key),
+            certificate_chain=_pem(client_certificate)) if secure else None
+        return cls(target, metadata, credentials, _channel_options(server_name))
+
+    def channel(self) -> grpc.Channel:
+        if self.credentials is None:
+            return grpc.insecure_channel(self.target, options=self.options)
+        return grpc.secure_channel(self.target, self.credentials, options=self.options)
+
+    def aio_channel(self) -> grpc.aio.Channel:
+        if self.credentials is None:
+            return grpc.aio.insecure_channel(self.target, options=self.options)
+        return grpc.aio.secure_channel(self.target, self.credentials, options=self.options)
+
+
+def to_proto_outcome(outcome: Mapping[str, Any]) -> pb.Outcome:
+    """A mapping with treatment_id, customer_id, outcome and (optional) at_ms."""
+    data = dict(outcome)
+    if data.get("at_ms") is None:
+        data["at_ms"] = time.time_ns() // 1_000_000
+    return convert.outcome_to_proto(data)
+
+
+def _outcome_result(offsets: Sequence[int], batch: Sequence[pb.Outcome],
+                    reply: pb.OutcomeReply) -> tuple[OutcomeResult, list[int]]:
+    """The result of one reply, and the positions (in ``batch``) to send again."""
+    result = OutcomeResult(accepted=reply.accepted, duplicates=reply.duplicates)
+    retry: list[int] = []
+    for ack in reply.acks:
+        if ack.status == pb.REJECTED:
+            result.rejected.append(OutcomeRejection(offsets[ack.index], ack.treatment_id,
+                                                    ack.reason, ack.field))
+        elif ack.status == pb.RETRY:
+            retry.append(ack.index)
+    return result, retry
 
 
 class ShushClient:
     """Blocking client. ``with ShushClient("127.0.0.1:50051") as client: client.submit(...)``"""
 
     def __init__(self, target: str, *, batch_size: int = 1000, timeout_s: float = 60.0,
-                 max_attempts: int = 8, backoff_s: float = 0.05) -> None:
+                 max_attempts: int = 8, backoff_s: float = 0.05, api_key: str | None = None,
+                 tls: bool = False, root_certificates: Pem | None = None,
+                 client_certificate: Pem | None = None, client_key: Pem | None = None,
+                 server_name: str | None = None) -> None:
         self.target = target
         self.batch_size = batch_size
         self.timeout_s = timeout_s
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
-        self._channel = grpc.insecure_channel(target, options=_channel_options())
+        self._connection = Connection.make(
+            target, api_key=api_key, tls=tls, root_certificates=root_certificates,
+            client_certificate=client_certificate, client_key=client_key,
+            server_name=server_name)
+        self._metadata = self._connection.metadata
+        self._channel = self._connection.channel()
         self._stub = pb_grpc.ShushStub(self._channel)
 
     def __enter__(self) -> ShushClient:
@@ -158,7 +254,7 @@ class ShushClient:
     def _call(self, method: Any, request: Any) -> Any:
         for attempt in range(self.max_attempts):
             try:
-                return method(request, timeout=self.timeout_s)
+                return method(request, timeout=self.timeout_s, metadata=self._metadata)
             except grpc.RpcError as exc:
                 if exc.code() not in RETRYABLE or attempt == self.max_attempts - 1:
                     raise
@@ -196,9 +292,37 @@ class ShushClient:
         """One client stream of batches (no per-batch retry: use ``submit`` for that)."""
         batches = list(_batches(events, self.batch_size))
         reply = self._stub.StreamEvents(iter(pb.EventBatch(events=b) for b in batches),
-                                        timeout=self.timeout_s)
+                                        timeout=self.timeout_s, metadata=self._metadata)
         result, _ = _result([e for b in batches for e in b], reply)
         return result
+
+    def record_outcomes(self, outcomes: Iterable[Mapping[str, Any]]) -> OutcomeResult:
+        """Report what became of treatments (delivered, opened, clicked, accepted, rejected),
+        in batches; outcomes the engine could not take this time are sent again."""
+        total = OutcomeResult()
+        items = [to_proto_outcome(o) for o in outcomes]
+        for start in range(0, len(items), self.batch_size):
+            offsets = list(range(start, min(start + self.batch_size, len(items))))
+            for attempt in range(self.max_attempts):
+                batch = [items[i] for i in offsets]
+                reply = self._call(self._stub.RecordOutcome, pb.OutcomeBatch(outcomes=batch))
+                result, retry = _outcome_result(offsets, batch, reply)
+                total.accepted += result.accepted
+                total.duplicates += result.duplicates
+                total.rejected.extend(result.rejected)
+                if not retry:
+                    break
+                offsets = [offsets[i] for i in retry]
+                if attempt == self.max_attempts - 1:
+                    raise TimeoutError(f"{len(offsets)} outcomes still not taken after "
+                                       f"{self.max_attempts} attempts")
+                time.sleep(_backoff_s(attempt, self.backoff_s))
+        return total
+
+    def record_outcome(self, treatment_id: str, customer_id: str, outcome: str,
+                       at_ms: int | None = None) -> OutcomeResult:
+        return self.record_outcomes([{"treatment_id": treatment_id, "customer_id": customer_id,
+                                      "outcome": outcome, "at_ms": at_ms}])
 
     def decide(self, customer_id: str, channel: str | None = None) -> DecideResult:
         return _decide_result(self._call(self._stub.Decide, pb.DecideRequest(
@@ -226,12 +350,20 @@ class AsyncShushClient:
     """The asyncio variant of ``ShushClient``, with the same retry rules."""
 
     def __init__(self, target: str, *, batch_size: int = 1000, timeout_s: float = 60.0,
-                 max_attempts: int = 8, backoff_s: float = 0.05) -> None:
+                 max_attempts: int = 8, backoff_s: float = 0.05, api_key: str | None = None,
+                 tls: bool = False, root_certificates: Pem | None = None,
+                 client_certificate: Pem | None = None, client_key: Pem | None = None,
+                 server_name: str | None = None) -> None:
         self.batch_size = batch_size
         self.timeout_s = timeout_s
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
-        self._channel = grpc.aio.insecure_channel(target, options=_channel_options())
+        self._connection = Connection.make(
+            target, api_key=api_key, tls=tls, root_certificates=root_certificates,
+            client_certificate=client_certificate, client_key=client_key,
+            server_name=server_name)
+        self._metadata = self._connection.metadata
+        self._channel = self._connection.aio_channel()
         self._stub = pb_grpc.ShushStub(self._channel)
 
     async def __aenter__(self) -> AsyncShushClient:
@@ -246,7 +378,7 @@ class AsyncShushClient:
     async def _call(self, method: Any, request: Any) -> Any:
         for attempt in range(self.max_attempts):
             try:
-                return await method(request, timeout=self.timeout_s)
+                return await method(request, timeout=self.timeout_s, metadata=self._metadata)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in RETRYABLE or attempt == self.max_attempts - 1:
                     raise
@@ -291,8 +423,31 @@ class AsyncShushClient:
                 sent.extend(batch)
                 yield pb.EventBatch(events=batch)
 
-        reply = await self._stub.StreamEvents(batches(), timeout=self.timeout_s)
+        reply = await self._stub.StreamEvents(batches(), timeout=self.timeout_s,
+                                              metadata=self._metadata)
         return _result(sent, reply)[0]
+
+    async def record_outcomes(self, outcomes: Iterable[Mapping[str, Any]]) -> OutcomeResult:
+        total = OutcomeResult()
+        items = [to_proto_outcome(o) for o in outcomes]
+        for start in range(0, len(items), self.batch_size):
+            offsets = list(range(start, min(start + self.batch_size, len(items))))
+            for attempt in range(self.max_attempts):
+                batch = [items[i] for i in offsets]
+                reply = await self._call(self._stub.RecordOutcome,
+                                         pb.OutcomeBatch(outcomes=batch))
+                result, retry = _outcome_result(offsets, batch, reply)
+                total.accepted += result.accepted
+                total.duplicates += result.duplicates
+                total.rejected.extend(result.rejected)
+                if not retry:
+                    break
+                offsets = [offsets[i] for i in retry]
+                if attempt == self.max_attempts - 1:
+                    raise TimeoutError(f"{len(offsets)} outcomes still not taken after "
+                                       f"{self.max_attempts} attempts")
+                await asyncio.sleep(_backoff_s(attempt, self.backoff_s))
+        return total
 
     async def decide(self, customer_id: str, channel: str | None = None) -> DecideResult:
         return _decide_result(await self._call(self._stub.Decide, pb.DecideRequest(
@@ -306,3 +461,11 @@ class AsyncShushClient:
     async def health(self) -> tuple[bool, dict[str, Any]]:
         reply = await self._call(self._stub.Health, pb.HealthRequest())
         return reply.serving, json.loads(reply.detail_json or "{}")
+
+    async def levers(self) -> dict[str, float]:
+        return dict((await self._call(self._stub.GetLevers, pb.LeversRequest())).levers)
+
+    async def explain(self, customer_id: str) -> list[dict[str, Any]]:
+        reply = await self._call(self._stub.Explain, pb.ExplainRequest(customer_id=customer_id))
+        decisions: list[dict[str, Any]] = json.loads(reply.decisions_json)
+        return decisions

@@ -55,6 +55,10 @@ def run(config_path: str | None, address: str | None, port: int | None,
     config = _config(config_path)
     if port is not None:
         config = config.model_copy(update={"grpc": config.grpc.model_copy(update={"port": port})})
+    from ..adapters.grpc.server import exposure_warnings
+
+    for warning in exposure_warnings(config.grpc):
+        console.print(f"[bold red]WARNING:[/] {warning}")
     engine = _start(config, address, num_cpus)
     engine.serve_grpc()
     console.print(f"Shush serving gRPC on {engine.target}; treatments go to "
@@ -98,23 +102,45 @@ def demo(synthetic_events: int) -> None:
         stop_ray()
 
 
+def _client_options(func: Any) -> Any:
+    """--target, --api-key (or SHUSH_API_KEY) and --root-cert for the client commands."""
+    func = click.option("--root-cert", type=click.Path(exists=True, dir_okay=False),
+                        help="Use TLS, trusting this CA certificate (PEM)")(func)
+    func = click.option("--api-key", envvar="SHUSH_API_KEY",
+                        help="API key sent as a bearer token (env SHUSH_API_KEY)")(func)
+    return click.option("--target", default="127.0.0.1:50051", show_default=True)(func)
+
+
+def _client(target: str, api_key: str | None, root_cert: str | None) -> Any:
+    from ..adapters.client import ShushClient
+
+    return ShushClient(target, api_key=api_key, root_certificates=root_cert)
+
+
+@main.command("hash-key")
+@click.argument("key")
+def hash_key_command(key: str) -> None:
+    """Print the SHA-256 to put in grpc.security.api_keys for KEY (the key stays secret)."""
+    from ..adapters.grpc.auth import hash_key
+
+    console.print(hash_key(key))
+
+
 def _parse_event(text: str) -> dict[str, Any]:
     event: dict[str, Any] = json.loads(text)
     return event
 
 
 @main.command()
-@click.option("--target", default="127.0.0.1:50051", show_default=True)
+@_client_options
 @click.option("--file", "path", type=click.Path(exists=True, dir_okay=False),
               help="A JSONL file of events")
 @click.option("--customer", help="customer_id of a single event")
 @click.option("--type", "type_", help="Signal type of a single event")
 @click.option("--attr", multiple=True, help="name=value (JSON value), repeatable")
-def send(target: str, path: str | None, customer: str | None, type_: str | None,
-         attr: tuple[str, ...]) -> None:
+def send(target: str, api_key: str | None, root_cert: str | None, path: str | None,
+         customer: str | None, type_: str | None, attr: tuple[str, ...]) -> None:
     """Send one event from the command line, or every event of a JSONL file."""
-    from ..adapters.client import ShushClient
-
     if path:
         lines = Path(path).read_text().splitlines()
         events = [_parse_event(line) for line in lines if line.strip()]
@@ -130,7 +156,7 @@ def send(target: str, path: str | None, customer: str | None, type_: str | None,
                    "attributes": attributes}]
     else:
         raise click.UsageError("give --file, or --customer and --type")
-    with ShushClient(target) as client:
+    with _client(target, api_key, root_cert) as client:
         result = client.submit(events)
     console.print(f"accepted {result.accepted}, duplicates {result.duplicates}, "
                   f"rejected {len(result.rejected)}")
@@ -141,13 +167,12 @@ def send(target: str, path: str | None, customer: str | None, type_: str | None,
 
 
 @main.command()
-@click.option("--target", default="127.0.0.1:50051", show_default=True)
+@_client_options
 @click.argument("assignments", nargs=-1)
-def levers(target: str, assignments: tuple[str, ...]) -> None:
-    """Show levers, or set them: ``shush levers savings_rate_offer=2.5``."""
-    from ..adapters.client import ShushClient
-
-    with ShushClient(target) as client:
+def levers(target: str, api_key: str | None, root_cert: str | None,
+           assignments: tuple[str, ...]) -> None:
+    """Show levers, or set them: ``shush levers savings_rate_offer=2.5`` (operator key)."""
+    with _client(target, api_key, root_cert) as client:
         current = client.levers()
         for assignment in assignments:
             action_id, _, value = assignment.partition("=")
@@ -157,13 +182,11 @@ def levers(target: str, assignments: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.option("--target", default="127.0.0.1:50051", show_default=True)
+@_client_options
 @click.argument("customer_id")
-def explain(target: str, customer_id: str) -> None:
-    """Print the last decisions for a customer, with every factor and removal."""
-    from ..adapters.client import ShushClient
-
-    with ShushClient(target) as client:
+def explain(target: str, api_key: str | None, root_cert: str | None, customer_id: str) -> None:
+    """Print the last decisions for a customer, with every factor and removal (operator)."""
+    with _client(target, api_key, root_cert) as client:
         decisions = client.explain(customer_id)
     if not decisions:
         console.print(f"no decision recorded for {customer_id!r}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .runs import RunsConfig
 from .sweep import SweepConfig
@@ -69,11 +69,66 @@ class ArbitrationConfig(_Frozen):
     save_interval_s: PositiveFloat = Field(5.0, description="How often models are saved")
 
 
+Role = Literal["submitter", "operator"]
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class ApiKeyConfig(_Frozen):
+    """One API key, stored as the SHA-256 of the key (``shush hash-key`` prints it)."""
+
+    name: str = Field(min_length=1, max_length=64, description="Who holds it (logs, errors)")
+    sha256: Sha256Hex = Field(description="Lower-case hex SHA-256 of the key's UTF-8 bytes")
+    role: Role = Field(description="submitter: events, outcomes, decide, health; "
+                       "operator: everything (levers, explain, catalogs, emergency runs)")
+
+
+class GrpcSecurityConfig(_Frozen):
+    """Credentials and transport security of the gRPC endpoint.
+
+    No API keys means authentication is off (the embedded demo on loopback); ``shush run``
+    warns loudly when such a server binds a non-loopback address.
+    """
+
+    api_keys: tuple[ApiKeyConfig, ...] = Field(
+        (), description="Accepted keys (sent as 'authorization: Bearer <key>'); empty: no auth")
+    tls_cert_path: Path | None = Field(None, description="Server certificate chain (PEM)")
+    tls_key_path: Path | None = Field(None, description="Server private key (PEM)")
+    tls_client_ca_path: Path | None = Field(
+        None, description="CA (PEM) that client certificates must chain to: mutual TLS")
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> GrpcSecurityConfig:
+        if (self.tls_cert_path is None) != (self.tls_key_path is None):
+            raise ValueError("tls_cert_path and tls_key_path go together")
+        if self.tls_client_ca_path is not None and self.tls_cert_path is None:
+            raise ValueError("tls_client_ca_path (mutual TLS) needs tls_cert_path and "
+                             "tls_key_path")
+        names = [k.name for k in self.api_keys]
+        hashes = [k.sha256 for k in self.api_keys]
+        if len(set(names)) != len(names) or len(set(hashes)) != len(hashes):
+            raise ValueError("api_keys: each name and each key appears once")
+        return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys)
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_cert_path is not None
+
+
 class GrpcConfig(_Frozen):
     host: str = Field("127.0.0.1", description="Address the gRPC server binds")
     port: Annotated[int, Field(ge=0, le=65535)] = Field(50051, description="0 picks a free port")
-    max_events_per_request: PositiveInt = Field(10_000, description="Larger batches are refused")
+    max_events_per_request: PositiveInt = Field(
+        10_000, description="Events (or outcomes) per request; larger requests are refused")
     max_message_bytes: PositiveInt = Field(16 * 1024 * 1024, description="gRPC message limit")
+    max_attributes_per_event: PositiveInt = Field(
+        64, description="Attributes per event; a request with more is refused")
+    max_string_chars: PositiveInt = Field(
+        4096, description="Longest type, source, attribute name or text value, in characters")
+    security: GrpcSecurityConfig = GrpcSecurityConfig()
 
 
 class ChannelConfig(_Frozen):

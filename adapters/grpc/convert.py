@@ -65,3 +65,24 @@ def verdict_to_reply(verdict: Verdict, removed: list[list[str]]) -> pb.DecideRep
         ranked=[pb.RankedAction(action_id=c.action_id, moment_id=c.moment_id or "", p=c.p,
                                 c=c.c, v=c.v, l=c.l, score=c.score) for c in verdict.candidates],
         removed=[pb.RemovedAction(action_id=a, policy=p, reason=r) for a, p, r in removed])
+
+
+def acks_to_outcome_reply(acks: Iterable[list[Any]],
+                          outcomes: Iterable[pb.Outcome]) -> pb.OutcomeReply:
+    reply = pb.OutcomeReply()
+    counts = [0, 0, 0, 0]
+    for index, (outcome, ack) in enumerate(zip(outcomes, acks, strict=True)):
+        status = ack[0]
+        counts[status] += 1
+        if status == codec.ACCEPTED:
+            continue
+        reply.acks.append(pb.OutcomeAck(index=index, treatment_id=outcome.treatment_id,
+                                        status=_ACK[status], reason=ack[1] if len(ack) > 1 else "",
+                                        field=ack[2] if len(ack) > 2 else ""))
+    reply.accepted, reply.duplicates, reply.rejected, reply.retry = counts
+    return reply
+
+
+def outcome_to_proto(outcome: Mapping[str, Any]) -> pb.Outcome:
+    return pb.Outcome(treatment_id=outcome["treatment_id"], customer_id=outcome["customer_id"],
+                      outcome=outcome["outcome"], at_ms=int(outcome["at_ms"]))

@@ -1,6 +1,8 @@
 """What the gRPC server (and any other edge) calls: the engine's routers and supervisor.
 
-It round-robins batches over the routers and turns router refusals into typed errors.
+It round-robins batches over the routers and turns router refusals into typed errors. A router
+that fails a call is looked up again by name before its next use: the supervisor may have
+re-created it (a new actor under the same name), and the old handle would stay dead.
 """
 
 from __future__ import annotations
@@ -13,24 +15,56 @@ from ...actors import ray_calls
 from ...engine import codec
 from ...engine.arbitration import Verdict
 from ...engine.config import EngineConfig
-from ...engine.errors import BackpressureError, CodecError
+from ...engine.errors import BackpressureError, CodecError, EngineUnavailable
+from ...engine.outcomes import IGNORED, OutcomeKinds
+
+REPORTABLE_OUTCOMES = frozenset(OutcomeKinds().known() - {IGNORED})
 
 
 class EngineGateway:
-    def __init__(self, config: EngineConfig, supervisor: Any, routers: list[Any]) -> None:
+    def __init__(self, config: EngineConfig, supervisor: Any, routers: list[Any], *,
+                 outcome_kinds: frozenset[str] = REPORTABLE_OUTCOMES) -> None:
         if not routers:
             raise ValueError("the engine has no routers")
         self.config = config
+        self.outcome_kinds = outcome_kinds  # what RecordOutcome accepts (the catalog's kinds)
         self.supervisor = supervisor
-        self.routers = routers
+        self.routers = list(routers)
         self._next = itertools.cycle(range(len(routers)))
 
-    def _router(self) -> Any:
-        return self.routers[next(self._next)]
+        self._stale: set[int] = set()
+
+    def _router(self) -> int:
+        return next(self._next)
+
+    async def _call_router(self, method: str, *args: Any, timeout_s: float) -> Any:
+        index = self._router()
+        if index in self._stale:
+            fresh = ray_calls.get_actor(ray_calls.actor_name("router", index),
+                                        self.config.namespace)
+            if fresh is not None:
+                self.routers[index] = fresh
+                self._stale.discard(index)
+        try:
+            return await ray_calls.call(self.routers[index], method, *args, timeout_s=timeout_s,
+                                        what=f"router-{index}.{method}")
+        except EngineUnavailable:
+            self._stale.add(index)
+            raise
 
     async def submit(self, events: list[list[Any]]) -> list[list[Any]]:
-        reply = await ray_calls.call(self._router(), "submit", codec.pack(codec.EVENTS, events),
-                                     timeout_s=self.config.call_timeout_s * 2, what="router")
+        reply = await self._call_router("submit", codec.pack(codec.EVENTS, events),
+                                        timeout_s=self.config.call_timeout_s * 2)
+        return self._acks(reply)
+
+    async def record_outcomes(self, outcomes: list[list[Any]]) -> list[list[Any]]:
+        """Forward wire outcomes ``[treatment_id, customer_id, outcome, at_ms]``; one ack each."""
+        reply = await self._call_router("record_outcomes", codec.pack("outcomes", outcomes),
+                                        timeout_s=self.config.call_timeout_s * 2)
+        return self._acks(reply)
+
+    @staticmethod
+    def _acks(reply: bytes) -> list[list[Any]]:
         envelope = codec.unpack_envelope(reply, codec.ACKS)
         meta = envelope.get("meta") or {}
         if "refused" in meta:
@@ -41,15 +75,15 @@ class EngineGateway:
         return acks
 
     async def decide(self, customer_id: str, channel: str | None) -> tuple[Verdict, list[Any]]:
-        reply = await ray_calls.call(self._router(), "decide", customer_id, channel,
-                                     timeout_s=self.config.call_timeout_s, what="decide")
+        reply = await self._call_router("decide", customer_id, channel,
+                                        timeout_s=self.config.call_timeout_s)
         envelope = codec.unpack_envelope(reply, codec.VERDICTS)
         verdict = codec.decode_verdicts(reply)[0]
         return verdict, list((envelope.get("meta") or {}).get("removed", []))
 
     async def explain(self, customer_id: str) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await ray_calls.call(
-            self._router(), "explain", customer_id, timeout_s=self.config.call_timeout_s)
+        result: list[dict[str, Any]] = await self._call_router(
+            "explain", customer_id, timeout_s=self.config.call_timeout_s)
         return result
 
     async def set_lever(self, action_id: str, lever: float) -> dict[str, float]:

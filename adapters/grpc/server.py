@@ -1,8 +1,16 @@
-"""The gRPC server: grpc.aio on a uvloop event loop, in front of an ``EngineGateway``."""
+"""The gRPC server: grpc.aio on a uvloop event loop, in front of an ``EngineGateway``.
+
+Edges are guarded in this order: grpc refuses messages above ``max_message_bytes``; the
+``AuthInterceptor`` checks the API key and role (when keys are configured) and parses the
+request (malformed bytes: ``INVALID_ARGUMENT``); ``limits`` refuses a request that breaks a
+size limit as a whole; only then does anything reach the engine. TLS (and mutual TLS) comes
+from ``GrpcConfig.security``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import threading
@@ -13,10 +21,11 @@ import grpc
 import uvloop
 
 from ...engine.config import GrpcConfig
-from ...engine.errors import BackpressureError, EventRejected, ShushError
-from . import convert
+from ...engine.errors import BackpressureError, ConfigError, EventRejected, ShushError
+from . import convert, limits
 from . import shush_pb2 as pb
 from . import shush_pb2_grpc as pb_grpc
+from .auth import AuthInterceptor, KeyRing
 from .gateway import EngineGateway
 from .status import status_of
 
@@ -36,13 +45,13 @@ class ShushServicer(pb_grpc.ShushServicer):
         except ShushError as exc:
             if isinstance(exc, BackpressureError):
                 context.set_trailing_metadata((("retry-after-s", f"{exc.retry_after_s:.3f}"),))
+            elif isinstance(exc, EventRejected) and exc.field:
+                context.set_trailing_metadata((("shush-field", exc.field),))
             await context.abort(status_of(exc), str(exc))
             raise  # unreachable: abort raises
 
     async def _submit(self, events: list[pb.Event]) -> pb.SubmitReply:
-        if len(events) > self.config.max_events_per_request:
-            raise EventRejected(f"a batch holds at most {self.config.max_events_per_request} "
-                                f"events, got {len(events)}", field="events")
+        limits.check_events(events, self.config)  # the whole request, before anything is taken
         if not events:
             return pb.SubmitReply()
         acks = await self.gateway.submit([convert.event_to_wire(e) for e in events])
@@ -88,6 +97,18 @@ class ShushServicer(pb_grpc.ShushServicer):
                       for a in detail[key])
         return pb.HealthReply(serving=serving, detail_json=self.gateway.to_json(detail))
 
+    async def RecordOutcome(self, request: pb.OutcomeBatch,
+                            context: grpc.aio.ServicerContext) -> pb.OutcomeReply:
+        async def work() -> pb.OutcomeReply:
+            outcomes = list(request.outcomes)
+            wire = limits.outcomes_to_wire(outcomes, self.config, self.gateway.outcome_kinds)
+            if not wire:
+                return pb.OutcomeReply()
+            acks = await self.gateway.record_outcomes(wire)
+            return convert.acks_to_outcome_reply(acks, outcomes)
+
+        return await self._guard(context, work)
+
     async def SetLever(self, request: pb.SetLeverRequest,
                        context: grpc.aio.ServicerContext) -> pb.LeversReply:
         async def work() -> pb.LeversReply:
@@ -112,14 +133,61 @@ class ShushServicer(pb_grpc.ShushServicer):
         return await self._guard(context, work)
 
 
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name, 0.0.0.0 or :: reach beyond this machine
+
+
+def exposure_warnings(config: GrpcConfig) -> list[str]:
+    """What is unsafe about serving ``config`` (empty when nothing is)."""
+    if is_loopback(config.host):
+        return []
+    warnings = []
+    if not config.security.auth_enabled:
+        warnings.append(f"gRPC binds {config.host}, beyond loopback, with NO API KEYS: anyone "
+                        f"who reaches the port can submit events and set levers. Configure "
+                        f"grpc.security.api_keys.")
+    if not config.security.tls_enabled:
+        warnings.append(f"gRPC binds {config.host} without TLS: events and API keys cross the "
+                        f"network in clear text. Configure grpc.security.tls_cert_path and "
+                        f"tls_key_path.")
+    return warnings
+
+
+def server_credentials(config: GrpcConfig) -> grpc.ServerCredentials | None:
+    """TLS credentials from the configured PEM files (mutual TLS with a client CA)."""
+    security = config.security
+    if security.tls_cert_path is None or security.tls_key_path is None:
+        return None
+    try:
+        chain = security.tls_cert_path.read_bytes()
+        key = security.tls_key_path.read_bytes()
+        client_ca = (security.tls_client_ca_path.read_bytes()
+                     if security.tls_client_ca_path is not None else None)
+    except OSError as exc:
+        raise ConfigError(f"cannot read a TLS file: {exc}", field="grpc.security") from exc
+    return grpc.ssl_server_credentials([(key, chain)], root_certificates=client_ca,
+                                       require_client_auth=client_ca is not None)
+
+
 async def start_server(gateway: EngineGateway, config: GrpcConfig) -> tuple[grpc.aio.Server, int]:
     options = [("grpc.max_receive_message_length", config.max_message_bytes),
                ("grpc.max_send_message_length", config.max_message_bytes)]
-    server = grpc.aio.server(options=options)
+    for warning in exposure_warnings(config):
+        log.warning("%s", warning)
+    server = grpc.aio.server(options=options,
+                             interceptors=[AuthInterceptor(KeyRing(config.security.api_keys))])
     pb_grpc.add_ShushServicer_to_server(ShushServicer(gateway, config), server)
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    address = f"{config.host}:{config.port}"
+    credentials = server_credentials(config)
+    port = (server.add_secure_port(address, credentials) if credentials is not None
+            else server.add_insecure_port(address))
     if port == 0:
-        raise OSError(f"cannot bind gRPC on {config.host}:{config.port}")
+        raise OSError(f"cannot bind gRPC on {address}")
     await server.start()
     return server, port
 

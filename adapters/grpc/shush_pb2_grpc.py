@@ -54,6 +54,11 @@ class ShushStub:
                 request_serializer=shush__pb2.HealthRequest.SerializeToString,
                 response_deserializer=shush__pb2.HealthReply.FromString,
                 _registered_method=True)
+        self.RecordOutcome = channel.unary_unary(
+                '/shush.v1.Shush/RecordOutcome',
+                request_serializer=shush__pb2.OutcomeBatch.SerializeToString,
+                response_deserializer=shush__pb2.OutcomeReply.FromString,
+                _registered_method=True)
         self.SetLever = channel.unary_unary(
                 '/shush.v1.Shush/SetLever',
                 request_serializer=shush__pb2.SetLeverRequest.SerializeToString,
@@ -98,8 +103,14 @@ class ShushServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordOutcome(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetLever(self, request, context):
-        """Operator calls
+        """Operator calls (an API key with the operator role; see adapters/grpc/auth.py)
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -139,6 +150,11 @@ def add_ShushServicer_to_server(servicer, server):
                     servicer.Health,
                     request_deserializer=shush__pb2.HealthRequest.FromString,
                     response_serializer=shush__pb2.HealthReply.SerializeToString,
+            ),
+            'RecordOutcome': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordOutcome,
+                    request_deserializer=shush__pb2.OutcomeBatch.FromString,
+                    response_serializer=shush__pb2.OutcomeReply.SerializeToString,
             ),
             'SetLever': grpc.unary_unary_rpc_method_handler(
                     servicer.SetLever,
@@ -264,6 +280,33 @@ class Shush:
             '/shush.v1.Shush/Health',
             shush__pb2.HealthRequest.SerializeToString,
             shush__pb2.HealthReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordOutcome(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shush.v1.Shush/RecordOutcome',
+            shush__pb2.OutcomeBatch.SerializeToString,
+            shush__pb2.OutcomeReply.FromString,
             options,
             channel_credentials,
             insecure,

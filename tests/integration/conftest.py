@@ -61,10 +61,11 @@ def start_engine(directory: Path, **overrides: Any) -> RunningEngine:
     if "catalog_paths" not in overrides:
         overrides["catalog_paths"] = [str(write_catalog(directory))]
     overrides.setdefault("arbitration", {"explore": False})  # P = the posterior mean
+    overrides["grpc"] = {"port": 0, **overrides.get("grpc", {})}  # e.g. security settings
     config = load_config(
         namespace=f"t-{uuid.uuid4().hex[:8]}",
         data_dir=str(directory / "data"), channel={"path": str(directory / "treatments.jsonl")},
-        grpc={"port": 0}, health_interval_s=0.5, **overrides)
+        health_interval_s=0.5, **overrides)
     engine = Engine.start(config)
     engine.serve_grpc()
     return RunningEngine(engine, directory)

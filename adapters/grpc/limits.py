@@ -1,0 +1,83 @@
+"""Checks a whole request must pass at the edge before any of it reaches the engine.
+
+A request that breaks a limit (too many events, too many attributes, too long a string) or
+carries an invalid outcome is refused as a whole with ``INVALID_ARGUMENT`` naming the field
+(``events[3].attributes``, ``outcomes[0].outcome``): nothing of it is taken. Per-event checks
+against the catalog (types, required attributes) stay in the router, per event.
+Messages above ``max_message_bytes`` never get here: grpc refuses them (``RESOURCE_EXHAUSTED``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from ...engine.config import GrpcConfig
+from ...engine.errors import EventRejected
+from ...engine.signals import MAX_ID_LENGTH
+from . import shush_pb2 as pb
+from .gateway import REPORTABLE_OUTCOMES
+
+
+class RequestRejected(EventRejected):
+    """A whole request refused at the edge; ``field`` names the offending part."""
+
+    def __init__(self, reason: str, *, field: str) -> None:
+        super().__init__(reason, field=field)
+        self.args = (f"{field}: {reason}",)
+
+
+def check_count(n: int, config: GrpcConfig, field: str) -> None:
+    if n > config.max_events_per_request:
+        raise RequestRejected(f"a request holds at most {config.max_events_per_request} "
+                              f"{field}, got {n}; split it", field=field)
+
+
+def _check_text(value: str, config: GrpcConfig, field: str) -> None:
+    if len(value) > config.max_string_chars:
+        raise RequestRejected(f"{len(value)} characters, at most {config.max_string_chars}",
+                              field=field)
+
+
+def check_events(events: Sequence[pb.Event], config: GrpcConfig) -> None:
+    """Refuse the request if any event breaks a size limit."""
+    check_count(len(events), config, "events")
+    for i, event in enumerate(events):
+        where = f"events[{i}]"
+        _check_text(event.type, config, f"{where}.type")
+        _check_text(event.source, config, f"{where}.source")
+        if len(event.attributes) > config.max_attributes_per_event:
+            raise RequestRejected(f"{len(event.attributes)} attributes, at most "
+                                  f"{config.max_attributes_per_event}",
+                                  field=f"{where}.attributes")
+        for name, value in event.attributes.items():
+            _check_text(name, config, f"{where}.attributes")
+            if value.WhichOneof("kind") == "text":
+                _check_text(value.text, config, f"{where}.attributes.{name}")
+
+
+def _check_id(value: str, field: str) -> None:
+    if not 0 < len(value) <= MAX_ID_LENGTH:
+        raise RequestRejected(f"must be a non-empty string of at most {MAX_ID_LENGTH} "
+                              f"characters", field=field)
+
+
+def outcomes_to_wire(outcomes: Sequence[pb.Outcome], config: GrpcConfig,
+                     kinds: Collection[str] = REPORTABLE_OUTCOMES) -> list[list[Any]]:
+    """Validate a batch of outcomes; return wire outcomes
+    ``[treatment_id, customer_id, outcome, at_ms]``."""
+    check_count(len(outcomes), config, "outcomes")
+    wire: list[list[Any]] = []
+    for i, outcome in enumerate(outcomes):
+        where = f"outcomes[{i}]"
+        _check_id(outcome.treatment_id, f"{where}.treatment_id")
+        _check_id(outcome.customer_id, f"{where}.customer_id")
+        if outcome.outcome not in kinds:
+            raise RequestRejected(f"unknown outcome {outcome.outcome[:64]!r}; expected one of "
+                                  f"{', '.join(sorted(kinds))}", field=f"{where}.outcome")
+        if outcome.at_ms <= 0:
+            raise RequestRejected("must be a time in ms since the Unix epoch",
+                                  field=f"{where}.at_ms")
+        wire.append([outcome.treatment_id, outcome.customer_id, outcome.outcome,
+                     outcome.at_ms])
+    return wire

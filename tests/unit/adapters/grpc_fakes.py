@@ -1,0 +1,109 @@
+"""A gRPC server in a thread in front of a fake gateway (no Ray), and test certificates."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shush.adapters.grpc.gateway import REPORTABLE_OUTCOMES
+from shush.adapters.grpc.server import BackgroundServer
+from shush.engine import codec
+from shush.engine.arbitration import Verdict
+from shush.engine.config import GrpcConfig
+from shush.engine.errors import EngineUnavailable
+
+
+@dataclass
+class FakeGateway:
+    """Records what reached the engine; answers like a healthy one."""
+
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+    lever_values: dict[str, float] = field(default_factory=dict)
+    outcome_kinds: frozenset[str] = REPORTABLE_OUTCOMES
+    record_outcomes_missing: bool = False  # the router side not there yet
+
+    async def submit(self, events: list[list[Any]]) -> list[list[Any]]:
+        self.calls.append(("submit", events))
+        return [[codec.ACCEPTED, ""] for _ in events]
+
+    async def record_outcomes(self, outcomes: list[list[Any]]) -> list[list[Any]]:
+        self.calls.append(("record_outcomes", outcomes))
+        if self.record_outcomes_missing:
+            raise EngineUnavailable("no record_outcomes", what="router")
+        return [[codec.ACCEPTED, ""] for _ in outcomes]
+
+    async def decide(self, customer_id: str, channel: str | None) -> tuple[Verdict, list[Any]]:
+        self.calls.append(("decide", customer_id))
+        return Verdict(customer_id, (), None), []
+
+    async def explain(self, customer_id: str) -> list[dict[str, Any]]:
+        self.calls.append(("explain", customer_id))
+        return []
+
+    async def set_lever(self, action_id: str, lever: float) -> dict[str, float]:
+        self.calls.append(("set_lever", (action_id, lever)))
+        self.lever_values[action_id] = lever
+        return dict(self.lever_values)
+
+    async def levers(self) -> dict[str, float]:
+        return dict(self.lever_values)
+
+    async def health(self) -> dict[str, Any]:
+        return {"routers": [{"alive": True}], "shards": [{"alive": True}],
+                "arbitrators": [{"alive": True}]}
+
+    @staticmethod
+    def to_json(data: Any) -> str:
+        import json
+
+        return json.dumps(data)
+
+
+@contextmanager
+def serving(config: GrpcConfig, gateway: FakeGateway | None = None
+            ) -> Iterator[tuple[str, FakeGateway]]:
+    """Serve ``config`` (port forced to 0) in a thread; yield its target and gateway."""
+    gateway = gateway or FakeGateway()
+    server = BackgroundServer(gateway, config.model_copy(update={"port": 0}))  # type: ignore[arg-type]
+    port = server.start()
+    try:
+        yield f"127.0.0.1:{port}", gateway
+    finally:
+        server.stop(grace_s=0.1)
+
+
+@dataclass(frozen=True)
+class Certificates:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    other_ca: Path  # a CA nobody's certificate chains to
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_certificates(directory: Path) -> Certificates:
+    """A private CA, a server certificate for localhost/127.0.0.1 and a client certificate."""
+    d = directory
+    for ca in ("ca", "other_ca"):
+        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key",
+                 "-out", f"{ca}.pem", "-days", "2", "-subj", f"/CN=Shush test {ca}", cwd=d)
+    (d / "server.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    (d / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    for who in ("server", "client"):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{who}.key", "-out",
+                 f"{who}.csr", "-subj", f"/CN={'localhost' if who == 'server' else 'crm'}",
+                 cwd=d)
+        _openssl("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-out", f"{who}.pem", "-days", "2", "-extfile",
+                 f"{who}.ext", cwd=d)
+    return Certificates(d / "ca.pem", d / "server.pem", d / "server.key", d / "client.pem",
+                        d / "client.key", d / "other_ca.pem")
