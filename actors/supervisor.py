@@ -27,6 +27,7 @@ from .shard import ShardActor
 log = logging.getLogger(__name__)
 
 SUPERVISOR_NAME = "supervisor"
+RECREATE_AFTER_CHECKS = 3
 
 
 class SupervisorActorBody:
@@ -46,6 +47,7 @@ class SupervisorActorBody:
         self.routers: list[Any] = []
         self.restarts = {"arbitration": 0, "shard": 0, "router": 0}
         self._health_task: asyncio.Task[None] | None = None
+        self._failures: dict[tuple[str, int], int] = {}
 
     # -- creation -------------------------------------------------------------------------
     def _create_arbitrator(self, i: int) -> Any:
@@ -106,7 +108,12 @@ class SupervisorActorBody:
                                     ("router", self.routers, self._create_router)):
             alive = await asyncio.gather(*(self._alive(h) for h in group))
             for i, ok in enumerate(alive):
-                if not ok:
+                key = (kind, i)
+                self._failures[key] = 0 if ok else self._failures.get(key, 0) + 1
+                # Ray restarts a crashed actor itself (max_restarts); only one that stays
+                # unreachable for several checks is gone for good and re-created here.
+                if self._failures[key] >= RECREATE_AFTER_CHECKS:
+                    self._failures[key] = 0
                     log.warning("supervisor: %s %d is gone; re-creating it", kind, i)
                     ray_calls.kill(group[i])
                     group[i] = create(i)

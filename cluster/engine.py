@@ -19,6 +19,8 @@ from ..adapters.stores import make_store
 from ..adapters.stores.dead_letters import open_dead_letters
 from ..engine.catalog import Catalog
 from ..engine.config import EngineConfig
+from ..engine.outcomes import IGNORED
+from ..policies.policy_config import catalog_policies
 from .config_loader import load_engine_catalog
 
 
@@ -29,7 +31,8 @@ class Engine:
         self.catalog = catalog
         self.supervisor = supervisor
         self.routers = routers
-        self.gateway = EngineGateway(config, supervisor, routers)
+        kinds = catalog_policies(catalog).outcomes.known() - {IGNORED}
+        self.gateway = EngineGateway(config, supervisor, routers, outcome_kinds=frozenset(kinds))
         self.server: BackgroundServer | None = None
 
     @classmethod

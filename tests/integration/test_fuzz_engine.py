@@ -109,8 +109,6 @@ def test_api_keys_guard_a_real_engine(keyed: RunningEngine) -> None:
     assert not [t for t in keyed.treatments() if t["customer_id"] == intruder]
 
 
-@pytest.mark.xfail(strict=False, reason="the router/shard side of record_outcomes is being "
-                   "built in actors/ (issue 6); the edge validation is unit-tested")
 def test_outcomes_of_a_treatment_are_recorded(running: RunningEngine) -> None:
     customer = f"fz-{uuid.uuid4().hex[:8]}"
     running.client.submit([event_dict(customer, "savings_withdrawal", int(time.time() * 1000),
