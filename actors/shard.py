@@ -9,6 +9,7 @@ a background task snapshots changed customers and retries failed sends from the 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Any
 
@@ -180,9 +181,9 @@ class ShardActorBody:
             await self._report_to_arbitration()
         return codec.pack(codec.ACKS, acks)
 
-    async def report(self) -> list[list[Any]]:
+    async def report(self) -> list[dict[str, Any]]:
         """Resolved treatments (outcome or ignored; holdouts too) for the lift report."""
-        return [[r.action_id, r.kind, r.positive, r.holdout] for r in self.core.resolutions]
+        return [dataclasses.asdict(r) for r in self.core.resolutions]
 
     async def decide(self, customer_id: str, channel: str | None) -> bytes:
         """Inbound: the ranked actions for one customer now (nothing is fired)."""

@@ -9,6 +9,7 @@ supervisor itself restarts: routers hold their own copy of the map.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Any
 
@@ -16,6 +17,8 @@ import ray
 
 from ..engine.config import EngineConfig
 from ..engine.errors import EngineUnavailable
+from ..engine.holdout import lift_report
+from ..engine.outcomes import Resolution
 from ..engine.partitions import PartitionTable
 from ..engine.runs import RunProgress
 from . import ray_calls
@@ -162,6 +165,17 @@ class SupervisorActorBody:
         for part in (p for shard in per_shard for p in shard):
             by_run.setdefault(part["run_id"], []).append(RunProgress.from_wire(part))
         return [RunProgress.combine(run_id, parts).to_wire() for run_id, parts in by_run.items()]
+
+    async def report(self) -> list[dict[str, Any]]:
+        """Treatments, outcomes and rates per action, against the holdout (lift)."""
+        per_shard = await asyncio.gather(*(ray_calls.call(s, "report",
+                                                          timeout_s=self.config.call_timeout_s)
+                                           for s in self.shards))
+        resolutions = [Resolution(**{**r, "seen": tuple(r["seen"])})
+                       for shard in per_shard for r in shard]
+        return [{**dataclasses.asdict(row), "treated_rate": row.treated_rate,
+                 "holdout_rate": row.holdout_rate, "lift": row.lift}
+                for row in lift_report(resolutions)]
 
     async def health(self) -> dict[str, Any]:
         async def report(handle: Any) -> dict[str, Any]:

@@ -93,6 +93,13 @@ class DecideResult:
     removed: list[tuple[str, str, str]]
 
 
+def _progress(reply: pb.RunProgress) -> dict[str, Any]:
+    return {"run_id": reply.run_id, "state": reply.state, "selected": reply.selected,
+            "injected": reply.injected, "treated": reply.treated, "skipped": reply.skipped,
+            "errors": reply.errors, "started_ms": reply.started_ms or None,
+            "finished_ms": reply.finished_ms or None}
+
+
 def new_event_id() -> str:
     return uuid.uuid4().hex
 
@@ -340,6 +347,31 @@ class ShushClient:
         reply = self._call(self._stub.Explain, pb.ExplainRequest(customer_id=customer_id))
         decisions: list[dict[str, Any]] = json.loads(reply.decisions_json)
         return decisions
+
+    def start_run(self, moment: str, *, zips: Sequence[str] = (), regions: Sequence[str] = (),
+                  segments: Sequence[str] = (), countries: Sequence[str] = (),
+                  products_any: Sequence[str] = (), where: str = "", everyone: bool = False,
+                  urgency: float = 0.0, rate_per_s: float = 0.0, bypass_soft_caps: bool = False,
+                  dedup_key: str = "", run_id: str = "", purpose: str = "") -> dict[str, Any]:
+        """Operator: inject ``moment`` into every customer the filter selects; its progress."""
+        population = pb.PopulationFilter(zips=zips, regions=regions, segments=segments,
+                                         countries=countries, products_any=products_any,
+                                         where=where, everyone=everyone)
+        reply = self._call(self._stub.StartRun, pb.StartRunRequest(
+            run_id=run_id, population=population, moment=moment, urgency=urgency,
+            rate_per_s=rate_per_s, bypass_soft_caps=bypass_soft_caps, dedup_key=dedup_key,
+            purpose=purpose))
+        return _progress(reply)
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Operator: the progress of every emergency run."""
+        return [_progress(p) for p in self._call(self._stub.ListRuns, pb.RunsRequest()).runs]
+
+    def report(self) -> list[dict[str, Any]]:
+        """Operator: treatments, outcomes and rates per action, and lift against the holdout."""
+        reply = self._call(self._stub.Report, pb.ReportRequest())
+        rows: list[dict[str, Any]] = json.loads(reply.report_json)
+        return rows
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         reply = self._call(self._stub.Health, pb.HealthRequest())

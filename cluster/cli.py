@@ -218,43 +218,58 @@ def _print_runs(runs: list[dict[str, Any]]) -> None:
 
 
 @main.command()
-@click.option("--address", default="auto", show_default=True, help="The engine's Ray cluster")
-@click.option("--namespace", default="shush", show_default=True)
+@_client_options
 @click.option("--zip", "zips", multiple=True, help="Zip code, repeatable")
 @click.option("--region", "regions", multiple=True, help="Region, repeatable")
 @click.option("--segment", "segments", multiple=True, help="Segment, repeatable")
 @click.option("--product", "products", multiple=True, help="Holds any of these products")
-@click.option("--where", help="A policy expression over the profile")
+@click.option("--where", default="", help="A policy expression over the profile")
 @click.option("--moment", required=True, help="The moment injected, e.g. hurricane_warning")
 @click.option("--urgency", default=1.0, show_default=True)
-@click.option("--rate", default=200.0, show_default=True, help="Customers per second")
+@click.option("--rate", default=0.0, help="Customers per second (default: the engine's)")
 @click.option("--bypass-soft-caps", is_flag=True, help="Service/safety: skip soft caps")
-@click.option("--run-id", help="Default: a new id")
-def emergency(address: str, namespace: str, zips: tuple[str, ...], regions: tuple[str, ...],
-              segments: tuple[str, ...], products: tuple[str, ...], where: str | None,
-              moment: str, urgency: float, rate: float, bypass_soft_caps: bool,
-              run_id: str | None) -> None:
+@click.option("--dedup-key", default="", help="Runs sharing it treat a customer once")
+def emergency(target: str, api_key: str | None, root_cert: str | None, zips: tuple[str, ...],
+              regions: tuple[str, ...], segments: tuple[str, ...], products: tuple[str, ...],
+              where: str, moment: str, urgency: float, rate: float, bypass_soft_caps: bool,
+              dedup_key: str) -> None:
     """Inject a moment into every customer matching a profile filter (operator)."""
-    from ..engine.runs import EmergencyRun, PopulationFilter, new_run_id
-    from .operator import start_run
-
-    run = EmergencyRun(
-        run_id=run_id or new_run_id("emergency"),
-        population=PopulationFilter(zips=zips, regions=regions, segments=segments,
-                                    products_any=products, where=where),
-        moment=moment, urgency=urgency, rate_per_s=rate, bypass_soft_caps=bypass_soft_caps,
-        requested_by="cli")
-    _print_runs([start_run(_attach(address, namespace), run)])
+    with _client(target, api_key, root_cert) as client:
+        progress = client.start_run(moment, zips=zips, regions=regions, segments=segments,
+                                    products_any=products, where=where, urgency=urgency,
+                                    rate_per_s=rate, bypass_soft_caps=bypass_soft_caps,
+                                    dedup_key=dedup_key, purpose="shush emergency")
+    _print_runs([progress])
 
 
 @main.command()
-@click.option("--address", default="auto", show_default=True)
-@click.option("--namespace", default="shush", show_default=True)
-def runs(address: str, namespace: str) -> None:
-    """Progress of the emergency runs."""
-    from .operator import list_runs
+@_client_options
+def runs(target: str, api_key: str | None, root_cert: str | None) -> None:
+    """Progress of the emergency runs (operator)."""
+    with _client(target, api_key, root_cert) as client:
+        _print_runs(client.runs())
 
-    _print_runs(list_runs(_attach(address, namespace)))
+
+@main.command()
+@_client_options
+def report(target: str, api_key: str | None, root_cert: str | None) -> None:
+    """Treatments, outcomes and rates per action, with lift against the holdout (operator)."""
+    from rich.table import Table
+
+    with _client(target, api_key, root_cert) as client:
+        rows = client.report()
+    table = Table(title="treatments and outcomes per action")
+    for column in ("action", "treated", "rate", "holdout", "holdout rate", "lift", "outcomes"):
+        table.add_column(column, justify="left" if column in ("action", "outcomes") else "right")
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{x * 100:.1f}%"
+
+    for row in rows:
+        table.add_row(row["action_id"], f"{row['treated']:,}", pct(row["treated_rate"]),
+                      f"{row['holdout']:,}", pct(row["holdout_rate"]), pct(row["lift"]),
+                      ", ".join(f"{k} {n}" for k, n in sorted(row["outcomes"].items())))
+    console.print(table)
 
 
 @main.command()

@@ -1,5 +1,5 @@
-"""Operator calls on a running engine, through the supervisor: emergency runs and their
-progress. The CLI reaches an engine started elsewhere by joining its Ray cluster."""
+"""Operator calls made next to the engine, through the supervisor (feeds that run beside it,
+e.g. ``shush weather`` joining the engine's Ray cluster); clients use the gRPC operator API."""
 
 from __future__ import annotations
 
@@ -22,9 +22,3 @@ def start_run(supervisor: Any, run: EmergencyRun, timeout_s: float = 60.0) -> di
     progress: dict[str, Any] = ray_calls.call_blocking(
         supervisor, "start_run", run.model_dump_json(), timeout_s=timeout_s, what="start_run")
     return progress
-
-
-def list_runs(supervisor: Any, timeout_s: float = 30.0) -> list[dict[str, Any]]:
-    runs: list[dict[str, Any]] = ray_calls.call_blocking(supervisor, "runs",
-                                                         timeout_s=timeout_s, what="runs")
-    return runs

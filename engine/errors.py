@@ -4,6 +4,7 @@
     ├── CatalogError            an invalid catalog, at load (file, section, item, field)
     ├── ConfigError             an invalid engine configuration (source, field)
     ├── EventRejected           one event refused (event_id, field, reason) -> dead letter
+    ├── RequestRejected         an operator or client request refused (field, reason)
     ├── CodecError              bytes between actors that do not decode (reason)
     ├── ExpressionError         a policy expression that does not parse or check (expression)
     ├── BackpressureError       the engine is full; retry after ``retry_after_s``
@@ -52,6 +53,13 @@ class EventRejected(ShushError):
         self.event_id = event_id
         self.field = field
         super().__init__(f"event {event_id!r} rejected: {reason}")
+
+
+class RequestRejected(ShushError):
+    def __init__(self, reason: str, *, field: str = "") -> None:
+        self.reason = reason
+        self.field = field
+        super().__init__(f"{field}: {reason}" if field else reason)
 
 
 class CodecError(ShushError):

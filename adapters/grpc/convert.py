@@ -5,8 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
 from ...engine import codec
 from ...engine.arbitration import Verdict
+from ...engine.errors import RequestRejected
+from ...engine.runs import EmergencyRun, new_run_id
 from . import shush_pb2 as pb
 
 _ACK = {codec.ACCEPTED: pb.ACCEPTED, codec.DUPLICATE: pb.DUPLICATE,
@@ -57,6 +61,34 @@ def acks_to_reply(events: Iterable[pb.Event], acks: Iterable[list[Any]]) -> pb.S
                                       reason=ack[1], field=ack[2] if len(ack) > 2 else ""))
     reply.accepted, reply.duplicates, reply.rejected, reply.retry = counts
     return reply
+
+
+def run_from_request(request: pb.StartRunRequest, default_rate_per_s: float) -> EmergencyRun:
+    """An operator's run request, validated; errors name the field."""
+    p = request.population
+    data: dict[str, Any] = {
+        "run_id": request.run_id or new_run_id("emergency"),
+        "population": {"zips": list(p.zips), "regions": list(p.regions),
+                       "segments": list(p.segments), "countries": list(p.countries),
+                       "products_any": list(p.products_any), "where": p.where or None,
+                       "everyone": p.everyone},
+        "moment": request.moment, "urgency": request.urgency or 1.0,
+        "half_life_s": request.half_life_s or 21_600.0,
+        "rate_per_s": request.rate_per_s or default_rate_per_s,
+        "bypass_soft_caps": request.bypass_soft_caps, "dedup_key": request.dedup_key or None,
+        "purpose": request.purpose, "requested_by": "grpc"}
+    try:
+        return EmergencyRun.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise RequestRejected(first["msg"], field=".".join(str(x) for x in first["loc"])) from exc
+
+
+def progress_to_proto(progress: Mapping[str, Any]) -> pb.RunProgress:
+    return pb.RunProgress(
+        run_id=progress["run_id"], state=str(progress["state"]),
+        **{k: int(progress[k]) for k in ("selected", "injected", "treated", "skipped", "errors")},
+        started_ms=progress.get("started_ms") or 0, finished_ms=progress.get("finished_ms") or 0)
 
 
 def verdict_to_reply(verdict: Verdict, removed: list[list[str]]) -> pb.DecideReply:

@@ -17,6 +17,7 @@ from ...engine.arbitration import Verdict
 from ...engine.config import EngineConfig
 from ...engine.errors import BackpressureError, CodecError, EngineUnavailable
 from ...engine.outcomes import IGNORED, OutcomeKinds
+from ...engine.runs import EmergencyRun
 
 REPORTABLE_OUTCOMES = frozenset(OutcomeKinds().known() - {IGNORED})
 
@@ -84,6 +85,22 @@ class EngineGateway:
     async def explain(self, customer_id: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = await self._call_router(
             "explain", customer_id, timeout_s=self.config.call_timeout_s)
+        return result
+
+    async def start_run(self, run: EmergencyRun) -> dict[str, Any]:
+        result: dict[str, Any] = await ray_calls.call(
+            self.supervisor, "start_run", run.model_dump_json(),
+            timeout_s=self.config.call_timeout_s, what="start_run")
+        return result
+
+    async def runs(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await ray_calls.call(
+            self.supervisor, "runs", timeout_s=self.config.call_timeout_s, what="runs")
+        return result
+
+    async def report(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await ray_calls.call(
+            self.supervisor, "report", timeout_s=self.config.call_timeout_s, what="report")
         return result
 
     async def set_lever(self, action_id: str, lever: float) -> dict[str, float]:

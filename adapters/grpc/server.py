@@ -132,6 +132,29 @@ class ShushServicer(pb_grpc.ShushServicer):
 
         return await self._guard(context, work)
 
+    async def StartRun(self, request: pb.StartRunRequest,
+                       context: grpc.aio.ServicerContext) -> pb.RunProgress:
+        async def work() -> pb.RunProgress:
+            run = convert.run_from_request(request, self.gateway.config.runs.default_rate_per_s)
+            return convert.progress_to_proto(await self.gateway.start_run(run))
+
+        return await self._guard(context, work)
+
+    async def ListRuns(self, request: pb.RunsRequest,
+                       context: grpc.aio.ServicerContext) -> pb.RunsReply:
+        async def work() -> pb.RunsReply:
+            return pb.RunsReply(runs=[convert.progress_to_proto(p)
+                                      for p in await self.gateway.runs()])
+
+        return await self._guard(context, work)
+
+    async def Report(self, request: pb.ReportRequest,
+                     context: grpc.aio.ServicerContext) -> pb.ReportReply:
+        async def work() -> pb.ReportReply:
+            return pb.ReportReply(report_json=json.dumps(await self.gateway.report()))
+
+        return await self._guard(context, work)
+
 
 def is_loopback(host: str) -> bool:
     if host in ("localhost", "ip6-localhost"):

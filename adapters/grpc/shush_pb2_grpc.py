@@ -74,6 +74,21 @@ class ShushStub:
                 request_serializer=shush__pb2.ExplainRequest.SerializeToString,
                 response_deserializer=shush__pb2.ExplainReply.FromString,
                 _registered_method=True)
+        self.StartRun = channel.unary_unary(
+                '/shush.v1.Shush/StartRun',
+                request_serializer=shush__pb2.StartRunRequest.SerializeToString,
+                response_deserializer=shush__pb2.RunProgress.FromString,
+                _registered_method=True)
+        self.ListRuns = channel.unary_unary(
+                '/shush.v1.Shush/ListRuns',
+                request_serializer=shush__pb2.RunsRequest.SerializeToString,
+                response_deserializer=shush__pb2.RunsReply.FromString,
+                _registered_method=True)
+        self.Report = channel.unary_unary(
+                '/shush.v1.Shush/Report',
+                request_serializer=shush__pb2.ReportRequest.SerializeToString,
+                response_deserializer=shush__pb2.ReportReply.FromString,
+                _registered_method=True)
 
 
 class ShushServicer:
@@ -128,6 +143,24 @@ class ShushServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRuns(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Report(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShushServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -170,6 +203,21 @@ def add_ShushServicer_to_server(servicer, server):
                     servicer.Explain,
                     request_deserializer=shush__pb2.ExplainRequest.FromString,
                     response_serializer=shush__pb2.ExplainReply.SerializeToString,
+            ),
+            'StartRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartRun,
+                    request_deserializer=shush__pb2.StartRunRequest.FromString,
+                    response_serializer=shush__pb2.RunProgress.SerializeToString,
+            ),
+            'ListRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRuns,
+                    request_deserializer=shush__pb2.RunsRequest.FromString,
+                    response_serializer=shush__pb2.RunsReply.SerializeToString,
+            ),
+            'Report': grpc.unary_unary_rpc_method_handler(
+                    servicer.Report,
+                    request_deserializer=shush__pb2.ReportRequest.FromString,
+                    response_serializer=shush__pb2.ReportReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -388,6 +436,87 @@ class Shush:
             '/shush.v1.Shush/Explain',
             shush__pb2.ExplainRequest.SerializeToString,
             shush__pb2.ExplainReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shush.v1.Shush/StartRun',
+            shush__pb2.StartRunRequest.SerializeToString,
+            shush__pb2.RunProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shush.v1.Shush/ListRuns',
+            shush__pb2.RunsRequest.SerializeToString,
+            shush__pb2.RunsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Report(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shush.v1.Shush/Report',
+            shush__pb2.ReportRequest.SerializeToString,
+            shush__pb2.ReportReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -13,11 +13,13 @@ from ...engine.errors import (
     EngineUnavailable,
     EventRejected,
     ExpressionError,
+    RequestRejected,
     ShushError,
 )
 
 STATUS_OF: dict[type[ShushError], grpc.StatusCode] = {
     EventRejected: grpc.StatusCode.INVALID_ARGUMENT,
+    RequestRejected: grpc.StatusCode.INVALID_ARGUMENT,
     CodecError: grpc.StatusCode.INVALID_ARGUMENT,
     CatalogError: grpc.StatusCode.INVALID_ARGUMENT,
     ExpressionError: grpc.StatusCode.INVALID_ARGUMENT,

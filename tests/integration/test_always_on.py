@@ -7,11 +7,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import pytest
 import yaml
 
-from shush.actors import ray_calls
-from shush.engine.runs import EmergencyRun, PopulationFilter
 from tests.factories import COMPETING_CATALOG, event_dict
 from tests.integration.conftest import RunningEngine, start_engine
 
@@ -48,11 +47,9 @@ def test_an_emergency_run_reaches_exactly_its_zip_codes_while_triggers_flow(
     result = engine.client.submit([event_dict(c, "address", now, zip=z)
                                    for c, z in {**inside, **outside}.items()])
     assert result.accepted == 300
-    run = EmergencyRun(run_id="hurricane-1", population=PopulationFilter(zips=tuple(ZIPS)),
-                       moment="hurricane_warning", urgency=1.0, rate_per_s=100,
-                       bypass_soft_caps=True, dedup_key="nws:hurricane-1")
-    progress = ray_calls.call_blocking(engine.engine.supervisor, "start_run",
-                                       run.model_dump_json(), timeout_s=30)
+    progress = engine.client.start_run("hurricane_warning", zips=ZIPS, rate_per_s=100,
+                                       bypass_soft_caps=True, dedup_key="nws:hurricane-1",
+                                       run_id="hurricane-1")  # the operator's gRPC call
     assert progress["selected"] == 200
     # Triggered traffic during the run is still decided promptly.
     started = time.monotonic()
@@ -64,10 +61,17 @@ def test_an_emergency_run_reaches_exactly_its_zip_codes_while_triggers_flow(
         lambda ts: sum(t["action_id"] == "hurricane_prep" for t in ts) >= 200, timeout_s=20)
     reached = [t["customer_id"] for t in treated if t["action_id"] == "hurricane_prep"]
     assert sorted(reached) == sorted(inside)  # exactly the 25 zip codes, each once
-    runs = ray_calls.call_blocking(engine.engine.supervisor, "runs", timeout_s=10)
-    [summary] = [r for r in runs if r["run_id"] == "hurricane-1"]
+    [summary] = [r for r in engine.client.runs() if r["run_id"] == "hurricane-1"]
     assert (summary["selected"], summary["injected"], summary["treated"]) == (200, 200, 200)
     assert summary["state"] == "done"
     # 200 customers at 100/s take about 2 s (after a 1 s burst): the run was throttled.
     assert summary["finished_ms"] - summary["started_ms"] >= 500
     assert trigger_latency_s < 5
+
+
+def test_a_run_request_without_a_population_is_refused_with_the_field(
+        engine: RunningEngine) -> None:
+    with pytest.raises(grpc.RpcError) as refused:
+        engine.client.start_run("hurricane_warning")
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "population" in refused.value.details()

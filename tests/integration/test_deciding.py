@@ -179,3 +179,5 @@ def test_outcomes_teach_the_propensity(engine: RunningEngine) -> None:
         time.sleep(0.1)
         after = ray_calls.call_blocking(arbitrator, "propensities", timeout_s=10)["storm_safety"]
     assert after < before  # five rejections pull P below its prior
+    [row] = [r for r in engine.client.report() if r["action_id"] == "storm_safety"]
+    assert row["treated"] >= 5 and row["outcomes"].get("rejected", 0) >= 5
