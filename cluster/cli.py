@@ -88,8 +88,10 @@ def demo(synthetic_events: int) -> None:
     data_dir = Path(".shush/demo")
     channel = data_dir / "treatments.jsonl"
     channel.unlink(missing_ok=True)
+    # Posterior means instead of Thompson draws, so that the story plays the same every time.
     config = _config(None, data_dir=str(data_dir), channel={"path": str(channel)},
-                     grpc={"port": 0})
+                     grpc={"port": 0}, arbitration={"explore": False})
+    (data_dir / "shush.db").unlink(missing_ok=True)
     started = time.perf_counter()
     console.print("[bold]Starting Shush (local Ray: routers, shards, arbitration)…[/]")
     engine = _start(config, None, None)
