@@ -18,11 +18,11 @@ import json
 import random
 import time
 import uuid
-from collections.abc import AsyncIterable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -36,6 +36,8 @@ RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXH
                        grpc.StatusCode.DEADLINE_EXCEEDED})
 
 EventLike = Signal | Mapping[str, Any]
+T = TypeVar("T")
+Plan = Generator[tuple[Any, float], Any, T]  # yields (request, pause_s), receives replies
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,8 +230,8 @@ def _outcome_result(offsets: Sequence[int], batch: Sequence[pb.Outcome],
     return result, retry
 
 
-class ShushClient:
-    """Blocking client. ``with ShushClient("127.0.0.1:50051") as client: client.submit(...)``"""
+class _ClientSettings:
+    """What both clients share: batching, retries and the connection's credentials."""
 
     def __init__(self, target: str, *, batch_size: int = 1000, timeout_s: float = 60.0,
                  max_attempts: int = 8, backoff_s: float = 0.05, api_key: str | None = None,
@@ -246,6 +248,54 @@ class ShushClient:
             client_certificate=client_certificate, client_key=client_key,
             server_name=server_name)
         self._metadata = self._connection.metadata
+
+    # Retry plans: generators that yield (request, pause before sending it) and receive each
+    # reply; the blocking and the asyncio client drive the same plans.
+    def _submit_plan(self, batch: list[pb.Event]) -> Plan[SubmitResult]:
+        total = SubmitResult(event_ids=[e.event_id for e in batch])
+        pending, pause_s = batch, 0.0
+        for attempt in range(self.max_attempts):
+            reply = yield pb.EventBatch(events=pending), pause_s
+            result, retry = _result(pending, reply)
+            total.accepted += result.accepted
+            total.duplicates += result.duplicates
+            total.rejected.extend(result.rejected)
+            if not retry:
+                return total
+            again = set(retry)
+            pending = [e for e in pending if e.event_id in again]
+            pause_s = _backoff_s(attempt, self.backoff_s)
+        raise TimeoutError(f"{len(pending)} events still not taken after "
+                           f"{self.max_attempts} attempts")
+
+    def _outcomes_plan(self, outcomes: Iterable[Mapping[str, Any]]) -> Plan[OutcomeResult]:
+        total = OutcomeResult()
+        items = [to_proto_outcome(o) for o in outcomes]
+        for start in range(0, len(items), self.batch_size):
+            offsets = list(range(start, min(start + self.batch_size, len(items))))
+            pause_s = 0.0
+            for attempt in range(self.max_attempts):
+                batch = [items[i] for i in offsets]
+                reply = yield pb.OutcomeBatch(outcomes=batch), pause_s
+                result, retry = _outcome_result(offsets, batch, reply)
+                total.accepted += result.accepted
+                total.duplicates += result.duplicates
+                total.rejected.extend(result.rejected)
+                if not retry:
+                    break
+                offsets = [offsets[i] for i in retry]
+                if attempt == self.max_attempts - 1:
+                    raise TimeoutError(f"{len(offsets)} outcomes still not taken after "
+                                       f"{self.max_attempts} attempts")
+                pause_s = _backoff_s(attempt, self.backoff_s)
+        return total
+
+
+class ShushClient(_ClientSettings):
+    """Blocking client. ``with ShushClient("127.0.0.1:50051") as client: client.submit(...)``"""
+
+    def __init__(self, target: str, **settings: Any) -> None:
+        super().__init__(target, **settings)
         self._channel = self._connection.channel()
         self._stub = pb_grpc.ShushStub(self._channel)
 
@@ -268,22 +318,20 @@ class ShushClient:
                 time.sleep(_backoff_s(attempt, self.backoff_s))
         raise AssertionError("unreachable")
 
+    def _drive(self, method: Any, plan: Plan[T]) -> T:
+        """Run a retry plan: each request after its pause, each reply back to the plan."""
+        reply = None
+        while True:
+            try:
+                request, pause_s = plan.send(reply)
+            except StopIteration as done:
+                result: T = done.value
+                return result
+            time.sleep(pause_s)
+            reply = self._call(method, request)
+
     def _submit_batch(self, batch: list[pb.Event]) -> SubmitResult:
-        total = SubmitResult(event_ids=[e.event_id for e in batch])
-        pending = batch
-        for attempt in range(self.max_attempts):
-            reply = self._call(self._stub.SubmitEvents, pb.EventBatch(events=pending))
-            result, retry = _result(pending, reply)
-            total.accepted += result.accepted
-            total.duplicates += result.duplicates
-            total.rejected.extend(result.rejected)
-            if not retry:
-                return total
-            again = set(retry)
-            pending = [e for e in pending if e.event_id in again]
-            time.sleep(_backoff_s(attempt, self.backoff_s))
-        raise TimeoutError(f"{len(pending)} events still not taken after "
-                           f"{self.max_attempts} attempts")
+        return self._drive(self._stub.SubmitEvents, self._submit_plan(batch))
 
     def submit(self, events: Iterable[EventLike]) -> SubmitResult:
         """Send events in batches; return what was accepted, duplicated and rejected."""
@@ -306,25 +354,7 @@ class ShushClient:
     def record_outcomes(self, outcomes: Iterable[Mapping[str, Any]]) -> OutcomeResult:
         """Report what became of treatments (delivered, opened, clicked, accepted, rejected),
         in batches; outcomes the engine could not take this time are sent again."""
-        total = OutcomeResult()
-        items = [to_proto_outcome(o) for o in outcomes]
-        for start in range(0, len(items), self.batch_size):
-            offsets = list(range(start, min(start + self.batch_size, len(items))))
-            for attempt in range(self.max_attempts):
-                batch = [items[i] for i in offsets]
-                reply = self._call(self._stub.RecordOutcome, pb.OutcomeBatch(outcomes=batch))
-                result, retry = _outcome_result(offsets, batch, reply)
-                total.accepted += result.accepted
-                total.duplicates += result.duplicates
-                total.rejected.extend(result.rejected)
-                if not retry:
-                    break
-                offsets = [offsets[i] for i in retry]
-                if attempt == self.max_attempts - 1:
-                    raise TimeoutError(f"{len(offsets)} outcomes still not taken after "
-                                       f"{self.max_attempts} attempts")
-                time.sleep(_backoff_s(attempt, self.backoff_s))
-        return total
+        return self._drive(self._stub.RecordOutcome, self._outcomes_plan(outcomes))
 
     def record_outcome(self, treatment_id: str, customer_id: str, outcome: str,
                        at_ms: int | None = None) -> OutcomeResult:
@@ -378,23 +408,11 @@ class ShushClient:
         return reply.serving, json.loads(reply.detail_json or "{}")
 
 
-class AsyncShushClient:
-    """The asyncio variant of ``ShushClient``, with the same retry rules."""
+class AsyncShushClient(_ClientSettings):
+    """The asyncio variant of ``ShushClient``, with the same settings and retry rules."""
 
-    def __init__(self, target: str, *, batch_size: int = 1000, timeout_s: float = 60.0,
-                 max_attempts: int = 8, backoff_s: float = 0.05, api_key: str | None = None,
-                 tls: bool = False, root_certificates: Pem | None = None,
-                 client_certificate: Pem | None = None, client_key: Pem | None = None,
-                 server_name: str | None = None) -> None:
-        self.batch_size = batch_size
-        self.timeout_s = timeout_s
-        self.max_attempts = max_attempts
-        self.backoff_s = backoff_s
-        self._connection = Connection.make(
-            target, api_key=api_key, tls=tls, root_certificates=root_certificates,
-            client_certificate=client_certificate, client_key=client_key,
-            server_name=server_name)
-        self._metadata = self._connection.metadata
+    def __init__(self, target: str, **settings: Any) -> None:
+        super().__init__(target, **settings)
         self._channel = self._connection.aio_channel()
         self._stub = pb_grpc.ShushStub(self._channel)
 
@@ -417,22 +435,19 @@ class AsyncShushClient:
                 await asyncio.sleep(_backoff_s(attempt, self.backoff_s))
         raise AssertionError("unreachable")
 
+    async def _drive(self, method: Any, plan: Plan[T]) -> T:
+        reply = None
+        while True:
+            try:
+                request, pause_s = plan.send(reply)
+            except StopIteration as done:
+                result: T = done.value
+                return result
+            await asyncio.sleep(pause_s)
+            reply = await self._call(method, request)
+
     async def submit_batch(self, batch: list[pb.Event]) -> SubmitResult:
-        total = SubmitResult(event_ids=[e.event_id for e in batch])
-        pending = batch
-        for attempt in range(self.max_attempts):
-            reply = await self._call(self._stub.SubmitEvents, pb.EventBatch(events=pending))
-            result, retry = _result(pending, reply)
-            total.accepted += result.accepted
-            total.duplicates += result.duplicates
-            total.rejected.extend(result.rejected)
-            if not retry:
-                return total
-            again = set(retry)
-            pending = [e for e in pending if e.event_id in again]
-            await asyncio.sleep(_backoff_s(attempt, self.backoff_s))
-        raise TimeoutError(f"{len(pending)} events still not taken after "
-                           f"{self.max_attempts} attempts")
+        return await self._drive(self._stub.SubmitEvents, self._submit_plan(batch))
 
     async def submit(self, events: Iterable[EventLike]) -> SubmitResult:
         total = SubmitResult()
@@ -460,26 +475,7 @@ class AsyncShushClient:
         return _result(sent, reply)[0]
 
     async def record_outcomes(self, outcomes: Iterable[Mapping[str, Any]]) -> OutcomeResult:
-        total = OutcomeResult()
-        items = [to_proto_outcome(o) for o in outcomes]
-        for start in range(0, len(items), self.batch_size):
-            offsets = list(range(start, min(start + self.batch_size, len(items))))
-            for attempt in range(self.max_attempts):
-                batch = [items[i] for i in offsets]
-                reply = await self._call(self._stub.RecordOutcome,
-                                         pb.OutcomeBatch(outcomes=batch))
-                result, retry = _outcome_result(offsets, batch, reply)
-                total.accepted += result.accepted
-                total.duplicates += result.duplicates
-                total.rejected.extend(result.rejected)
-                if not retry:
-                    break
-                offsets = [offsets[i] for i in retry]
-                if attempt == self.max_attempts - 1:
-                    raise TimeoutError(f"{len(offsets)} outcomes still not taken after "
-                                       f"{self.max_attempts} attempts")
-                await asyncio.sleep(_backoff_s(attempt, self.backoff_s))
-        return total
+        return await self._drive(self._stub.RecordOutcome, self._outcomes_plan(outcomes))
 
     async def decide(self, customer_id: str, channel: str | None = None) -> DecideResult:
         return _decide_result(await self._call(self._stub.Decide, pb.DecideRequest(

@@ -272,3 +272,11 @@ def test_too_many_outcomes_are_refused() -> None:
         code, details = _code(lambda: client.record_outcomes([good] * 4))
     assert (code, details.split(":")[0]) == (grpc.StatusCode.INVALID_ARGUMENT, "outcomes")
     assert gateway.calls == []
+
+
+def test_no_outcomes_is_no_call() -> None:
+    from shush.adapters.client import ShushClient
+
+    with ShushClient("127.0.0.1:9") as client:  # nothing listens: a call would fail
+        result = client.record_outcomes([])
+    assert (result.accepted, result.rejected) == (0, [])
