@@ -7,6 +7,8 @@ the same timeout and error translation: a dead or silent actor becomes ``EngineU
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import ray
@@ -37,32 +39,33 @@ def _shush_cause(exc: RayTaskError) -> BaseException:
     return cause if isinstance(cause, ShushError) else exc
 
 
-async def call(handle: ActorHandle, method: str, *args: Any, timeout_s: float,
-               what: str = "") -> Any:
-    """Await one actor method with a deadline; translate Ray's failures."""
+@contextmanager
+def _translated(method: str, timeout_s: float, what: str) -> Iterator[None]:
+    """Ray's failures as Shush errors: a dead or silent actor is ``EngineUnavailable``, and a
+    ShushError raised inside the actor reaches the caller as itself."""
     try:
-        return await asyncio.wait_for(getattr(handle, method).remote(*args), timeout_s)
+        yield
     except RayTaskError as exc:
         raise _shush_cause(exc) from exc
     except (RayActorError, ray.exceptions.ActorUnavailableError) as exc:
         raise EngineUnavailable(f"actor unavailable ({type(exc).__name__})",
                                 what=what or method) from exc
-    except TimeoutError as exc:
+    except (TimeoutError, GetTimeoutError) as exc:
         raise EngineUnavailable(f"no answer within {timeout_s}s", what=what or method) from exc
+
+
+async def call(handle: ActorHandle, method: str, *args: Any, timeout_s: float,
+               what: str = "") -> Any:
+    """Await one actor method with a deadline."""
+    with _translated(method, timeout_s, what):
+        return await asyncio.wait_for(getattr(handle, method).remote(*args), timeout_s)
 
 
 def call_blocking(handle: ActorHandle, method: str, *args: Any, timeout_s: float,
                   what: str = "") -> Any:
     """For drivers only (never inside an actor): wait for one actor method."""
-    try:
+    with _translated(method, timeout_s, what):
         return ray.get(getattr(handle, method).remote(*args), timeout=timeout_s)
-    except RayTaskError as exc:
-        raise _shush_cause(exc) from exc
-    except (RayActorError, ray.exceptions.ActorUnavailableError) as exc:
-        raise EngineUnavailable(f"actor unavailable ({type(exc).__name__})",
-                                what=what or method) from exc
-    except GetTimeoutError as exc:
-        raise EngineUnavailable(f"no answer within {timeout_s}s", what=what or method) from exc
 
 
 def fire_and_forget(handle: ActorHandle, method: str, *args: Any) -> None:
