@@ -448,6 +448,13 @@ class ShardCore:
             log.exception("channel %s failed to send %s", treatment.channel,
                           treatment.idempotency_key)
             self.stats["send_failures"] += 1
+            if attempts >= self.config.max_send_attempts:  # give up: kept with the reason
+                self.store.mark_failed(treatment.idempotency_key, str(exc), attempts)
+                self.store.dead_letter([DeadLetterRow(
+                    kind="treatment", reason=f"{attempts} sends failed, the last: {exc}",
+                    field="channel", payload=_pack(treatment.model_dump(mode="json")),
+                    at_ms=self.clock.now_ms())])
+                return False
             backoff_ms = min(60_000, 1000 * 2 ** min(attempts, 6))
             self.store.mark_failed(treatment.idempotency_key, str(exc), attempts,
                                    retry_at_ms=self.clock.now_ms() + backoff_ms)

@@ -44,6 +44,9 @@ class ShardConfig(_Frozen):
     )
     num_cpus: Annotated[float, Field(ge=0)] = Field(0.25, description="Ray CPU reservation")
     max_restarts: int = Field(-1, description="Ray restarts of a crashed shard (-1: forever)")
+    max_send_attempts: PositiveInt = Field(
+        8, description="Channel sends tried (with backoff) before the dead-letter record"
+    )
     max_resident_customers: PositiveInt = Field(
         200_000, description="Customers kept in memory; the least recently active leave first"
     )

@@ -218,3 +218,39 @@ def test_passivated_customers_leave_memory_and_come_back_intact(catalog: Catalog
     # Idle customers leave after passivate_after_s even under the resident bound.
     h.clock.set(T0_MS + 2 * 3600 * 1000)
     assert h.core.passivate() == 3 and not h.core.customers
+
+
+def test_a_send_that_keeps_failing_goes_to_the_dead_letter_record(catalog: Catalog) -> None:
+    class Down(MemoryChannel):
+        def send(self, treatment: Treatment) -> None:
+            raise ConnectionError("smtp down")
+
+    h = Harness(catalog)
+    h.core.config = ShardConfig(max_send_attempts=3)
+    h.core.channel = Down()
+    h.submit(event("lou", "savings_withdrawal", amount=7000.0))
+    for _ in range(4):
+        h.clock.advance(120_000)
+        h.core.redispatch()
+    [dead] = [r for r in h.store.read_dead_letters(10) if r.kind == "treatment"]
+    assert dead.field == "channel" and "3 sends failed" in dead.reason
+    assert h.store.pending_outbox(10, now_ms=h.clock.now_ms() + 10**9) == []
+
+
+def test_timers_come_back_from_the_store_after_a_restart(bank: Catalog) -> None:
+    first = Harness(bank)
+    first.submit(event("max", "profile_update", T0_MS, segment="mass", age=30),
+                 event("max", "deposit", T0_MS, amount=100.0))
+    first.persistence.snapshot(first.core.customers.get, T0_MS)
+    # A new incarnation on the same store: nothing arrives for max after the restart.
+    second = Harness(bank)
+    second.store = first.store
+    second.persistence = ShardPersistence(first.store, 0, PartitionTable.round_robin(16, 1),
+                                          snapshot_interval_s=1.0)
+    second.core = ShardCore(0, bank, ShardConfig(), second.clock, second.channel, first.store,
+                            second.persistence)
+    assert second.core.recover()["customers"] == 1
+    second.clock.set(T0_MS + 31 * DAY_MS)
+    assert second.core.tick() == 1
+    second.decide()
+    assert [t.payload["moment"] for t in second.sent] == ["no_recent_deposit"]
