@@ -333,6 +333,15 @@ def replay(path: str, catalogs: tuple[str, ...], speed: float | None) -> None:
         console.print(f"  [red]✗[/] {line}")
 
 
+def _register_loadtest() -> None:
+    from .loadtest_cli import loadtest  # click and rich only: cheap to import
+
+    main.add_command(loadtest)
+
+
+_register_loadtest()
+
+
 def run_cli() -> None:
     try:
         main()

@@ -1,0 +1,171 @@
+"""The load test's measurements: latency histograms, Ray process resources, the treatments
+file tail and the matching of treatments to the events that caused them."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import psutil
+from hdrh.histogram import HdrHistogram
+
+from .loadtest_workload import PERCENTILES, RAY_DAEMONS, TRIGGER_MOMENT
+
+
+class LatencyHistogram:
+    """An HdrHistogram of latencies recorded in ms, kept in µs (1 µs .. 1 h, 3 digits)."""
+
+    def __init__(self) -> None:
+        self.hist = HdrHistogram(1, 3_600_000_000, 3)
+
+    def record_ms(self, value_ms: float) -> None:
+        self.hist.record_value(min(max(int(value_ms * 1000), 1), 3_600_000_000))
+
+    def add(self, other: LatencyHistogram) -> None:
+        self.hist.add(other.hist)
+
+    def encode(self) -> bytes:
+        encoded: bytes = self.hist.encode()
+        return encoded
+
+    @classmethod
+    def decode(cls, data: bytes) -> LatencyHistogram:
+        made = cls()
+        made.hist.add(HdrHistogram.decode(data))
+        return made
+
+    @property
+    def count(self) -> int:
+        return int(self.hist.get_total_count())
+
+    def percentile_ms(self, percentile: float) -> float:
+        return float(self.hist.get_value_at_percentile(percentile)) / 1000
+
+    def summary(self) -> dict[str, float | int | None]:
+        """count, p50/p95/p99/p99.9, max and mean in ms (``None`` when empty)."""
+        if not self.count:
+            return {"count": 0, **{name: None for name, _ in PERCENTILES}, "max": None,
+                    "mean": None}
+        return {"count": self.count,
+                **{name: round(self.percentile_ms(p), 3) for name, p in PERCENTILES},
+                "max": round(self.hist.get_max_value() / 1000, 3),
+                "mean": round(self.hist.get_mean_value() / 1000, 3)}
+
+
+# -- resources -------------------------------------------------------------------------------
+
+def is_ray_process(name: str, cmdline: Sequence[str]) -> bool:
+    """Ray workers (``ray::Actor.method``), the raylet and the GCS server."""
+    joined = " ".join(cmdline)
+    return name in RAY_DAEMONS or "ray::" in joined or "raylet" in joined or \
+        name.startswith("ray::")
+
+
+class ResourceSampler:
+    """CPU (% of one core, summed) and RSS of the Ray processes and of extra pids.
+
+    With ``extra_pids`` (an embedded engine's process), only Ray processes descending from
+    them count, so other Ray sessions on the machine stay out; otherwise every Ray process.
+    """
+
+    def __init__(self, extra_pids: Sequence[int] = ()) -> None:
+        self.extra_pids = set(extra_pids)
+        self._procs: dict[int, psutil.Process] = {}
+
+    def _scope(self) -> set[int] | None:
+        if not self.extra_pids:
+            return None
+        scope: set[int] = set()
+        for pid in self.extra_pids:
+            try:
+                scope.update(c.pid for c in psutil.Process(pid).children(recursive=True))
+            except psutil.NoSuchProcess:
+                continue
+        return scope
+
+    def sample(self) -> dict[str, float]:
+        ray_cpu = ray_rss = extra_cpu = extra_rss = 0.0
+        count = 0
+        seen: set[int] = set()
+        scope = self._scope()
+        for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+            pid = proc.info["pid"]
+            extra = pid in self.extra_pids
+            if not extra and ((scope is not None and pid not in scope) or not is_ray_process(
+                    proc.info["name"] or "", proc.info["cmdline"] or ())):
+                continue
+            known = self._procs.setdefault(pid, proc)
+            seen.add(pid)
+            try:
+                cpu = known.cpu_percent(None)
+                rss = float(known.memory_info().rss)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            if extra:
+                extra_cpu, extra_rss = extra_cpu + cpu, extra_rss + rss
+            else:
+                ray_cpu, ray_rss, count = ray_cpu + cpu, ray_rss + rss, count + 1
+        for pid in set(self._procs) - seen:
+            del self._procs[pid]
+        return {"ray_cpu_pct": ray_cpu, "ray_rss_mb": ray_rss / 1e6, "ray_processes": count,
+                "gateway_cpu_pct": extra_cpu, "gateway_rss_mb": extra_rss / 1e6,
+                "machine_cpu_pct": psutil.cpu_percent(None) * (psutil.cpu_count() or 1)}
+
+
+# -- the treatments file ---------------------------------------------------------------------
+
+class TreatmentTail:
+    """Follows the treatments JSONL file from its current end; yields complete records."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = path.stat().st_size if path.exists() else 0
+        self._partial = b""
+
+    def poll(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        with self.path.open("rb") as handle:
+            handle.seek(self._offset)
+            chunk = handle.read()
+        self._offset += len(chunk)
+        data = self._partial + chunk
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+class LatencyMatcher:
+    """Pairs each trigger (customer, scheduled ms) with its treatment, in either order."""
+
+    def __init__(self, start_wall_s: float) -> None:
+        self.start_wall_s = start_wall_s
+        self.pending: dict[str, int] = {}
+        self.orphans: dict[str, int] = {}
+        self.total = LatencyHistogram()
+        self.by_second: dict[int, LatencyHistogram] = defaultdict(LatencyHistogram)
+
+    def trigger(self, customer: str, scheduled_ms: int) -> None:
+        decided = self.orphans.pop(customer, None)
+        if decided is None:
+            self.pending[customer] = scheduled_ms
+        else:
+            self._record(scheduled_ms, decided)
+
+    def treatment(self, record: dict[str, Any]) -> None:
+        if (record.get("payload") or {}).get("moment") != TRIGGER_MOMENT:
+            return
+        customer, decided = record["customer_id"], int(record["decided_at_ms"])
+        scheduled = self.pending.pop(customer, None)
+        if scheduled is None:
+            self.orphans[customer] = decided
+        else:
+            self._record(scheduled, decided)
+
+    def _record(self, scheduled_ms: int, decided_ms: int) -> None:
+        latency_ms = decided_ms - scheduled_ms
+        self.total.record_ms(latency_ms)
+        self.by_second[int(scheduled_ms / 1000 - self.start_wall_s)].record_ms(latency_ms)

@@ -1,0 +1,238 @@
+"""The pure parts of ``shush loadtest``: schedule, population, histograms, report. No Ray."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from shush.cluster import loadtest as lt
+from shush.cluster.loadtest_measure import is_ray_process
+from shush.cluster.loadtest_workload import SEGMENTS
+
+
+def spec(**overrides: Any) -> lt.LoadSpec:
+    fields: dict[str, Any] = {"target": "127.0.0.1:1", "channel_path": Path("t.jsonl"),
+                              "rate_eps": 10_000.0, "duration_s": 10.0, "batch_size": 250}
+    return lt.LoadSpec(**{**fields, **overrides})
+
+
+# -- schedule ---------------------------------------------------------------------------------
+
+def test_slots_are_evenly_spaced_at_the_target_rate() -> None:
+    offsets = lt.slot_offsets_s(10_000, 250, 1.0)
+    assert len(offsets) == 40  # 10,000 events/s in batches of 250
+    assert np.allclose(np.diff(offsets), 0.025)
+    assert offsets[0] == 0.0 and offsets[-1] < 1.0
+
+
+def test_phase_shifts_a_process_by_a_share_of_one_interval() -> None:
+    offsets = lt.slot_offsets_s(1_000, 100, 1.0, phase=0.5)
+    assert offsets[0] == pytest.approx(0.05)
+    assert len(offsets) == 10
+
+
+def test_processes_share_the_rate_and_interleave() -> None:
+    rate = lt.process_rate(10_000, 4)
+    assert rate == 2_500
+    merged = np.sort(np.concatenate([lt.slot_offsets_s(rate, 250, 1.0, p / 4)
+                                     for p in range(4)]))
+    assert len(merged) * 250 == 10_000
+    assert np.allclose(np.diff(merged), 0.025)
+
+
+def test_senders_split_the_slots_without_overlap() -> None:
+    owned = [list(lt.sender_slots(10, s, 3)) for s in range(3)]
+    assert sorted(k for slots in owned for k in slots) == list(range(10))
+    assert owned[0] == [0, 3, 6, 9]
+
+
+def test_bad_rate_is_refused() -> None:
+    with pytest.raises(ValueError):
+        lt.slot_offsets_s(0, 10, 1.0)
+
+
+# -- population and events --------------------------------------------------------------------
+
+def test_population_adds_a_fresh_customer_for_every_trigger() -> None:
+    big = spec(rate_eps=50_000, duration_s=60, trigger_fraction=0.05, customers=1_000)
+    assert big.trigger_customers() >= 50_000 * 60 * 0.05
+    assert big.population_size() == 1_000 + big.trigger_customers()
+
+
+def test_trigger_customers_get_no_background_events() -> None:
+    population = lt.Population(1_000, tag="t")
+    factory = lt.EventFactory(population, 0, 1, 0.05, seed=2, trigger_rows=200)
+    kept = set(population.ids[:200])
+    for k in range(10):
+        events, triggers = factory.make_batch(k, 200, 0)
+        trigger_customers = {c for c, _ in triggers}
+        assert trigger_customers <= kept
+        assert all(e.customer_id not in kept for e in events
+                   if e.customer_id not in trigger_customers)
+        assert sum(e.customer_id in kept for e in events) == len(triggers)
+
+
+def test_profiles_cover_every_customer_once() -> None:
+    population = lt.Population(1_050, tag="t")
+    batches = list(population.profile_batches(500, 1_000))
+    assert [len(b) for b in batches] == [500, 500, 50]
+    customers = [e.customer_id for b in batches for e in b]
+    assert customers == population.ids
+    assert batches[0][0].attributes["segment"].text in SEGMENTS
+
+
+def test_each_trigger_is_a_fresh_customer_and_a_large_withdrawal() -> None:
+    population = lt.Population(10_000, tag="t")
+    factories = [lt.EventFactory(population, p, 2, 0.1, seed=3) for p in range(2)]
+    seen: list[str] = []
+    for factory in factories:
+        for k in range(20):
+            events, triggers = factory.make_batch(k, 100, 5_000)
+            assert len(events) == 100
+            large = [e for e in events if e.type == "savings_withdrawal"
+                     and e.attributes["amount"].number >= 5_000]
+            assert [e.customer_id for e in large] == [c for c, _ in triggers]
+            assert all(at == 5_000 for _, at in triggers)
+            seen.extend(c for c, _ in triggers)
+            assert len({e.event_id for e in events}) == 100
+    assert len(seen) > 300
+    assert len(set(seen)) == len(seen)  # never the same customer twice, across processes
+
+
+def test_background_events_never_cross_a_detector_threshold() -> None:
+    factory = lt.EventFactory(lt.Population(100, tag="t"), 0, 1, 0.0, seed=1)
+    events, triggers = factory.make_batch(0, 2_000, 0)
+    assert not triggers
+    for event in events:
+        if event.type == "balance_update":
+            assert event.attributes["balance"].number >= 200
+        else:
+            assert event.attributes["amount"].number < 5_000
+
+
+def test_an_exhausted_pool_becomes_small_withdrawals_and_is_counted() -> None:
+    factory = lt.EventFactory(lt.Population(5, tag="t"), 0, 1, 1.0, seed=1)
+    _, triggers = factory.make_batch(0, 8, 0)
+    assert len(triggers) == 5
+    assert factory.pool_exhausted == 3
+
+
+# -- histograms and matching ------------------------------------------------------------------
+
+def test_percentiles_in_ms_with_three_digits() -> None:
+    hist = lt.LatencyHistogram()
+    for value in range(1, 1001):  # 1..1000 ms
+        hist.record_ms(float(value))
+    summary = hist.summary()
+    assert summary["count"] == 1000
+    assert summary["p50"] == pytest.approx(500, rel=1e-3)
+    assert summary["p99"] == pytest.approx(990, rel=1e-3)
+    assert summary["p99_9"] == pytest.approx(999, rel=1e-3)
+    assert summary["max"] == pytest.approx(1000, rel=1e-3)
+
+
+def test_empty_histogram_summary_has_no_numbers() -> None:
+    summary = lt.LatencyHistogram().summary()
+    assert summary["count"] == 0 and summary["p99"] is None
+
+
+def test_histograms_survive_encoding_and_add_up() -> None:
+    a, b = lt.LatencyHistogram(), lt.LatencyHistogram()
+    a.record_ms(2.0)
+    b.record_ms(40.0)
+    merged = lt.LatencyHistogram.decode(a.encode())
+    merged.add(lt.LatencyHistogram.decode(b.encode()))
+    assert merged.count == 2
+    assert merged.summary()["max"] == pytest.approx(40, rel=1e-3)
+
+
+def test_matcher_pairs_in_either_order_and_ignores_other_moments() -> None:
+    matcher = lt.LatencyMatcher(start_wall_s=100.0)
+    matcher.trigger("a", 100_000)
+    matcher.treatment({"customer_id": "a", "decided_at_ms": 100_012,
+                       "payload": {"moment": "large_withdrawal"}})
+    matcher.treatment({"customer_id": "b", "decided_at_ms": 101_030,
+                       "payload": {"moment": "large_withdrawal"}})
+    matcher.treatment({"customer_id": "c", "decided_at_ms": 1, "payload": {"moment": "x"}})
+    matcher.trigger("b", 101_000)
+    matcher.trigger("d", 101_500)
+    assert matcher.total.count == 2
+    assert set(matcher.by_second) == {0, 1}
+    assert matcher.total.summary()["max"] == pytest.approx(30, rel=1e-3)
+    assert set(matcher.pending) == {"d"}
+
+
+def test_tail_reads_only_new_complete_lines(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"old": 1}\n')
+    tail = lt.TreatmentTail(path)
+    assert tail.poll() == []
+    with path.open("a") as handle:
+        handle.write('{"n": 1}\n{"n": ')
+    assert tail.poll() == [{"n": 1}]
+    with path.open("a") as handle:
+        handle.write('2}\n')
+    assert tail.poll() == [{"n": 2}]
+
+
+def test_ray_processes_are_recognised() -> None:
+    assert is_ray_process("python", ["ray::ShardActor.submit"])
+    assert is_ray_process("raylet", ["/x/raylet", "--flag"])
+    assert is_ray_process("gcs_server", [])
+    assert not is_ray_process("python", ["python", "-m", "pytest"])
+
+
+# -- report and steps -------------------------------------------------------------------------
+
+def report(rate: float, accepted: float, p99: float | None, missing: int = 0,
+           span_s: float = 10.0) -> dict[str, Any]:
+    e2e = {"count": 10, "p50": p99, "p95": p99, "p99": p99, "p99_9": p99, "max": p99,
+           "mean": p99}
+    return lt.report_dict(
+        spec=spec(rate_eps=rate), population=100, profile_s=0.5, span_s=span_s,
+        counters={"sent": int(rate * 10), "accepted": int(accepted * 10)}, reasons={},
+        pool_exhausted=0, triggers=10 + missing, unmatched=missing, missing_sample=[],
+        e2e=e2e, ack=lt.LatencyHistogram().summary(), lag=lt.LatencyHistogram().summary(),
+        decide=lt.LatencyHistogram().summary(), decide_errors={},
+        samples=[{"ray_cpu_pct": 100.0, "ray_rss_mb": 900.0, "gateway_cpu_pct": 5.0,
+                  "machine_cpu_pct": 150.0}],
+        timeline=[{"t_s": 0, "sent": 10, "accepted": 10}])
+
+
+def test_report_shape_is_plain_json() -> None:
+    data = report(1_000, 1_000, 12.0)
+    assert json.loads(json.dumps(data)) == data
+    assert set(data) == {"version", "spec", "profiles", "throughput", "errors", "latency_ms",
+                         "treatments", "resources", "timeline"}
+    assert set(data["latency_ms"]) == {"submit_to_treatment", "submit_to_ack", "send_lag",
+                                       "decide"}
+    assert set(data["latency_ms"]["decide"]) == {"count", "p50", "p95", "p99", "p99_9",
+                                                 "max", "mean"}
+    assert data["throughput"]["accepted_eps"] == 1_000
+
+
+def test_rates_divide_by_the_stretched_span() -> None:
+    data = report(1_000, 1_000, 12.0)
+    stretched = report(1_000, 1_000, 12.0, span_s=20.0)
+    assert stretched["throughput"]["accepted_eps"] == data["throughput"]["accepted_eps"] / 2
+    assert data["resources"]["ray_rss_mb_max"] == 900.0
+
+
+def test_a_step_passes_within_the_bound_and_the_rate() -> None:
+    assert lt.step_passes(report(1_000, 1_000, 12.0), 20)
+    assert not lt.step_passes(report(1_000, 1_000, 25.0), 20)
+    assert not lt.step_passes(report(1_000, 800, 12.0), 20)  # did not keep up
+    assert not lt.step_passes(report(1_000, 1_000, None), 20)  # no treatment seen
+    assert not lt.step_passes(report(1_000, 1_000, 12.0, missing=3), 20)
+    assert not lt.step_passes(report(1_000, 1_000, 12.0, span_s=15.0), 20)  # fell behind
+
+
+def test_sustainable_rate_is_the_last_passing_step() -> None:
+    steps = [report(1_000, 1_000, 5.0), report(2_000, 2_000, 9.0),
+             report(3_000, 2_900, 40.0), report(4_000, 4_000, 5.0)]
+    assert lt.sustainable_eps(steps, 20) == 2_000
+    assert lt.sustainable_eps(steps[2:], 20) is None
