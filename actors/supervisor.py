@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from typing import Any
 
+import msgpack
 import ray
 
 from ..engine.config import EngineConfig
@@ -21,6 +23,7 @@ from ..engine.holdout import lift_report
 from ..engine.outcomes import Resolution
 from ..engine.partitions import PartitionTable
 from ..engine.runs import RunProgress
+from ..engine.schedule import RunSchedule
 from . import ray_calls
 from .arbitration import ArbitrationActor
 from .ports import ChannelFactory, SinkFactory, StoreFactory
@@ -30,6 +33,7 @@ from .shard import ShardActor
 log = logging.getLogger(__name__)
 
 SUPERVISOR_NAME = "supervisor"
+SCHEDULE_KEY = "schedule-last-fired"
 RECREATE_AFTER_CHECKS = 3
 
 
@@ -51,6 +55,10 @@ class SupervisorActorBody:
         self.restarts = {"arbitration": 0, "shard": 0, "router": 0}
         self._health_task: asyncio.Task[None] | None = None
         self._failures: dict[tuple[str, int], int] = {}
+        self.store = store_factory()
+        saved = self.store.load_model(SCHEDULE_KEY)
+        self.schedule = RunSchedule(self.config.scheduled_runs, int(time.time() * 1000),
+                                    msgpack.unpackb(saved) if saved else None)
 
     # -- creation -------------------------------------------------------------------------
     def _create_arbitrator(self, i: int) -> Any:
@@ -95,6 +103,10 @@ class SupervisorActorBody:
                 await self.check_once()
             except Exception:  # loop boundary: one failed check never stops supervision
                 log.exception("supervisor health check failed")
+            try:
+                await self.start_scheduled(int(time.time() * 1000))
+            except Exception:  # loop boundary
+                log.exception("supervisor: a scheduled run failed to start")
 
     async def _alive(self, handle: Any) -> bool:
         try:
@@ -147,6 +159,17 @@ class SupervisorActorBody:
         levers: dict[str, float] = await ray_calls.call(
             self.arbitrators[0], "levers", timeout_s=self.config.call_timeout_s)
         return levers
+
+    async def start_scheduled(self, now_ms: int) -> list[str]:
+        """Start the scheduled runs now due (once each, even after downtime); checkpoint."""
+        due = self.schedule.due(now_ms)
+        started = []
+        for scheduled, fire_ms in due:
+            progress = await self.start_run(scheduled.run_for(fire_ms).model_dump_json())
+            started.append(progress["run_id"])
+        if due:
+            self.store.save_model(SCHEDULE_KEY, msgpack.packb(self.schedule.to_wire()))
+        return started
 
     async def start_run(self, run_json: str) -> dict[str, Any]:
         """Start an emergency run on every shard; return its combined progress."""

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .runs import RunsConfig
+from .schedule import ScheduledRun
 from .sweep import SweepConfig
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -165,6 +166,9 @@ class EngineConfig(_Frozen):
     channel: ChannelConfig = ChannelConfig()
     sweep: SweepConfig = SweepConfig()
     runs: RunsConfig = RunsConfig()
+    scheduled_runs: tuple[ScheduledRun, ...] = Field(
+        (), description="Named recurring runs (cron + population filter + moment)"
+    )
 
     @property
     def resolved_store_url(self) -> str:

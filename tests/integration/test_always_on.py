@@ -11,6 +11,7 @@ import grpc
 import pytest
 import yaml
 
+from shush.actors import ray_calls
 from tests.factories import COMPETING_CATALOG, event_dict
 from tests.integration.conftest import RunningEngine, start_engine
 
@@ -26,14 +27,18 @@ def engine(ray_session: None, tmp_path_factory: pytest.TempPathFactory
     data["signals"] = [*data["signals"], {
         "type": "address", "category": "profile-person", "source": "operator",
         "updates_profile": True, "attributes": {"zip": {"type": "string"}}}]
-    data["moments"] = ["hurricane_warning"]
+    data["moments"] = ["hurricane_warning", "statement_day"]
     data["actions"] = [*data["actions"], {
         "id": "hurricane_prep", "kind": "service", "channel": "sms", "value": 80,
-        "prior_propensity": 0.9, "moments": ["hurricane_warning"]}]
+        "prior_propensity": 0.9, "moments": ["hurricane_warning"]}, {
+        "id": "statement_summary", "kind": "service", "channel": "email", "value": 5,
+        "moments": ["statement_day"]}]
     directory = tmp_path_factory.mktemp("always-on")
     path = directory / "catalog.yaml"
     path.write_text(yaml.safe_dump(data))
-    running = start_engine(directory, catalog_paths=[str(path)])
+    yearly = {"name": "statement-day", "cron": "0 9 1 1 *", "moment": "statement_day",
+              "population": {"zips": [ZIPS[0]]}, "purpose": "yearly statement check"}
+    running = start_engine(directory, catalog_paths=[str(path)], scheduled_runs=[yearly])
     yield running
     running.client.close()
     running.engine.stop()
@@ -75,3 +80,20 @@ def test_a_run_request_without_a_population_is_refused_with_the_field(
         engine.client.start_run("hurricane_warning")
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "population" in refused.value.details()
+
+
+def test_a_scheduled_run_fires_once_for_its_latest_missed_time(engine: RunningEngine) -> None:
+    customers = [f"s-{i}" for i in range(6)]
+    engine.client.submit([event_dict(c, "address", int(time.time() * 1000), zip=ZIPS[0])
+                          for c in customers])
+    supervisor = engine.engine.supervisor
+    two_years_on = int(time.time() * 1000) + 2 * 366 * 86_400_000
+    [run_id] = ray_calls.call_blocking(supervisor, "start_scheduled", two_years_on,
+                                       timeout_s=30)  # two missed firings: one run
+    assert run_id.startswith("sched:statement-day@")
+    assert ray_calls.call_blocking(supervisor, "start_scheduled", two_years_on,
+                                   timeout_s=30) == []
+    treated = engine.wait_for(lambda ts: set(customers) <= {
+        t["customer_id"] for t in ts if t["action_id"] == "statement_summary"})
+    reached = sorted(t["customer_id"] for t in treated if t["action_id"] == "statement_summary")
+    assert set(customers) <= set(reached) and len(reached) == len(set(reached))
