@@ -177,9 +177,10 @@ class RouterActorBody:
                 results[pos] = ack
         return codec.pack(codec.ACKS, results)
 
-    async def decide(self, customer_id: str, channel: str | None) -> bytes:
+    async def decide(self, customer_id: str, channel: str | None, present: bool = False
+                     ) -> bytes:
         reply: bytes = await self.shards.call(self.table.shard_of(customer_id), "decide",
-                                              customer_id, channel,
+                                              customer_id, channel, present,
                                               timeout_s=self.config.call_timeout_s)
         return reply
 

@@ -185,14 +185,19 @@ class ShardActorBody:
         """Resolved treatments (outcome or ignored; holdouts too) for the lift report."""
         return [dataclasses.asdict(r) for r in self.core.resolutions]
 
-    async def decide(self, customer_id: str, channel: str | None) -> bytes:
-        """Inbound: the ranked actions for one customer now (nothing is fired)."""
+    async def decide(self, customer_id: str, channel: str | None, present: bool = False
+                     ) -> bytes:
+        """Inbound: the ranked actions for one customer now. Nothing is sent; with
+        ``present`` the caller shows the winner, recorded as a treatment."""
         async with self._lock:
             sets, removals = self.core.candidate_sets([customer_id], inbound=True,
                                                       channel=channel)
-        verdict = codec.decode_verdicts(await self._arbitrate(sets))[0]
+            verdict = codec.decode_verdicts(await self._arbitrate(sets))[0]
+            presented = self.core.present(verdict) if present else None
+            await self._report_to_arbitration()
         removed = [[r.action_id, r.policy, r.reason] for r in removals[customer_id]]
-        return codec.encode_verdicts([verdict], removed=removed)
+        return codec.encode_verdicts([verdict], removed=removed,
+                                     treatment_id=presented.treatment_id if presented else "")
 
     async def explain(self, customer_id: str) -> list[dict[str, Any]]:
         async with self._lock:

@@ -370,6 +370,38 @@ class ShardCore:
                     self.always_on.treated(treatment.payload.get("moment_id"))
         return fired
 
+    def present(self, verdict: Verdict) -> Treatment | None:
+        """Record an inbound winner the caller shows (web page, call centre) as a treatment:
+        in the ledger, the contact history and outcome tracking; the caller does the showing."""
+        if verdict.winner is None:
+            return None
+        now_ms = self.clock.now_ms()
+        best = verdict.candidates[0]
+        key = idempotency_key(verdict.customer_id, best.action_id, f"inbound@{now_ms}")
+        action = self.catalog.actions[best.action_id]
+        treatment = Treatment.model_construct(
+            treatment_id=hashlib.blake2b(key.encode(), digest_size=10).hexdigest(),
+            idempotency_key=key, customer_id=verdict.customer_id, action_id=action.id,
+            channel=action.channel, decided_at_ms=now_ms,
+            payload={"kind": action.kind, "message": action.message, "trigger": "inbound",
+                     "presented_by_caller": True,
+                     "factors": {"p": best.p, "c": best.c, "v": best.v, "l": best.l,
+                                 "score": best.score}})
+        [fresh] = self.store.record_treatments([TreatmentRow(
+            key, treatment.treatment_id, treatment.customer_id, action.id, now_ms,
+            _pack(treatment.model_dump(mode="json")))])
+        self.budget_settled.append([key, fresh])
+        if not fresh:
+            return None
+        self.store.mark_dispatched(key, now_ms)
+        customer = self.customer(verdict.customer_id)
+        customer.contacts.record_contact(self.chain.contact(treatment.treatment_id, action.id,
+                                                            now_ms))
+        self._track(customer, treatment, now_ms, holdout=False)
+        if self.persistence is not None:
+            self.persistence.touched([customer.customer_id])
+        return treatment
+
     def _track(self, customer: CustomerState, treatment: Treatment, now_ms: int, *,
                holdout: bool) -> None:
         row = self.binner.bins(customer.namespace(now_ms))

@@ -93,6 +93,7 @@ class DecideResult:
     winner: str | None
     ranked: list[RankedAction]
     removed: list[tuple[str, str, str]]
+    treatment_id: str | None = None  # when the caller presented the winner
 
 
 def _progress(reply: pb.RunProgress) -> dict[str, Any]:
@@ -151,7 +152,8 @@ def _decide_result(reply: pb.DecideReply) -> DecideResult:
         customer_id=reply.customer_id, winner=reply.winner or None,
         ranked=[RankedAction(r.action_id, r.moment_id, r.p, r.c, r.v, r.l, r.score)
                 for r in reply.ranked],
-        removed=[(r.action_id, r.policy, r.reason) for r in reply.removed])
+        removed=[(r.action_id, r.policy, r.reason) for r in reply.removed],
+        treatment_id=reply.treatment_id or None)
 
 
 def _backoff_s(attempt: int, base_s: float) -> float:
@@ -361,9 +363,12 @@ class ShushClient(_ClientSettings):
         return self.record_outcomes([{"treatment_id": treatment_id, "customer_id": customer_id,
                                       "outcome": outcome, "at_ms": at_ms}])
 
-    def decide(self, customer_id: str, channel: str | None = None) -> DecideResult:
+    def decide(self, customer_id: str, channel: str | None = None, *,
+               present: bool = False) -> DecideResult:
+        """Ranked actions for the customer now; ``present``: you show the winner, and Shush
+        records it as a treatment whose outcomes you report with its ``treatment_id``."""
         return _decide_result(self._call(self._stub.Decide, pb.DecideRequest(
-            customer_id=customer_id, channel=channel or "")))
+            customer_id=customer_id, channel=channel or "", present=present)))
 
     def set_lever(self, action_id: str, lever: float) -> dict[str, float]:
         reply = self._call(self._stub.SetLever, pb.SetLeverRequest(action_id=action_id,
@@ -477,9 +482,10 @@ class AsyncShushClient(_ClientSettings):
     async def record_outcomes(self, outcomes: Iterable[Mapping[str, Any]]) -> OutcomeResult:
         return await self._drive(self._stub.RecordOutcome, self._outcomes_plan(outcomes))
 
-    async def decide(self, customer_id: str, channel: str | None = None) -> DecideResult:
+    async def decide(self, customer_id: str, channel: str | None = None, *,
+                     present: bool = False) -> DecideResult:
         return _decide_result(await self._call(self._stub.Decide, pb.DecideRequest(
-            customer_id=customer_id, channel=channel or "")))
+            customer_id=customer_id, channel=channel or "", present=present)))
 
     async def set_lever(self, action_id: str, lever: float) -> dict[str, float]:
         reply = await self._call(self._stub.SetLever,

@@ -300,37 +300,44 @@ def weather(address: str, namespace: str, now: str | None, location: str) -> Non
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--catalog", "catalogs", multiple=True, type=click.Path(exists=True),
               help="Catalog files (default: the bundled bank catalog)")
+@click.option("--what-if", "what_if", multiple=True, type=click.Path(exists=True),
+              help="Changed catalog files: replay again with them and compare, sending nothing")
 @click.option("--speed", type=float, help="Event seconds per wall second (default: flat out)")
-def replay(path: str, catalogs: tuple[str, ...], speed: float | None) -> None:
+def replay(path: str, catalogs: tuple[str, ...], what_if: tuple[str, ...],
+           speed: float | None) -> None:
     """Play an event log through an embedded engine whose clock follows event time."""
-    from ..adapters.channels.jsonl import read_jsonl
-    from .config_loader import load_engine_catalog
-    from .ray_runtime import stop_ray
-    from .replay import replay_file
+    from rich.table import Table
 
-    data_dir = Path(".shush/replay")
-    channel = data_dir / "treatments.jsonl"
-    channel.unlink(missing_ok=True)
-    (data_dir / "shush.db").unlink(missing_ok=True)
-    config = _config(None, data_dir=str(data_dir), channel={"path": str(channel)},
-                     grpc={"port": 0}, clock="event", catalog_paths=list(catalogs) or None)
-    engine = _start(config, None, None)
-    engine.serve_grpc()
+    from .ray_runtime import start_ray, stop_ray
+    from .replay import compare_treatments, replay_in_engine
+
+    start_ray(None)
     try:
-        report = replay_file(engine.target, Path(path), load_engine_catalog(config),
-                             speed=speed)
-        time.sleep(0.5)
+        report, treatments = replay_in_engine(Path(path), catalogs, Path(".shush/replay"),
+                                              speed=speed)
+        changed = (replay_in_engine(Path(path), what_if, Path(".shush/replay-what-if"),
+                                    speed=speed, namespace="shush-what-if")[1]
+                   if what_if else None)
     finally:
-        engine.stop()
         stop_ray()
-    treatments = read_jsonl(channel)
     span_days = ((report.last_ms or 0) - (report.first_ms or 0)) / 86_400_000
     console.print(f"{report.events:,} events over {span_days:.1f} days of event time in "
                   f"{report.wall_s:.1f} s: accepted {report.accepted:,}, duplicates "
                   f"{report.duplicates:,}, rejected {len(report.rejected):,}; "
-                  f"{len(treatments):,} treatments (in {channel})")
+                  f"{len(treatments):,} treatments")
     for line in report.rejected[:20]:
         console.print(f"  [red]✗[/] {line}")
+    if changed is None:
+        return
+    diff = compare_treatments(treatments, changed)
+    table = Table(title="what-if: treatments per action")
+    for column in ("action", "baseline", "what-if", "change"):
+        table.add_column(column, justify="left" if column == "action" else "right")
+    for action_id, before, after in diff.per_action:
+        table.add_row(action_id, f"{before:,}", f"{after:,}", f"{after - before:+,}")
+    console.print(table)
+    console.print(f"{diff.customers_changed:,} of {diff.customers:,} customers would be "
+                  "treated differently")
 
 
 def _register_loadtest() -> None:

@@ -91,9 +91,11 @@ def progress_to_proto(progress: Mapping[str, Any]) -> pb.RunProgress:
         started_ms=progress.get("started_ms") or 0, finished_ms=progress.get("finished_ms") or 0)
 
 
-def verdict_to_reply(verdict: Verdict, removed: list[list[str]]) -> pb.DecideReply:
+def verdict_to_reply(verdict: Verdict, removed: list[list[str]],
+                     treatment_id: str = "") -> pb.DecideReply:
     return pb.DecideReply(
         customer_id=verdict.customer_id, winner=verdict.winner or "",
+        treatment_id=treatment_id,
         ranked=[pb.RankedAction(action_id=c.action_id, moment_id=c.moment_id or "", p=c.p,
                                 c=c.c, v=c.v, l=c.l, score=c.score) for c in verdict.candidates],
         removed=[pb.RemovedAction(action_id=a, policy=p, reason=r) for a, p, r in removed])

@@ -75,12 +75,14 @@ class EngineGateway:
         acks: list[list[Any]] = envelope["items"]
         return acks
 
-    async def decide(self, customer_id: str, channel: str | None) -> tuple[Verdict, list[Any]]:
-        reply = await self._call_router("decide", customer_id, channel,
+    async def decide(self, customer_id: str, channel: str | None, present: bool = False
+                     ) -> tuple[Verdict, list[Any], str]:
+        """(ranked verdict, removals, treatment id when ``present``)."""
+        reply = await self._call_router("decide", customer_id, channel, present,
                                         timeout_s=self.config.call_timeout_s)
-        envelope = codec.unpack_envelope(reply, codec.VERDICTS)
+        meta = codec.unpack_envelope(reply, codec.VERDICTS).get("meta") or {}
         verdict = codec.decode_verdicts(reply)[0]
-        return verdict, list((envelope.get("meta") or {}).get("removed", []))
+        return verdict, list(meta.get("removed", [])), str(meta.get("treatment_id", ""))
 
     async def explain(self, customer_id: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = await self._call_router(

@@ -81,9 +81,9 @@ class ShushServicer(pb_grpc.ShushServicer):
         async def work() -> pb.DecideReply:
             if not request.customer_id:
                 raise EventRejected("customer_id is missing", field="customer_id")
-            verdict, removed = await self.gateway.decide(request.customer_id,
-                                                         request.channel or None)
-            return convert.verdict_to_reply(verdict, removed)
+            verdict, removed, treatment_id = await self.gateway.decide(
+                request.customer_id, request.channel or None, request.present)
+            return convert.verdict_to_reply(verdict, removed, treatment_id)
 
         return await self._guard(context, work)
 

@@ -91,3 +91,25 @@ def test_a_replay_runs_sixty_days_of_timers_in_seconds(ray_session: None,
     finally:
         engine.client.close()
         engine.engine.stop()
+
+
+def test_what_if_replays_the_log_against_a_changed_catalog(ray_session: None,
+                                                           tmp_path: Path) -> None:
+    from shush.cluster.replay import compare_treatments, replay_in_engine
+    from tests.factories import write_catalog
+
+    base = write_catalog(tmp_path, COMPETING_CATALOG, "base.yaml")
+    changed_data = {**COMPETING_CATALOG, "actions": [
+        {**a, "value": 500} if a["id"] == "rate_offer" else a
+        for a in COMPETING_CATALOG["actions"]]}
+    changed = write_catalog(tmp_path, changed_data, "changed.yaml")
+    log = tmp_path / "log.jsonl"
+    log.write_text("\n".join(json.dumps({
+        "event_id": f"w{i}", "customer_id": f"wi-{i}", "type": "savings_withdrawal",
+        "occurred_at": 1_767_225_600_000 + i, "attributes": {"amount": 6000.0}})
+        for i in range(5)))
+    _, before = replay_in_engine(log, [str(base)], tmp_path / "a", namespace="wi-a")
+    _, after = replay_in_engine(log, [str(changed)], tmp_path / "b", namespace="wi-b")
+    diff = compare_treatments(before, after)
+    assert diff.per_action == [("advisor_call", 5, 0), ("rate_offer", 0, 5)]
+    assert (diff.customers_changed, diff.customers) == (5, 5)

@@ -154,3 +154,20 @@ def test_unknown_lever_and_oversized_batch_get_clear_errors(running: RunningEngi
         client.batch_size = original
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "at most 10000 events" in info.value.details()
+
+
+def test_a_presented_inbound_offer_is_recorded_and_its_outcome_counts(
+        running: RunningEngine) -> None:
+    ivy = customer()
+    running.client.submit([event_dict(ivy, "profile_update", now_ms(), segment="mass")])
+    shown = running.client.decide(ivy, channel="web", present=True)
+    assert shown.winner == "card_upgrade" and shown.treatment_id
+    again = running.client.decide(ivy, channel="web")
+    assert again.treatment_id is None  # asking without presenting records nothing
+    result = running.client.record_outcomes([{"treatment_id": shown.treatment_id,
+                                              "customer_id": ivy, "outcome": "accepted"}])
+    assert result.accepted == 1
+    time.sleep(0.3)
+    assert running.for_customer(ivy, timeout_s=0.2) == []  # the caller showed it, not Shush
+    [row] = [r for r in running.client.report() if r["action_id"] == "card_upgrade"]
+    assert row["treated"] >= 1 and row["outcomes"].get("accepted", 0) >= 1
