@@ -36,9 +36,10 @@ class FakeGateway:
             raise EngineUnavailable("no record_outcomes", what="router")
         return [[codec.ACCEPTED, ""] for _ in outcomes]
 
-    async def decide(self, customer_id: str, channel: str | None) -> tuple[Verdict, list[Any]]:
+    async def decide(self, customer_id: str, channel: str | None, present: bool = False
+                     ) -> tuple[Verdict, list[Any], str]:
         self.calls.append(("decide", customer_id))
-        return Verdict(customer_id, (), None), []
+        return Verdict(customer_id, (), None), [], ""
 
     async def explain(self, customer_id: str) -> list[dict[str, Any]]:
         self.calls.append(("explain", customer_id))
