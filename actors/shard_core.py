@@ -261,10 +261,17 @@ class ShardCore:
             payload=_pack({"stage": "shard", "event": event}), at_ms=self.clock.now_ms())])
 
     def _context(self, customer: CustomerState, now_ms: int, trigger: Trigger,
-                 bypass: bool = False) -> CustomerContext:
+                 bypass: bool = False, namespace: dict[str, Any] | None = None
+                 ) -> CustomerContext:
+        if namespace is None and self.chain.needs_namespace:
+            namespace = customer.namespace(now_ms)
         return CustomerContext(customer.customer_id, now_ms, customer.profile,
                                customer.contacts, trigger=trigger, emergency_bypass=bypass,
-                               namespace=customer.namespace(now_ms))
+                               namespace=namespace)
+
+    def _features(self, customer: CustomerState, now_ms: int) -> tuple[int, ...]:
+        """The customer's context-feature bins (empty when no feature is declared)."""
+        return self.binner.bins(customer.namespace(now_ms)) if self.cardinalities else ()
 
     def candidate_sets(self, customer_ids: Iterable[str], *, inbound: bool = False,
                        channel: str | None = None, trigger: Trigger = "triggered",
@@ -282,7 +289,7 @@ class ShardCore:
                                 bypass or customer_id in self.bypass_caps)
             self.bypass_caps.discard(customer_id)
             cset, refused = self.chain.run(cset, ctx)
-            features = self.binner.bins(ctx.namespace or {})
+            features = self._features(customer, now_ms)
             sets.append(CandidateSet(cset.customer_id, cset.action_ids, cset.contexts,
                                      cset.moment_ids, features))
             removals[customer_id] = removed + refused
@@ -404,7 +411,7 @@ class ShardCore:
 
     def _track(self, customer: CustomerState, treatment: Treatment, now_ms: int, *,
                holdout: bool) -> None:
-        row = self.binner.bins(customer.namespace(now_ms))
+        row = self._features(customer, now_ms)
         code = int(np.ravel_multi_index(row, self.cardinalities)) if row else 0
         self.tracker.track(treatment.treatment_id, customer.customer_id, treatment.action_id,
                            now_ms, self.chain.response_timeout_s(treatment.action_id),

@@ -100,7 +100,7 @@ def arbitrate(sets: Sequence[CandidateSet], table: ActionTable, propensity: np.n
         n = int(sizes[k])
         ranked = []
         for j in order_l[int(starts[k]):int(starts[k]) + n]:
-            ranked.append(Candidate.model_construct(
+            ranked.append(Candidate(
                 action_id=table.ids[action_idx[j]], moment_id=flat_moments[j],
                 p=p_l[j], c=c_l[j], v=v_l[j], l=lev_l[j], score=s_l[j]))
         winner = ranked[0].action_id if ranked and ranked[0].score > 0 else None

@@ -84,7 +84,7 @@ def decode_verdicts(data: bytes) -> list[Verdict]:
     try:
         return [
             Verdict(customer_id, tuple(
-                Candidate.model_construct(action_id=a, moment_id=m, p=p, c=c, v=v, l=lv, score=s)
+                Candidate(action_id=a, moment_id=m, p=p, c=c, v=v, l=lv, score=s)
                 for a, m, p, c, v, lv, s in ranked), winner)
             for customer_id, winner, ranked in unpack(data, VERDICTS)]
     except (TypeError, ValueError) as exc:

@@ -6,6 +6,7 @@ slotted objects; these models are what callers and operators see.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -66,7 +67,11 @@ class Action(_Model):
     message: str = Field("", description="Text or template id given to the channel")
 
 
-class Candidate(_Model):
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One scored candidate of a decision, every factor kept (a plain dataclass: thousands are
+    made per batch, and pydantic's construction cost showed in the profile)."""
+
     action_id: str
     moment_id: str | None
     p: float

@@ -75,6 +75,11 @@ class PolicyChain:
         self._bypass = frozenset(policy.contact.emergency_bypass)
 
     # -- helpers --------------------------------------------------------------------------
+    @property
+    def needs_namespace(self) -> bool:
+        """Whether ``check`` reads ``CustomerContext.namespace`` (a service-issue rule)."""
+        return self._issue_rule is not None
+
     def zone(self, ctx: CustomerContext) -> ZoneInfo:
         return customer_zone(ctx.profile, self.policy.default_timezone)
 

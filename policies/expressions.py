@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import ast
 import operator
+import warnings
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final, NamedTuple, NoReturn
@@ -436,7 +437,9 @@ def compile_expression(source: str, *, allowed_roots: frozenset[str] = DEFAULT_R
     stripped = source.strip()
     indent = len(source) - len(source.lstrip())
     try:
-        tree = ast.parse(stripped, mode="eval")
+        with warnings.catch_warnings():  # e.g. "1if x" parses with a SyntaxWarning: no noise
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(stripped, mode="eval")
     except SyntaxError as err:
         line, column = err.lineno or 1, err.offset or 0
         if column <= 0:  # the parser ran off the end of the text
