@@ -1,0 +1,90 @@
+"""What durability costs a shard, in one process: snapshot size per customer, snapshot write
+rate, and activation rate (a passivated customer read back from the store and rebuilt).
+
+    python benchmarks/bench_durability.py [--events 100000] [--customers 20000]
+
+Runs the shard body (``ShardCore`` with ``ShardPersistence``) on the bundled bank catalog over
+SQLite and over the in-memory store; events/s of each is the journal's cost in the pure core.
+The end-to-end comparison (client -> gRPC -> Ray) is in ``bench_spine.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from workload import bank_events
+
+from shush.actors.shard_core import ShardCore
+from shush.actors.shard_persistence import ShardPersistence
+from shush.adapters.channels.memory import MemoryChannel
+from shush.adapters.stores import make_store
+from shush.cluster.config_loader import load_config, load_engine_catalog
+from shush.engine.arbitration import ActionTable, arbitrate
+from shush.engine.clock import ManualClock
+from shush.engine.config import ShardConfig
+from shush.engine.partitions import PartitionTable
+from shush.engine.propensity import PropensityModel
+
+
+def run(url: str, events: list[list[object]], start_ms: int) -> dict[str, float]:
+    catalog = load_engine_catalog(load_config())
+    store = make_store(url)
+    persistence = ShardPersistence(store, 0, PartitionTable.round_robin(1024, 1), 3600.0)
+    clock = ManualClock(start_ms)
+    core = ShardCore(0, catalog, ShardConfig(max_resident_customers=10**9), clock,
+                     MemoryChannel(), store, persistence)
+    table = ActionTable(catalog.actions)
+    p = PropensityModel(table.ids, catalog.actions).mean()
+    started = time.perf_counter()
+    for offset in range(0, len(events), 2000):
+        chunk = events[offset:offset + 2000]
+        clock.set(max(clock.now_ms(), int(chunk[-1][3])))  # type: ignore[call-overload]
+        core.apply_events(chunk)
+        for trigger, customers in core.take_awaiting().items():
+            sets, removals = core.candidate_sets(customers, trigger=trigger)
+            core.settle(arbitrate(sets, table, p), removals, trigger)
+    apply_s = time.perf_counter() - started
+    customers = list(core.customers)
+    started = time.perf_counter()
+    persistence.snapshot(core.customers.get, clock.now_ms())
+    snapshot_s = time.perf_counter() - started
+    sizes = [len(row.data) for row in store.load_snapshots(persistence.partitions)]
+    core.customers.clear()
+    core.active_ms.clear()
+    started = time.perf_counter()
+    for customer_id in customers:
+        assert core.find(customer_id) is not None
+    activate_s = time.perf_counter() - started
+    store.close()
+    return {"events_per_s": len(events) / apply_s, "customers": len(customers),
+            "snapshot_bytes_mean": sum(sizes) / len(sizes),
+            "snapshot_bytes_max": max(sizes),
+            "snapshots_per_s": len(customers) / snapshot_s,
+            "activations_per_s": len(customers) / activate_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--customers", type=int, default=20_000)
+    args = parser.parse_args()
+    start_ms = int(time.time() * 1000)
+    events = bank_events(args.events, args.customers, start_ms=start_ms)
+    workdir = Path(tempfile.mkdtemp(prefix="shush-durability-"))
+    for label, url in (("in-memory store", "memory://"),
+                       ("SQLite store", f"sqlite:///{workdir / 'bench.db'}")):
+        r = run(url, events, start_ms)
+        print(f"{label:16}: {r['events_per_s']:>8,.0f} events/s (journal + ledger); "
+              f"{r['customers']:,} customers, snapshot {r['snapshot_bytes_mean']:,.0f} B mean "
+              f"/ {r['snapshot_bytes_max']:,} B max, {r['snapshots_per_s']:,.0f} snapshots/s, "
+              f"{r['activations_per_s']:,.0f} activations/s")
+
+
+if __name__ == "__main__":
+    main()
