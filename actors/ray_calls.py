@@ -68,10 +68,6 @@ def call_blocking(handle: ActorHandle, method: str, *args: Any, timeout_s: float
         return ray.get(getattr(handle, method).remote(*args), timeout=timeout_s)
 
 
-def fire_and_forget(handle: ActorHandle, method: str, *args: Any) -> None:
-    getattr(handle, method).remote(*args)
-
-
 def get_actor(name: str, namespace: str) -> ActorHandle | None:
     try:
         return ray.get_actor(name, namespace=namespace)

@@ -143,9 +143,6 @@ class SupervisorActorBody:
     async def get_shards(self) -> list[Any]:
         return list(self.shards)
 
-    async def partition_table(self) -> dict[str, Any]:
-        return self.table.to_wire()
-
     async def set_lever(self, action_id: str, lever: float) -> dict[str, float]:
         """Set one lever on every arbitrator; effective for the next decision."""
         await asyncio.gather(*(ray_calls.call(a, "set_lever", action_id, lever,

@@ -22,9 +22,6 @@ CANDIDATES = "candidates"
 VERDICTS = "verdicts"
 OUTCOMES = "outcomes"
 
-# Indexes into a wire event.
-EVENT_ID, CUSTOMER_ID, TYPE, OCCURRED_AT_MS, SOURCE, ATTRIBUTES = range(6)
-
 # Ack status codes returned per event: taken, already taken, refused for good (with a reason),
 # or not taken this time (the engine could not reach its shard; the client retries).
 ACCEPTED, DUPLICATE, REJECTED, RETRY = 0, 1, 2, 3
