@@ -34,13 +34,14 @@ PROFILE_COLUMNS: tuple[tuple[str, Normalize], ...] = (
     ("zip", "zip5"), ("region", "none"), ("segment", "none"), ("country", "upper"))
 
 
-def default_spec(catalog: Catalog) -> HotColumnsSpec:
-    """Columns for every signal kind's last-seen time and the usual run selectors (zip,
-    region, segment, country, products) that the catalog's profile signals declare."""
+def default_spec(catalog: Catalog, with_signals: bool) -> HotColumnsSpec:
+    """The usual run selectors (zip, region, segment, country, products) that the catalog's
+    profile signals declare, and, when sweep criteria may read them, every signal kind's
+    last-seen time (kept only then: each column costs every event a write)."""
     profile_attributes = {name: attr for s in catalog.signals.values() if s.updates_profile
                           for name, attr in s.attributes.items()}
     return HotColumnsSpec(
-        signals=tuple(sorted(catalog.signals)),
+        signals=tuple(sorted(catalog.signals)) if with_signals else (),
         categorical=tuple(CategoricalColumn(name=name, normalize=norm)
                           for name, norm in PROFILE_COLUMNS if name in profile_attributes),
         sets=(SetColumn(name="products"),) if "products" in profile_attributes else ())
@@ -63,7 +64,7 @@ class ShardAlwaysOn:
         self.num_shards = num_shards
         spec = sweep.hot_columns
         if spec == HotColumnsSpec():
-            spec = default_spec(catalog)
+            spec = default_spec(catalog, with_signals=bool(sweep.criteria))
         self.hot = HotColumns(spec)
         self.sweep = Sweep(sweep.criteria, spec)
         self.cursor = SweepCursor(sweep.min_chunk_rows)

@@ -98,7 +98,8 @@ def demo(synthetic_events: int) -> None:
     engine.serve_grpc()
     console.print(f"ready in {time.perf_counter() - started:.1f} s; gRPC on {engine.target}\n")
     try:
-        run_demo(engine.target, channel, console, synthetic_events=synthetic_events)
+        run_demo(engine.target, channel, console, synthetic_events=synthetic_events,
+                 supervisor=engine.supervisor)
     finally:
         engine.stop()
         stop_ray()

@@ -11,6 +11,7 @@ import random
 import threading
 import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..adapters.client import ShushClient, new_event_id
+from ..engine.catalog import BUNDLED_DIR
 
 DAY_MS = 86_400_000
 
@@ -103,8 +105,29 @@ def wait_for(tail: ChannelTail, count: int, timeout_s: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+WEATHER_SAMPLE = BUNDLED_DIR / "samples" / "nws_hard_freeze_warning_2022-12-23.xml"
+
+
+def weather_step(client: ShushClient, supervisor: Any, console: Console, now_ms: int) -> int:
+    """A real NWS Hard Freeze Warning for three Alabama counties, played as the weather feed:
+    customers living there get a service message, their neighbours elsewhere do not."""
+    from ..adapters.feeds.geo import ZipCountyIndex
+    from .weather import WeatherFeed
+
+    homes = {"frank": "36301", "gina": "36330", "hank": "35203"}  # Dothan, Enterprise, B'ham
+    client.submit([_event(c, "profile_update", now_ms, name=c.title(), segment="mass", age=45,
+                          zip=z, country="US") for c, z in homes.items()])
+    feed = WeatherFeed(ZipCountyIndex.from_csv())
+    when = datetime.fromisoformat("2022-12-23T02:00:00-06:00")  # while the alert was active
+    started, _, _ = feed.poll(supervisor, WEATHER_SAMPLE, when)
+    for run in started:
+        console.print(f"  run {run['run_id']}: {run['selected']} customers in the warned "
+                      "counties (Birmingham is not one of them)")
+    return sum(run["selected"] for run in started)
+
+
 def run_demo(target: str, channel_path: Path, console: Console, *,
-             synthetic_events: int = 20_000) -> dict[str, Any]:
+             synthetic_events: int = 20_000, supervisor: Any = None) -> dict[str, Any]:
     tail = ChannelTail(channel_path, console)
     tail.start()
     totals: Counter[str] = Counter()
@@ -144,6 +167,12 @@ def run_demo(target: str, channel_path: Path, console: Console, *,
         client.submit([_event("erin", "savings_withdrawal", now_ms, amount=9000.0)])
         expected += 1
         wait_for(tail, expected)
+
+        if supervisor is not None:
+            console.print("[bold cyan]• Weather feed: an NWS Hard Freeze Warning for three "
+                          "Alabama counties[/]")
+            expected += weather_step(client, supervisor, console, now_ms)
+            wait_for(tail, expected)
 
         console.print("[bold cyan]• Inbound: what should the website offer Alice now?[/]")
         decision = client.decide("alice", "web")
