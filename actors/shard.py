@@ -54,12 +54,17 @@ class ShardActorBody:
         self._lock = asyncio.Lock()
         self._background: asyncio.Task[None] | None = None
         self._always_on_task: asyncio.Task[None] | None = None
+        self._decider_task: asyncio.Task[None] | None = None
+        self._decisions_due = asyncio.Event()
 
     def _ensure_background(self) -> None:
         if self._background is None:
             loop = asyncio.get_running_loop()
             self._background = loop.create_task(self._maintain())
             self._always_on_task = loop.create_task(self._always_on())
+            self._decider_task = loop.create_task(self._decider())
+            if self.core.awaiting_decision:  # recovered customers not yet decided
+                self._decisions_due.set()
 
     async def _always_on(self) -> None:
         """Sweep chunks and run injections, one short turn at a time: batches waiting for the
@@ -69,7 +74,7 @@ class ShardActorBody:
             try:
                 async with self._lock:
                     if self.core.always_on_step():
-                        await self._decide_awaiting()
+                        self._decisions_due.set()
             except FencedError:
                 self._fence()
             except Exception:  # loop boundary
@@ -92,7 +97,7 @@ class ShardActorBody:
             try:
                 async with self._lock:
                     if self.core.tick():
-                        await self._decide_awaiting()
+                        self._decisions_due.set()
                     await self._report_to_arbitration()
                     self.core.passivate()
                     if self.persistence.snapshot_due():
@@ -125,8 +130,9 @@ class ShardActorBody:
             except FencedError:
                 self._fence()
                 return codec.pack(codec.ACKS, [[codec.RETRY, "shard fenced off"]] * len(events))
-            await self._decide_awaiting()
-        return codec.pack(codec.ACKS, acks)
+        if self.core.awaiting_decision:
+            self._decisions_due.set()
+        return codec.pack(codec.ACKS, acks)  # journaled and applied: decisions follow
 
     async def _arbitrate(self, sets: list[CandidateSet]) -> bytes:
         reply: bytes = await self.arbitrators.call(self.arbitrator_index, "arbitrate",
@@ -134,23 +140,46 @@ class ShardActorBody:
                                                    timeout_s=self.config.call_timeout_s)
         return reply
 
+    async def _decider(self) -> None:
+        """The one task that decides: customers awaiting a decision, whatever put them there,
+        in one arbitration call per trigger. Acknowledging a batch does not wait for it."""
+        while not self.fenced:
+            await self._decisions_due.wait()
+            self._decisions_due.clear()
+            try:
+                await self._decide_awaiting()
+            except FencedError:
+                self._fence()
+            except Exception:  # loop boundary: a failed decision round never stops deciding
+                log.exception("shard %d: decisions failed", self.core.index)
+
     async def _decide_awaiting(self) -> None:
-        for trigger, customers in self.core.take_awaiting().items():
-            sets, removals = self.core.candidate_sets(customers, trigger=trigger)
+        """Candidates under the lock; arbitration without it (batches keep being applied);
+        settling under it again. Only ``_decider`` (or a drain) runs this, so decisions stay
+        in order and contact history is never read by two decisions at once."""
+        async with self._lock:
+            groups = self.core.take_awaiting()
+            prepared = [(trigger, *self.core.candidate_sets(customers, trigger=trigger))
+                        for trigger, customers in groups.items()]
+        for trigger, sets, removals in prepared:
             try:
                 reply = await self._arbitrate(sets)
             except EngineUnavailable:
                 log.exception("shard %d: arbitration unavailable; %d customers wait",
-                              self.core.index, len(customers))
-                for customer_id in customers:
-                    self.core.awaiting_decision.setdefault(customer_id, trigger)
+                              self.core.index, len(sets))
+                for cset in sets:
+                    self.core.awaiting_decision.setdefault(cset.customer_id, trigger)
+                self._decisions_due.set()
+                await asyncio.sleep(self.config.router.resend_backoff_s)
                 continue
             meta = codec.unpack_envelope(reply, codec.VERDICTS).get("meta") or {}
             for customer_id, refused in meta.get("removed", {}).items():
                 removals.setdefault(customer_id, []).extend(
                     Removal(action_id=a, policy=p, reason=r) for a, p, r in refused)
-            self.core.settle(codec.decode_verdicts(reply), removals, trigger)
-        await self._report_to_arbitration()
+            async with self._lock:
+                self.core.settle(codec.decode_verdicts(reply), removals, trigger)
+        async with self._lock:
+            await self._report_to_arbitration()
 
     async def _report_to_arbitration(self) -> None:
         """Outcomes to learn from and budget reservations settled, in one call each."""
@@ -207,7 +236,10 @@ class ShardActorBody:
         return [d.model_dump(mode="json") for d in state.decisions]
 
     async def flush(self) -> int:
-        """Snapshot every changed customer now (a clean stop calls this)."""
+        """Decide what awaits a decision, then snapshot every changed customer (a clean stop
+        calls this)."""
+        while self.core.awaiting_decision and not self.fenced:
+            await self._decide_awaiting()
         async with self._lock:
             return self.persistence.snapshot(self.core.customers.get, self.core.clock.now_ms())
 

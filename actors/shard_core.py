@@ -147,6 +147,8 @@ class ShardCore:
             loaded += 1
             self._reside(state)
             self.timers.schedule(state.customer_id, state.next_due_ms())  # durable reminders
+            if state.undecided:  # its moments came before the crash; its decision did not
+                self._await(state.customer_id, "triggered")
             if self.always_on is not None:
                 self.always_on.observe([state])
             if len(self.customers) > self.config.max_resident_customers:
@@ -208,6 +210,9 @@ class ShardCore:
         current = self.awaiting_decision.get(customer_id)
         if current is None or TRIGGER_RANK[trigger] > TRIGGER_RANK[current]:
             self.awaiting_decision[customer_id] = trigger
+        state = self.customers.get(customer_id)
+        if state is not None:
+            state.undecided = True
 
     def inject(self, moment: Moment, trigger: Trigger, *, bypass_caps: bool = False) -> bool:
         """Give a customer a moment from a sweep or a run; ``False`` if it had it already."""
@@ -311,6 +316,7 @@ class ShardCore:
         ready: list[Treatment] = []
         for verdict in verdicts:
             customer = self.customer(verdict.customer_id)
+            customer.undecided = False
             removed = removals.get(verdict.customer_id, [])
             if not verdict.candidates and not removed:
                 continue

@@ -61,6 +61,7 @@ class CustomerState:
     __slots__ = (
         "_recent_ids", "_recent_set", "contacts", "customer_id", "decisions", "deferred",
         "detector_state", "last", "last_event_ms", "moments", "profile", "timers", "treated",
+        "undecided",
     )
 
     def __init__(self, customer_id: str, *, dedup_ids: int = 64, decisions: int = 5) -> None:
@@ -77,6 +78,7 @@ class CustomerState:
         self.last_event_ms: int | None = None  # latest event time seen (the watermark's base)
         self.contacts = ContactHistory()  # treatments sent and their outcomes (contact policy)
         self.deferred: dict[str, tuple[int, dict[str, Any]]] = {}  # key -> (send at, treatment)
+        self.undecided = False  # new moments await a decision (survives a crash in snapshots)
 
     # -- events ---------------------------------------------------------------------------
     def seen(self, event_id: str) -> bool:
@@ -267,6 +269,7 @@ class CustomerState:
             "last_event_ms": self.last_event_ms,
             "contacts": self.contacts.to_snapshot(),
             "deferred": {k: [at, t] for k, (at, t) in self.deferred.items()},
+            "undecided": self.undecided,
         }
 
     @classmethod
@@ -289,4 +292,5 @@ class CustomerState:
         state.last_event_ms = data["last_event_ms"]
         state.contacts = ContactHistory.from_snapshot(data["contacts"])
         state.deferred = {k: (int(at), dict(t)) for k, (at, t) in data["deferred"].items()}
+        state.undecided = bool(data.get("undecided", False))
         return state
