@@ -254,3 +254,20 @@ def test_timers_come_back_from_the_store_after_a_restart(bank: Catalog) -> None:
     assert second.core.tick() == 1
     second.decide()
     assert [t.payload["moment"] for t in second.sent] == ["no_recent_deposit"]
+
+
+def test_a_customer_acknowledged_but_not_yet_decided_is_decided_after_a_crash(
+        catalog: Catalog) -> None:
+    first = Harness(catalog)
+    first.core.apply_events([event("ned", "savings_withdrawal", amount=9000.0)])  # no decision
+    first.persistence.snapshot(first.core.customers.get, T0_MS)
+    second = Harness(catalog)
+    second.persistence = ShardPersistence(first.store, 0, PartitionTable.round_robin(16, 1),
+                                          snapshot_interval_s=1.0)
+    second.core = ShardCore(0, catalog, ShardConfig(), second.clock, second.channel,
+                            first.store, second.persistence)
+    second.core.recover()
+    assert second.core.awaiting_decision == {"ned": "triggered"}
+    second.decide()
+    assert [t.customer_id for t in second.sent] == ["ned"]
+    assert not second.core.customers["ned"].undecided
