@@ -25,7 +25,7 @@ from ..engine.clock import Clock
 from ..engine.config import ShardConfig
 from ..engine.customer import CustomerState, LateEventError
 from ..engine.errors import EventRejected
-from ..engine.models import Decision, Moment, Removal, Treatment
+from ..engine.models import Candidate, Decision, Moment, Removal, Treatment
 from ..engine.outcomes import OutcomeTracker, Resolution
 from ..engine.signals import SignalRecord
 from ..engine.store import DeadLetterRow, DecisionRow, StateStore, TreatmentRow
@@ -42,6 +42,12 @@ log = logging.getLogger(__name__)
 
 Trigger = str  # "triggered" | "inbound" | "sweep" | "emergency"
 TRIGGER_RANK = {"triggered": 0, "sweep": 1, "emergency": 2}
+
+
+def _winning(verdict: Verdict) -> Candidate:
+    """The main winner's candidate (the best-ranked one when there is no winner)."""
+    return next((c for c in verdict.candidates if c.action_id == verdict.winner),
+                verdict.candidates[0])
 
 
 def _pack(data: Any) -> bytes:
@@ -320,40 +326,47 @@ class ShardCore:
             removed = removals.get(verdict.customer_id, [])
             if not verdict.candidates and not removed:
                 continue
-            winner = verdict.winner
-            treatment = self._plan(customer, verdict, now_ms) if winner else None
-            held_out = treatment is not None and self.chain.holdout(customer.customer_id,
-                                                                    treatment.action_id, now_ms)
-            plan = (self.chain.send_plan(treatment.action_id,
-                                         self._context(customer, now_ms, trigger))
-                    if treatment is not None and not held_out else None)
             reasons = self._reasons(verdict, removed)
-            if held_out:
-                reasons.append(f"{winner}: customer in the holdout (control) group: not sent")
-            elif plan is not None and not plan.send_now:
-                reasons.append(plan.reason)
+            outcomes: list[tuple[Treatment, str]] = []  # each winner's treatment, and its fate
+            for winner in (verdict.winner, *verdict.also) if verdict.winner else ():
+                candidate = next(c for c in verdict.candidates if c.action_id == winner)
+                treatment = self._plan(customer, candidate, now_ms)
+                if treatment is None:
+                    continue
+                if self.chain.holdout(customer.customer_id, winner, now_ms):
+                    reasons.append(f"{winner}: customer in the holdout (control) group: "
+                                   "not sent")
+                    outcomes.append((treatment, "holdout"))
+                    continue
+                plan = self.chain.send_plan(winner, self._context(customer, now_ms, trigger))
+                if not plan.send_now:
+                    reasons.append(plan.reason)
+                    treatment.payload["send_at_ms"] = plan.at_ms
+                    outcomes.append((treatment, "deferred"))
+                else:
+                    outcomes.append((treatment, "now"))
             decision = Decision.model_construct(
                 customer_id=verdict.customer_id, decided_at_ms=now_ms, trigger=trigger,
-                candidates=verdict.candidates, removed=tuple(removed), winner=winner,
-                reasons=tuple(reasons))
+                candidates=verdict.candidates, removed=tuple(removed), winner=verdict.winner,
+                also=verdict.also, reasons=tuple(reasons))
             customer.decisions.append(decision)
             audit.append(DecisionRow(customer.customer_id, now_ms,
                                      _pack(decision.model_dump(mode="json"))))
             self.stats["decisions"] += 1
-            if treatment is None:
-                continue
-            treatment.payload["why"] = list(reasons)
-            if held_out:
-                self.stats["holdouts"] += 1
-                self._track(customer, treatment, now_ms, holdout=True)
-                self.budget_settled.append([treatment.idempotency_key, False])
-            elif plan is not None and not plan.send_now:
-                self.stats["deferred"] += 1
-                customer.defer(treatment.idempotency_key, plan.at_ms,
-                               treatment.model_dump(mode="json"))
-                self.timers.schedule(customer.customer_id, customer.next_due_ms())
-            else:
-                ready.append(treatment)
+            for treatment, fate in outcomes:
+                treatment.payload["why"] = list(reasons)
+                if fate == "holdout":
+                    self.stats["holdouts"] += 1
+                    self._track(customer, treatment, now_ms, holdout=True)
+                    self.budget_settled.append([treatment.idempotency_key, False])
+                elif fate == "deferred":
+                    self.stats["deferred"] += 1
+                    customer.defer(treatment.idempotency_key,
+                                   int(treatment.payload.pop("send_at_ms")),
+                                   treatment.model_dump(mode="json"))
+                    self.timers.schedule(customer.customer_id, customer.next_due_ms())
+                else:
+                    ready.append(treatment)
         if audit:
             self.store.append_decisions(audit)
         return self._fire_all(ready, now_ms)
@@ -389,7 +402,7 @@ class ShardCore:
         if verdict.winner is None:
             return None
         now_ms = self.clock.now_ms()
-        best = verdict.candidates[0]
+        best = _winning(verdict)
         key = idempotency_key(verdict.customer_id, best.action_id, f"inbound@{now_ms}")
         action = self.catalog.actions[best.action_id]
         treatment = Treatment.model_construct(
@@ -511,20 +524,22 @@ class ShardCore:
     def _reasons(self, verdict: Verdict, removed: list[Removal]) -> list[str]:
         reasons = []
         if verdict.candidates:
-            best = verdict.candidates[0]
+            best = _winning(verdict)
             line = f"{best.action_id}: {explain(best)}"
-            if len(verdict.candidates) > 1:
-                runner = verdict.candidates[1]
-                line += f", ahead of {runner.action_id} ({runner.score:.2f})"
+            others = [c for c in verdict.candidates
+                      if c.action_id != best.action_id and c.action_id not in verdict.also]
+            if others:
+                line += f", ahead of {others[0].action_id} ({others[0].score:.2f})"
             reasons.append(line)
+            reasons.extend(f"{c.action_id} wins its own channel competition: {explain(c)}"
+                           for c in verdict.candidates if c.action_id in verdict.also)
         reasons.extend(f"{r.action_id} removed by {r.policy}: {r.reason}" for r in removed)
         return reasons
 
     def _moment(self, customer: CustomerState, moment_id: str | None) -> Moment | None:
         return next((m for m in customer.moments if m.moment_id == moment_id), None)
 
-    def _plan(self, customer: CustomerState, verdict: Verdict, now_ms: int) -> Treatment | None:
-        best = verdict.candidates[0]
+    def _plan(self, customer: CustomerState, best: Candidate, now_ms: int) -> Treatment | None:
         key = idempotency_key(customer.customer_id, best.action_id, best.moment_id)
         moment = self._moment(customer, best.moment_id)
         expires_ms = (moment.occurred_at_ms + int(moment.ttl_s * 1000) if moment

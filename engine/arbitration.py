@@ -30,6 +30,7 @@ class Verdict:
     customer_id: str
     candidates: tuple[Candidate, ...]  # ranked, best first
     winner: str | None
+    also: tuple[str, ...] = ()  # winners of per-channel competitions (``compete_per_channel``)
 
 
 def score(action_id: str, moment_id: str | None, p: float, c: float, v: float,
@@ -54,6 +55,11 @@ class ActionTable:
         self.value = np.array([actions[a].value for a in self.ids], dtype=np.float64)
         self.default_lever = np.array([actions[a].lever for a in self.ids], dtype=np.float64)
         self.lever = self.default_lever.copy()
+        channels = sorted({actions[a].channel for a in self.ids})
+        # 0: the customer's main competition; 1 + channel index: that channel's own.
+        self.group = np.array([1 + channels.index(actions[a].channel)
+                               if actions[a].compete_per_channel else 0 for a in self.ids],
+                              dtype=np.int64)
 
     def set_lever(self, action_id: str, lever: float) -> None:
         self.lever[self.index[action_id]] = lever
@@ -103,6 +109,19 @@ def arbitrate(sets: Sequence[CandidateSet], table: ActionTable, propensity: np.n
             ranked.append(Candidate(
                 action_id=table.ids[action_idx[j]], moment_id=flat_moments[j],
                 p=p_l[j], c=c_l[j], v=v_l[j], l=lev_l[j], score=s_l[j]))
-        winner = ranked[0].action_id if ranked and ranked[0].score > 0 else None
-        verdicts.append(Verdict(cset.customer_id, tuple(ranked), winner))
+        verdicts.append(_verdict(cset.customer_id, ranked, table))
     return verdicts
+
+
+def _verdict(customer_id: str, ranked: list[Candidate], table: ActionTable) -> Verdict:
+    """The best positive candidate of each competition; the main one's is ``winner``."""
+    best: dict[int, str] = {}
+    for cand in ranked:
+        group = int(table.group[table.index[cand.action_id]])
+        if cand.score > 0 and group not in best:
+            best[group] = cand.action_id
+    winner = best.pop(0, None)
+    also = tuple(best.values())  # in score order, as ``ranked`` is
+    if winner is None and also:  # only per-channel competitions: the best of them leads
+        winner, also = also[0], also[1:]
+    return Verdict(customer_id, tuple(ranked), winner, also)

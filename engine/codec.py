@@ -73,7 +73,8 @@ def decode_candidate_sets(data: bytes) -> list[CandidateSet]:
 def encode_verdicts(verdicts: list[Verdict], **meta: Any) -> bytes:
     return pack(VERDICTS, [
         [v.customer_id, v.winner,
-         [[c.action_id, c.moment_id, c.p, c.c, c.v, c.l, c.score] for c in v.candidates]]
+         [[c.action_id, c.moment_id, c.p, c.c, c.v, c.l, c.score] for c in v.candidates],
+         list(v.also)]
         for v in verdicts], **meta)
 
 
@@ -82,7 +83,7 @@ def decode_verdicts(data: bytes) -> list[Verdict]:
         return [
             Verdict(customer_id, tuple(
                 Candidate(action_id=a, moment_id=m, p=p, c=c, v=v, l=lv, score=s)
-                for a, m, p, c, v, lv, s in ranked), winner)
-            for customer_id, winner, ranked in unpack(data, VERDICTS)]
+                for a, m, p, c, v, lv, s in ranked), winner, tuple(also))
+            for customer_id, winner, ranked, also in unpack(data, VERDICTS)]
     except (TypeError, ValueError) as exc:
         raise CodecError(f"malformed verdicts: {exc}") from exc

@@ -64,6 +64,9 @@ class Action(_Model):
         (), description="Moments that make the action applicable; empty: inbound only"
     )
     eligibility: str | None = Field(None, description="Policy expression over profile and state")
+    compete_per_channel: bool = Field(
+        False, description="Competes only with actions of its own channel that say the same: "
+        "that channel then gets a winner of its own besides the customer's main winner")
     message: str = Field("", description="Text or template id given to the channel")
 
 
@@ -96,6 +99,7 @@ class Decision(_Model):
     candidates: tuple[Candidate, ...]
     removed: tuple[Removal, ...] = ()
     winner: str | None = None
+    also: tuple[str, ...] = Field((), description="Winners of per-channel competitions")
     reasons: tuple[str, ...] = ()
 
 

@@ -154,8 +154,9 @@ class BudgetBook:
 
 def apply_budgets(verdicts: Sequence[Verdict], book: BudgetBook,
                   now_ms: int) -> tuple[list[Verdict], dict[str, list[Removal]]]:
-    """Reserve budget for each winner; a winner whose budget is spent is removed and the next
-    candidate with a positive score wins instead. The reservation token is the treatment's
+    """Reserve budget for each main winner; a winner whose budget is spent is removed and the
+    next candidate with a positive score wins instead (per-channel winners, ``also``, are not
+    budgeted). The reservation token is the treatment's
     idempotency key (``customer|action|moment``): commit or release it by that key."""
     out: list[Verdict] = []
     removals: dict[str, list[Removal]] = {}
@@ -181,7 +182,8 @@ def apply_budgets(verdicts: Sequence[Verdict], book: BudgetBook,
             gone = {r.action_id for r in dropped}
             verdict = Verdict(verdict.customer_id,
                               tuple(c for c in verdict.candidates if c.action_id not in gone),
-                              winner)
+                              winner, tuple(a for a in verdict.also
+                                            if a != winner and a not in gone))
             removals[verdict.customer_id] = dropped
         out.append(verdict)
     return out, removals

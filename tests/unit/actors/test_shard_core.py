@@ -271,3 +271,18 @@ def test_a_customer_acknowledged_but_not_yet_decided_is_decided_after_a_crash(
     second.decide()
     assert [t.customer_id for t in second.sent] == ["ned"]
     assert not second.core.customers["ned"].undecided
+
+
+def test_each_winner_of_a_decision_fires_once(tmp_path: Path) -> None:
+    from tests.factories import COMPETING_CATALOG
+
+    data = {**COMPETING_CATALOG, "actions": [
+        *COMPETING_CATALOG["actions"],
+        {"id": "web_banner", "kind": "marketing", "channel": "web", "value": 5,
+         "moments": ["large_withdrawal"], "compete_per_channel": True}]}
+    h = Harness(load_catalog([write_catalog(tmp_path, data)]))
+    h.submit(event("oli", "savings_withdrawal", amount=9000.0))
+    assert sorted(t.action_id for t in h.sent) == ["advisor_call", "web_banner"]
+    decision = h.core.customers["oli"].decisions[-1]
+    assert (decision.winner, decision.also) == ("advisor_call", ("web_banner",))
+    assert any("web_banner wins its own channel competition" in r for r in decision.reasons)

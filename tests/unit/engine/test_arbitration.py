@@ -77,3 +77,21 @@ def test_propensity_starts_at_the_prior_and_learns() -> None:
         model.record("a", positive=True)
     assert model.mean()[0] == pytest.approx((0.6 + 98) / 100)
     assert ((model.sample() >= 0) & (model.sample() <= 1)).all()
+
+
+def test_an_action_competing_per_channel_wins_its_channel_besides_the_main_winner() -> None:
+    actions = {
+        "offer": Action(id="offer", kind="marketing", channel="email", value=100),
+        "rival": Action(id="rival", kind="marketing", channel="sms", value=80),
+        "banner": Action(id="banner", kind="marketing", channel="web", value=10,
+                         compete_per_channel=True),
+        "banner_b": Action(id="banner_b", kind="marketing", channel="web", value=5,
+                           compete_per_channel=True),
+    }
+    table = ActionTable(actions)
+    p = PropensityModel(table.ids, actions).mean()
+    [verdict] = arbitrate([CandidateSet("x", tuple(actions), (1.0,) * 4, (None,) * 4)], table, p)
+    assert verdict.winner == "offer"  # the main competition: offer beats rival
+    assert verdict.also == ("banner",)  # the web slot has its own, and banner beats banner_b
+    [only] = arbitrate([CandidateSet("y", ("banner_b",), (1.0,), (None,))], table, p)
+    assert (only.winner, only.also) == ("banner_b", ())
