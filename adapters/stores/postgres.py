@@ -14,7 +14,7 @@ import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -24,8 +24,6 @@ from ...engine.store import (
     DeadLetterRow,
     DecisionRow,
     JournalEntry,
-    OutboxItem,
-    OutboxStatus,
     SnapshotRow,
     TimerKey,
     TimerRow,
@@ -37,6 +35,7 @@ from ...engine.store import (
     require_partitions,
     require_positive,
 )
+from .sql_common import SqlStoreCommon
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -108,14 +107,9 @@ CREATE TABLE IF NOT EXISTS models (
 );
 """
 
-_OUTBOX_SELECT = """
-SELECT o.idempotency_key, t.treatment_id, t.customer_id, t.action_id, t.payload, o.status,
-       o.attempts, o.last_error, o.enqueued_at_ms, o.next_attempt_at_ms, o.dispatched_at_ms
-FROM outbox o JOIN treatments t ON t.idempotency_key = o.idempotency_key
-"""
 
 
-class PostgresStateStore:
+class PostgresStateStore(SqlStoreCommon):
     """One connection, to one schema; safe to share between the threads of a process."""
 
     def __init__(self, url: str, *, schema: str = "shush", connect_timeout_s: int = 10,
@@ -155,6 +149,9 @@ class PostgresStateStore:
         with (self._lock, _unavailable_on_driver_error(), self._conn.transaction(),
               self._conn.cursor() as cur):
             yield cur
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s")  # psycopg's placeholder
 
     def _read(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock, _unavailable_on_driver_error():
@@ -240,15 +237,7 @@ class PostgresStateStore:
                     break
                 after = page[-1][0]
 
-    def load_snapshot(self, customer_id: str) -> SnapshotRow | None:
-        rows = self._read("SELECT customer_id, partition, data, updated_at_ms FROM snapshots"
-                          " WHERE customer_id = %s", (customer_id,))
-        return SnapshotRow(*rows[0]) if rows else None
-
     # -- event journal ----------------------------------------------------------------------
-    def append_journal(self, partition: int, epoch: int, entries: Sequence[bytes]) -> list[int]:
-        return self.append_journals({partition: epoch}, {partition: entries})[partition]
-
     def append_journals(self, partition_epochs: Mapping[int, int],
                         entries: Mapping[int, Sequence[bytes]]) -> dict[int, list[int]]:
         require_epochs(partition_epochs, entries, "entries")
@@ -290,13 +279,6 @@ class PostgresStateStore:
         rows = self._read("SELECT seq, data FROM journal WHERE partition = %s AND seq > %s"
                           " ORDER BY seq LIMIT %s", (partition, after_seq, limit))
         return [JournalEntry(*row) for row in rows]
-
-    def truncate_journal(self, partition: int, epoch: int, up_to_seq: int) -> int:
-        with self._write() as cur:
-            self._check(cur, {partition: epoch})
-            cur.execute("DELETE FROM journal WHERE partition = %s AND seq <= %s",
-                        (partition, up_to_seq))
-            return cur.rowcount
 
     # -- durable timers ---------------------------------------------------------------------
     def put_timers(self, partition_epochs: Mapping[int, int], rows: Sequence[TimerRow]) -> None:
@@ -378,35 +360,6 @@ class PostgresStateStore:
         return [r.idempotency_key in new and first[r.idempotency_key] == index
                 for index, r in enumerate(rows)]
 
-    def record_treatment(self, row: TreatmentRow) -> bool:
-        return self.record_treatments([row])[0]
-
-    def has_treatment(self, idempotency_key: str) -> bool:
-        return bool(self._read("SELECT 1 FROM treatments WHERE idempotency_key = %s",
-                               (idempotency_key,)))
-
-    def treatment_count(self) -> int:
-        return int(self._read("SELECT count(*) FROM treatments")[0][0])
-
-    def pending_outbox(self, limit: int, *, now_ms: int | None = None) -> list[OutboxItem]:
-        require_positive(limit, "limit")
-        due = "" if now_ms is None else " AND o.next_attempt_at_ms <= %s"
-        params = (limit,) if now_ms is None else (now_ms, limit)
-        rows = self._read(_OUTBOX_SELECT + f" WHERE o.status = 'pending'{due}"
-                          " ORDER BY o.next_attempt_at_ms, o.idempotency_key LIMIT %s", params)
-        return [_outbox_item(row) for row in rows]
-
-    def outbox_item(self, idempotency_key: str) -> OutboxItem | None:
-        rows = self._read(_OUTBOX_SELECT + " WHERE o.idempotency_key = %s", (idempotency_key,))
-        return _outbox_item(rows[0]) if rows else None
-
-    def mark_dispatched(self, idempotency_key: str, at_ms: int) -> bool:
-        with self._write() as cur:
-            cur.execute("UPDATE outbox SET status = 'dispatched', dispatched_at_ms = %s"
-                        " WHERE idempotency_key = %s AND status = 'pending'",
-                        (at_ms, idempotency_key))
-            return cur.rowcount == 1
-
     def mark_failed(
         self, idempotency_key: str, reason: str, attempts: int, *, retry_at_ms: int | None = None
     ) -> bool:
@@ -436,13 +389,6 @@ class PostgresStateStore:
                  [r.data for r in rows]),
             )
 
-    def recent_decisions(self, customer_id: str, limit: int) -> list[DecisionRow]:
-        require_positive(limit, "limit")
-        rows = self._read("SELECT customer_id, decided_at_ms, data FROM decisions"
-                          " WHERE customer_id = %s ORDER BY decided_at_ms DESC, id DESC LIMIT %s",
-                          (customer_id, limit))
-        return [DecisionRow(*row) for row in rows]
-
     # -- dead letters -----------------------------------------------------------------------
     def dead_letter(self, rows: Sequence[DeadLetterRow]) -> None:
         if not rows:
@@ -457,25 +403,7 @@ class PostgresStateStore:
                  [r.payload for r in rows], [r.at_ms for r in rows]),
             )
 
-    def read_dead_letters(self, limit: int) -> list[DeadLetterRow]:
-        require_positive(limit, "limit")
-        rows = self._read("SELECT kind, reason, field, payload, at_ms FROM dead_letters"
-                          " ORDER BY id DESC LIMIT %s", (limit,))
-        return [DeadLetterRow(*row) for row in rows]
-
-    def dead_letter_count(self) -> int:
-        return int(self._read("SELECT count(*) FROM dead_letters")[0][0])
-
     # -- propensity models ------------------------------------------------------------------
-    def save_model(self, name: str, data: bytes) -> None:
-        with self._write() as cur:
-            cur.execute("INSERT INTO models (name, data) VALUES (%s, %s)"
-                        " ON CONFLICT (name) DO UPDATE SET data = excluded.data", (name, data))
-
-    def load_model(self, name: str) -> bytes | None:
-        rows = self._read("SELECT data FROM models WHERE name = %s", (name,))
-        return bytes(rows[0][0]) if rows else None
-
 
 @contextmanager
 def _unavailable_on_driver_error() -> Iterator[None]:
@@ -486,10 +414,3 @@ def _unavailable_on_driver_error() -> Iterator[None]:
         raise StoreUnavailable(str(exc).strip(), backend="postgres") from exc
 
 
-def _outbox_item(row: Sequence[Any]) -> OutboxItem:
-    return OutboxItem(
-        idempotency_key=row[0], treatment_id=row[1], customer_id=row[2], action_id=row[3],
-        payload=bytes(row[4]), status=cast(OutboxStatus, row[5]), attempts=row[6],
-        last_error=row[7], enqueued_at_ms=row[8], next_attempt_at_ms=row[9],
-        dispatched_at_ms=row[10],
-    )

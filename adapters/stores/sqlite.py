@@ -17,15 +17,13 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from ...engine.errors import StoreUnavailable
 from ...engine.store import (
     DeadLetterRow,
     DecisionRow,
     JournalEntry,
-    OutboxItem,
-    OutboxStatus,
     SnapshotRow,
     TimerKey,
     TimerRow,
@@ -37,6 +35,7 @@ from ...engine.store import (
     require_partitions,
     require_positive,
 )
+from .sql_common import SqlStoreCommon
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS partitions (
@@ -108,14 +107,9 @@ CREATE TABLE IF NOT EXISTS models (
 
 _IN_PARTITIONS = "partition IN (SELECT value FROM json_each(?))"
 
-_OUTBOX_SELECT = """
-SELECT o.idempotency_key, t.treatment_id, t.customer_id, t.action_id, t.payload, o.status,
-       o.attempts, o.last_error, o.enqueued_at_ms, o.next_attempt_at_ms, o.dispatched_at_ms
-FROM outbox o JOIN treatments t ON t.idempotency_key = o.idempotency_key
-"""
 
 
-class SqliteStateStore:
+class SqliteStateStore(SqlStoreCommon):
     """One connection to one SQLite file; safe to share between the threads of a process."""
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0,
@@ -231,15 +225,7 @@ class SqliteStateStore:
                     break
                 after = page[-1][0]
 
-    def load_snapshot(self, customer_id: str) -> SnapshotRow | None:
-        rows = self._read("SELECT customer_id, partition, data, updated_at_ms FROM snapshots"
-                          " WHERE customer_id = ?", (customer_id,))
-        return SnapshotRow(*rows[0]) if rows else None
-
     # -- event journal ----------------------------------------------------------------------
-    def append_journal(self, partition: int, epoch: int, entries: Sequence[bytes]) -> list[int]:
-        return self.append_journals({partition: epoch}, {partition: entries})[partition]
-
     def append_journals(self, partition_epochs: Mapping[int, int],
                         entries: Mapping[int, Sequence[bytes]]) -> dict[int, list[int]]:
         require_epochs(partition_epochs, entries, "entries")
@@ -270,13 +256,6 @@ class SqliteStateStore:
         rows = self._read("SELECT seq, data FROM journal WHERE partition = ? AND seq > ?"
                           " ORDER BY seq LIMIT ?", (partition, after_seq, limit or -1))
         return [JournalEntry(*row) for row in rows]
-
-    def truncate_journal(self, partition: int, epoch: int, up_to_seq: int) -> int:
-        with self._write() as cur:
-            self._check(cur, {partition: epoch})
-            cur.execute("DELETE FROM journal WHERE partition = ? AND seq <= ?",
-                        (partition, up_to_seq))
-            return cur.rowcount
 
     # -- durable timers ---------------------------------------------------------------------
     def put_timers(self, partition_epochs: Mapping[int, int], rows: Sequence[TimerRow]) -> None:
@@ -345,35 +324,6 @@ class SqliteStateStore:
             )
         return recorded
 
-    def record_treatment(self, row: TreatmentRow) -> bool:
-        return self.record_treatments([row])[0]
-
-    def has_treatment(self, idempotency_key: str) -> bool:
-        return bool(self._read("SELECT 1 FROM treatments WHERE idempotency_key = ?",
-                               (idempotency_key,)))
-
-    def treatment_count(self) -> int:
-        return int(self._read("SELECT count(*) FROM treatments")[0][0])
-
-    def pending_outbox(self, limit: int, *, now_ms: int | None = None) -> list[OutboxItem]:
-        require_positive(limit, "limit")
-        due = "" if now_ms is None else " AND o.next_attempt_at_ms <= ?"
-        params = (limit,) if now_ms is None else (now_ms, limit)
-        rows = self._read(_OUTBOX_SELECT + f" WHERE o.status = 'pending'{due}"
-                          " ORDER BY o.next_attempt_at_ms, o.idempotency_key LIMIT ?", params)
-        return [_outbox_item(row) for row in rows]
-
-    def outbox_item(self, idempotency_key: str) -> OutboxItem | None:
-        rows = self._read(_OUTBOX_SELECT + " WHERE o.idempotency_key = ?", (idempotency_key,))
-        return _outbox_item(rows[0]) if rows else None
-
-    def mark_dispatched(self, idempotency_key: str, at_ms: int) -> bool:
-        with self._write() as cur:
-            cur.execute("UPDATE outbox SET status = 'dispatched', dispatched_at_ms = ?"
-                        " WHERE idempotency_key = ? AND status = 'pending'",
-                        (at_ms, idempotency_key))
-            return cur.rowcount == 1
-
     def mark_failed(
         self, idempotency_key: str, reason: str, attempts: int, *, retry_at_ms: int | None = None
     ) -> bool:
@@ -399,13 +349,6 @@ class SqliteStateStore:
                 [(r.customer_id, r.decided_at_ms, r.data) for r in rows],
             )
 
-    def recent_decisions(self, customer_id: str, limit: int) -> list[DecisionRow]:
-        require_positive(limit, "limit")
-        rows = self._read("SELECT customer_id, decided_at_ms, data FROM decisions"
-                          " WHERE customer_id = ? ORDER BY decided_at_ms DESC, id DESC LIMIT ?",
-                          (customer_id, limit))
-        return [DecisionRow(*row) for row in rows]
-
     # -- dead letters -----------------------------------------------------------------------
     def dead_letter(self, rows: Sequence[DeadLetterRow]) -> None:
         if not rows:
@@ -417,25 +360,7 @@ class SqliteStateStore:
                 [(r.kind, r.reason, r.field, r.payload, r.at_ms) for r in rows],
             )
 
-    def read_dead_letters(self, limit: int) -> list[DeadLetterRow]:
-        require_positive(limit, "limit")
-        rows = self._read("SELECT kind, reason, field, payload, at_ms FROM dead_letters"
-                          " ORDER BY id DESC LIMIT ?", (limit,))
-        return [DeadLetterRow(*row) for row in rows]
-
-    def dead_letter_count(self) -> int:
-        return int(self._read("SELECT count(*) FROM dead_letters")[0][0])
-
     # -- propensity models ------------------------------------------------------------------
-    def save_model(self, name: str, data: bytes) -> None:
-        with self._write() as cur:
-            cur.execute("INSERT INTO models (name, data) VALUES (?, ?)"
-                        " ON CONFLICT (name) DO UPDATE SET data = excluded.data", (name, data))
-
-    def load_model(self, name: str) -> bytes | None:
-        rows = self._read("SELECT data FROM models WHERE name = ?", (name,))
-        return bytes(rows[0][0]) if rows else None
-
 
 @contextmanager
 def _unavailable_on_driver_error() -> Iterator[None]:
@@ -446,10 +371,3 @@ def _unavailable_on_driver_error() -> Iterator[None]:
         raise StoreUnavailable(str(exc), backend="sqlite") from exc
 
 
-def _outbox_item(row: Sequence[Any]) -> OutboxItem:
-    return OutboxItem(
-        idempotency_key=row[0], treatment_id=row[1], customer_id=row[2], action_id=row[3],
-        payload=bytes(row[4]), status=cast(OutboxStatus, row[5]), attempts=row[6],
-        last_error=row[7], enqueued_at_ms=row[8], next_attempt_at_ms=row[9],
-        dispatched_at_ms=row[10],
-    )
