@@ -360,21 +360,6 @@ class PostgresStateStore(SqlStoreCommon):
         return [r.idempotency_key in new and first[r.idempotency_key] == index
                 for index, r in enumerate(rows)]
 
-    def mark_failed(
-        self, idempotency_key: str, reason: str, attempts: int, *, retry_at_ms: int | None = None
-    ) -> bool:
-        with self._write() as cur:
-            if retry_at_ms is None:
-                cur.execute("UPDATE outbox SET status = 'failed', attempts = %s,"
-                            " last_error = %s WHERE idempotency_key = %s AND status = 'pending'",
-                            (attempts, reason, idempotency_key))
-            else:
-                cur.execute("UPDATE outbox SET attempts = %s, last_error = %s,"
-                            " next_attempt_at_ms = %s"
-                            " WHERE idempotency_key = %s AND status = 'pending'",
-                            (attempts, reason, retry_at_ms, idempotency_key))
-            return cur.rowcount == 1
-
     # -- decision audit ---------------------------------------------------------------------
     def append_decisions(self, rows: Sequence[DecisionRow]) -> None:
         if not rows:

@@ -106,6 +106,20 @@ class SqlStoreCommon(ABC):
                 " WHERE idempotency_key = ? AND status = 'pending'",
                 (at_ms, idempotency_key)) == 1
 
+    def mark_failed(
+        self, idempotency_key: str, reason: str, attempts: int, *, retry_at_ms: int | None = None
+    ) -> bool:
+        with self._write() as cur:
+            if retry_at_ms is None:
+                return self._execute(
+                    cur, "UPDATE outbox SET status = 'failed', attempts = ?, last_error = ?"
+                    " WHERE idempotency_key = ? AND status = 'pending'",
+                    (attempts, reason, idempotency_key)) == 1
+            return self._execute(
+                cur, "UPDATE outbox SET attempts = ?, last_error = ?, next_attempt_at_ms = ?"
+                " WHERE idempotency_key = ? AND status = 'pending'",
+                (attempts, reason, retry_at_ms, idempotency_key)) == 1
+
     def recent_decisions(self, customer_id: str, limit: int) -> list[DecisionRow]:
         require_positive(limit, "limit")
         rows = self._read(self._sql(

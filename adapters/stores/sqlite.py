@@ -324,21 +324,6 @@ class SqliteStateStore(SqlStoreCommon):
             )
         return recorded
 
-    def mark_failed(
-        self, idempotency_key: str, reason: str, attempts: int, *, retry_at_ms: int | None = None
-    ) -> bool:
-        with self._write() as cur:
-            if retry_at_ms is None:
-                cur.execute("UPDATE outbox SET status = 'failed', attempts = ?, last_error = ?"
-                            " WHERE idempotency_key = ? AND status = 'pending'",
-                            (attempts, reason, idempotency_key))
-            else:
-                cur.execute("UPDATE outbox SET attempts = ?, last_error = ?,"
-                            " next_attempt_at_ms = ?"
-                            " WHERE idempotency_key = ? AND status = 'pending'",
-                            (attempts, reason, retry_at_ms, idempotency_key))
-            return cur.rowcount == 1
-
     # -- decision audit ---------------------------------------------------------------------
     def append_decisions(self, rows: Sequence[DecisionRow]) -> None:
         if not rows:
