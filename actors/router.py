@@ -3,9 +3,11 @@ applies backpressure.
 
 A ``submit`` call's valid events are split per shard into chunks that wait in that shard's
 buffer; a buffer is flushed when it holds ``max_batch_events`` or after ``flush_interval_ms``.
-At most ``max_inflight_batches`` batches per shard are unacknowledged; a router holding more
-than ``max_buffered_events`` refuses new work with a retry-after. An unacknowledged batch is
-re-sent (shards drop duplicates by event id) until ``call_timeout_s`` runs out.
+At most ``max_inflight_batches`` batches per shard are unacknowledged; while that window is
+full the buffer grows, and leaves as one batch when an acknowledgement frees the window, so
+batches grow with the load (group commit). A router holding more than ``max_buffered_events``
+refuses new work with a retry-after. An unacknowledged batch is re-sent (shards drop duplicates
+by event id) until ``call_timeout_s`` runs out.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ class RouterActorBody:
         self._buffers: dict[int, list[Chunk]] = {}
         self._buffered_counts: dict[int, int] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}
-        self._inflight: dict[int, asyncio.Semaphore] = {}
+        self._inflight: dict[int, int] = {}  # unacknowledged batches per shard
         self.buffered = 0
         self.stats = {"received": 0, "rejected": 0, "batches": 0, "resends": 0, "refused": 0}
 
@@ -111,42 +113,63 @@ class RouterActorBody:
                 self.settings.flush_interval_ms / 1000, self._flush, shard)
 
     def _flush(self, shard: int) -> None:
+        """Send the shard's buffer, in batches of at most ``max_batch_events``, while its window
+        of ``max_inflight_batches`` has room; the rest goes when a batch is acknowledged.
+        Under load, batches grow with the shard's backlog (fewer, larger calls and journal
+        transactions); when idle they leave after the flush interval."""
         timer = self._timers.pop(shard, None)
         if timer is not None:
             timer.cancel()
-        chunks = self._buffers.pop(shard, [])
-        self._buffered_counts[shard] = 0
-        if chunks:
-            asyncio.get_running_loop().create_task(self._send(shard, chunks))
+        chunks = self._buffers.get(shard, [])
+        while chunks and self._inflight.get(shard, 0) < self.settings.max_inflight_batches:
+            taken = count = 0
+            while taken < len(chunks) and (taken == 0 or count + len(chunks[taken][0])
+                                           <= self.settings.max_batch_events):
+                count += len(chunks[taken][0])
+                taken += 1
+            batch, chunks = chunks[:taken], chunks[taken:]
+            self._buffered_counts[shard] -= count
+            self._inflight[shard] = self._inflight.get(shard, 0) + 1
+            asyncio.get_running_loop().create_task(self._send(shard, batch))
+        self._buffers[shard] = chunks
 
     async def _send(self, shard: int, chunks: list[Chunk]) -> None:
         events = [event for chunk_events, _ in chunks for event in chunk_events]
-        payload = codec.pack(codec.EVENTS, events)
-        semaphore = self._inflight.setdefault(
-            shard, asyncio.Semaphore(self.settings.max_inflight_batches))
-        deadline = time.monotonic() + self.config.call_timeout_s
-        acks: list[list[Any]] | None = None
-        async with semaphore:
-            self.stats["batches"] += 1
-            while acks is None:
-                remaining = deadline - time.monotonic()
-                try:
-                    reply = await self.shards.call(shard, "submit", payload,
-                                                   timeout_s=max(remaining, 0.001))
-                    acks = codec.unpack(reply, codec.ACKS)
-                except EngineUnavailable as exc:
-                    if time.monotonic() + self.settings.resend_backoff_s >= deadline:
-                        log.warning("router %d: shard %d unavailable: %s", self.index, shard, exc)
-                        acks = [[codec.RETRY, f"shard {shard} unavailable: {exc.reason}"]
-                                ] * len(events)
-                        break
-                    self.stats["resends"] += 1
-                    await asyncio.sleep(self.settings.resend_backoff_s)
+        try:
+            acks = await self._deliver(shard, events)
+        except Exception as exc:  # task boundary: every caller must hear back
+            log.exception("router %d: delivery to shard %d failed", self.index, shard)
+            acks = [[codec.RETRY, f"router could not deliver to shard {shard}: {exc}"]
+                    ] * len(events)
+        finally:
+            self._inflight[shard] -= 1
+            if self._buffers.get(shard):
+                self._flush(shard)  # what waited for the window goes now, as one batch
         offset = 0
         for chunk_events, future in chunks:
             if not future.done():
                 future.set_result(acks[offset:offset + len(chunk_events)])
             offset += len(chunk_events)
+
+    async def _deliver(self, shard: int, events: list[Any]) -> list[list[Any]]:
+        """One batch to its shard, re-sent until acknowledged or ``call_timeout_s`` runs out."""
+        payload = codec.pack(codec.EVENTS, events)
+        deadline = time.monotonic() + self.config.call_timeout_s
+        self.stats["batches"] += 1
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                reply = await self.shards.call(shard, "submit", payload,
+                                               timeout_s=max(remaining, 0.001))
+                acks: list[list[Any]] = codec.unpack(reply, codec.ACKS)
+                return acks
+            except EngineUnavailable as exc:
+                if time.monotonic() + self.settings.resend_backoff_s >= deadline:
+                    log.warning("router %d: shard %d unavailable: %s", self.index, shard, exc)
+                    return [[codec.RETRY, f"shard {shard} unavailable: {exc.reason}"]
+                            ] * len(events)
+                self.stats["resends"] += 1
+                await asyncio.sleep(self.settings.resend_backoff_s)
 
     async def record_outcomes(self, batch: bytes) -> bytes:
         """Outcomes ``[treatment_id, customer_id, kind, at_ms]``, each to its customer's shard."""

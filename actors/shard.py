@@ -1,9 +1,13 @@
 """ShardActor: the Ray shell hosting many customer actors (see ``shard_core.ShardCore``).
 
-Batches are processed one at a time (an asyncio lock), so a customer's turn — journal, apply,
-decide, fire — never interleaves with another message for the same customer. On start (and on
-every Ray restart) the shard acquires its partitions and rebuilds its customers from the store;
-a background task snapshots changed customers and retries failed sends from the outbox.
+Everything runs on the actor's one event loop, and no state is touched across an ``await``:
+each step below is a synchronous turn, so turns never interleave. Batches apply in arrival
+order (one at a time), ``turn_events`` events per turn; between turns an inbound Decide, a
+decision round, timers or the sweep get the loop, so a large batch never holds them up. A
+customer has at most one decision in flight — from candidates through arbitration (the only
+remote wait) to settling — so contact history is never read by two decisions at once. On start
+(and on every Ray restart) the shard acquires its partitions and rebuilds its customers from the
+store; a background task snapshots changed customers and retries failed sends from the outbox.
 """
 
 from __future__ import annotations
@@ -11,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Collection
 from typing import Any
 
 import ray
 
 from ..engine import codec
-from ..engine.arbitration import CandidateSet
+from ..engine.arbitration import CandidateSet, Verdict
 from ..engine.catalog import Catalog
 from ..engine.clock import make_clock
 from ..engine.config import EngineConfig
@@ -24,19 +29,21 @@ from ..engine.errors import CodecError, EngineUnavailable, FencedError
 from ..engine.models import Removal
 from ..engine.partitions import PartitionTable
 from ..engine.runs import EmergencyRun
-from . import ray_calls
+from . import heap, ray_calls
 from .ports import ChannelFactory, StoreFactory
 from .shard_always_on import ShardAlwaysOn
 from .shard_core import ShardCore
 from .shard_persistence import ShardPersistence
 
 log = logging.getLogger(__name__)
+SNAPSHOT_PARTITIONS_PER_TURN = 16  # of 1,024: about 1/64 of the changed customers per turn
 
 
 class ShardActorBody:
     def __init__(self, index: int, config_json: str, catalog_wire: dict[str, Any],
                  table_wire: dict[str, Any], channel_factory: ChannelFactory,
                  store_factory: StoreFactory) -> None:
+        heap.tune_for_resident_state()
         self.config = EngineConfig.model_validate_json(config_json)
         store = store_factory()
         self.persistence = ShardPersistence(store, index, PartitionTable.from_wire(table_wire),
@@ -47,11 +54,14 @@ class ShardActorBody:
         self.core = ShardCore(index, catalog, self.config.shard, make_clock(self.config.clock),
                               channel_factory(), store, self.persistence, self.always_on)
         self.recovered = self.core.recover()
+        heap.freeze_resident()
         self.arbitrators = ray_calls.ActorDirectory("arbitration", self.config.num_arbitrators,
                                                     self.config.namespace)
         self.arbitrator_index = index % self.config.num_arbitrators
         self.fenced = False
-        self._lock = asyncio.Lock()
+        self._batches = asyncio.Lock()  # submits apply in arrival order, one at a time
+        self._turns = asyncio.Condition()  # guards _in_decision
+        self._in_decision: set[str] = set()  # customers between candidates and settling
         self._background: asyncio.Task[None] | None = None
         self._always_on_task: asyncio.Task[None] | None = None
         self._decider_task: asyncio.Task[None] | None = None
@@ -72,9 +82,8 @@ class ShardActorBody:
         while not self.fenced:
             await asyncio.sleep(self.config.sweep.tick_s)
             try:
-                async with self._lock:
-                    if self.core.always_on_step():
-                        self._decisions_due.set()
+                if self.core.always_on_step():
+                    self._decisions_due.set()
             except FencedError:
                 self._fence()
             except Exception:  # loop boundary
@@ -84,8 +93,7 @@ class ShardActorBody:
         """Select this shard's part of an emergency run and start injecting it."""
         self._ensure_background()
         run = EmergencyRun.model_validate_json(run_json)
-        async with self._lock:
-            return self.always_on.start_run(run, self.core.clock.now_ms()).to_wire()
+        return self.always_on.start_run(run, self.core.clock.now_ms()).to_wire()
 
     async def runs(self) -> list[dict[str, Any]]:
         return self.always_on.progress()
@@ -95,15 +103,17 @@ class ShardActorBody:
         while not self.fenced:
             await asyncio.sleep(self.config.shard.timer_tick_s)
             try:
-                async with self._lock:
-                    if self.core.tick():
-                        self._decisions_due.set()
-                    await self._report_to_arbitration()
-                    self.core.passivate()
-                    if self.persistence.snapshot_due():
-                        self.persistence.snapshot(self.core.customers.get,
-                                                  self.core.clock.now_ms())
-                    self.core.redispatch()
+                if self.core.tick():
+                    self._decisions_due.set()
+                self.core.passivate()
+                due = self.persistence.due_partitions()
+                for start in range(0, len(due), SNAPSHOT_PARTITIONS_PER_TURN):
+                    if start:
+                        await asyncio.sleep(0)  # other calls in between
+                    self.persistence.snapshot(self.core.customers.get, self.core.clock.now_ms(),
+                                              due[start:start + SNAPSHOT_PARTITIONS_PER_TURN])
+                self.core.redispatch()
+                await self._report_to_arbitration()
             except FencedError:
                 self._fence()
             except Exception:  # loop boundary: maintenance never kills the shard
@@ -115,23 +125,30 @@ class ShardActorBody:
         self.fenced = True
 
     async def submit(self, batch: bytes) -> bytes:
+        """Journal and apply a batch, a turn of ``turn_events`` at a time: between turns an
+        inbound Decide or a decision round runs, so a large batch never holds them up."""
         self._ensure_background()
         try:
             events = codec.unpack(batch, codec.EVENTS)
         except CodecError as exc:
             return codec.pack(codec.ACKS, [], refused=str(exc))
-        async with self._lock:
-            if self.fenced:
-                return codec.pack(codec.ACKS, [[codec.RETRY, "shard fenced off"]] * len(events))
-            try:
-                acks = self.core.apply_events(events)
-                if self.core.clock.follows_events:  # time moved with the events: run what is due
-                    self.core.tick()
-            except FencedError:
-                self._fence()
-                return codec.pack(codec.ACKS, [[codec.RETRY, "shard fenced off"]] * len(events))
-        if self.core.awaiting_decision:
-            self._decisions_due.set()
+        turn = self.config.shard.turn_events
+        acks: list[list[Any]] = []
+        async with self._batches:
+            for start in range(0, len(events), turn):
+                if start:
+                    await asyncio.sleep(0)
+                if self.fenced:
+                    break
+                try:
+                    acks.extend(self.core.apply_events(events[start:start + turn]))
+                    if self.core.clock.follows_events:
+                        self.core.tick()  # time moved with the events: run what is due
+                except FencedError:
+                    self._fence()
+                if self.core.awaiting_decision:
+                    self._decisions_due.set()
+        acks.extend([codec.RETRY, "shard fenced off"] for _ in events[len(acks):])
         return codec.pack(codec.ACKS, acks)  # journaled and applied: decisions follow
 
     async def _arbitrate(self, sets: list[CandidateSet]) -> bytes:
@@ -153,33 +170,72 @@ class ShardActorBody:
             except Exception:  # loop boundary: a failed decision round never stops deciding
                 log.exception("shard %d: decisions failed", self.core.index)
 
+    async def _claim(self, customer_ids: Collection[str]) -> None:
+        """Wait until none of these customers is being decided, then mark them: a customer
+        has one decision in flight at a time (contact history is read by one at a time)."""
+        async with self._turns:
+            await self._turns.wait_for(lambda: self._in_decision.isdisjoint(customer_ids))
+            self._in_decision.update(customer_ids)
+
+    async def _release(self, customer_ids: Collection[str]) -> None:
+        async with self._turns:
+            self._in_decision.difference_update(customer_ids)
+            self._turns.notify_all()
+        if self.core.awaiting_decision:
+            self._decisions_due.set()
+
+    def _take_awaiting(self) -> dict[str, list[str]]:
+        """The customers to decide now; those with a decision in flight wait for the next
+        round (their moments stay awaiting)."""
+        groups = self.core.take_awaiting()
+        for trigger, customers in groups.items():
+            busy = [c for c in customers if c in self._in_decision]
+            for customer_id in busy:
+                self.core.awaiting_decision.setdefault(customer_id, trigger)
+            if busy:
+                groups[trigger] = [c for c in customers if c not in self._in_decision]
+        return {trigger: customers for trigger, customers in groups.items() if customers}
+
     async def _decide_awaiting(self) -> None:
-        """Candidates under the lock; arbitration without it (batches keep being applied);
-        settling under it again. Only ``_decider`` (or a drain) runs this, so decisions stay
-        in order and contact history is never read by two decisions at once."""
-        async with self._lock:
-            groups = self.core.take_awaiting()
-            prepared = [(trigger, *self.core.candidate_sets(customers, trigger=trigger))
-                        for trigger, customers in groups.items()]
-        for trigger, sets, removals in prepared:
-            try:
-                reply = await self._arbitrate(sets)
-            except EngineUnavailable:
-                log.exception("shard %d: arbitration unavailable; %d customers wait",
-                              self.core.index, len(sets))
-                for cset in sets:
-                    self.core.awaiting_decision.setdefault(cset.customer_id, trigger)
-                self._decisions_due.set()
-                await asyncio.sleep(self.config.router.resend_backoff_s)
-                continue
-            meta = codec.unpack_envelope(reply, codec.VERDICTS).get("meta") or {}
-            for customer_id, refused in meta.get("removed", {}).items():
-                removals.setdefault(customer_id, []).extend(
-                    Removal(action_id=a, policy=p, reason=r) for a, p, r in refused)
-            async with self._lock:
-                self.core.settle(codec.decode_verdicts(reply), removals, trigger)
-        async with self._lock:
-            await self._report_to_arbitration()
+        """Candidates, then one arbitration call per trigger, then settling, in turns of
+        ``turn_customers`` with other work in between. Only ``_decider`` (or a drain) runs
+        this; each customer decided here is claimed until it is settled."""
+        groups = self._take_awaiting()
+        claimed = [c for customers in groups.values() for c in customers]
+        self._in_decision.update(claimed)  # free: _take_awaiting left out the busy ones
+        try:
+            for trigger, customers in groups.items():
+                sets: list[CandidateSet] = []
+                removals: dict[str, list[Removal]] = {}
+                for part in self._turns_of(customers):
+                    part_sets, part_removals = self.core.candidate_sets(part, trigger=trigger)
+                    sets.extend(part_sets)
+                    removals.update(part_removals)
+                    await asyncio.sleep(0)
+                try:
+                    reply = await self._arbitrate(sets)
+                except EngineUnavailable:
+                    log.exception("shard %d: arbitration unavailable; %d customers wait",
+                                  self.core.index, len(sets))
+                    for cset in sets:
+                        self.core.awaiting_decision.setdefault(cset.customer_id, trigger)
+                    await asyncio.sleep(self.config.router.resend_backoff_s)
+                    continue
+                meta = codec.unpack_envelope(reply, codec.VERDICTS).get("meta") or {}
+                for customer_id, refused in meta.get("removed", {}).items():
+                    removals.setdefault(customer_id, []).extend(
+                        Removal(action_id=a, policy=p, reason=r) for a, p, r in refused)
+                verdicts = codec.decode_verdicts(reply)
+                for part_verdicts in self._turns_of(verdicts):
+                    self.core.settle(part_verdicts, removals, trigger)
+                    await asyncio.sleep(0)
+        finally:
+            await self._release(claimed)
+        await self._report_to_arbitration()
+
+    def _turns_of(self, items: list[Any]) -> list[list[Any]]:
+        size = self.config.shard.turn_customers
+        return [items[i:i + size] for i in range(0, len(items), size)]
 
     async def _report_to_arbitration(self) -> None:
         """Outcomes to learn from and budget reservations settled, in one call each."""
@@ -205,9 +261,8 @@ class ShardActorBody:
             items = codec.unpack(batch, codec.OUTCOMES)
         except CodecError as exc:
             return codec.pack(codec.ACKS, [], refused=str(exc))
-        async with self._lock:
-            acks = self.core.record_outcomes(items)
-            await self._report_to_arbitration()
+        acks = self.core.record_outcomes(items)
+        await self._report_to_arbitration()
         return codec.pack(codec.ACKS, acks)
 
     async def report(self) -> list[dict[str, Any]]:
@@ -218,19 +273,21 @@ class ShardActorBody:
                      ) -> bytes:
         """Inbound: the ranked actions for one customer now. Nothing is sent; with
         ``present`` the caller shows the winner, recorded as a treatment."""
-        async with self._lock:
+        await self._claim([customer_id])
+        try:
             sets, removals = self.core.candidate_sets([customer_id], inbound=True,
                                                       channel=channel)
-            verdict = codec.decode_verdicts(await self._arbitrate(sets))[0]
+            verdict: Verdict = codec.decode_verdicts(await self._arbitrate(sets))[0]
             presented = self.core.present(verdict) if present else None
-            await self._report_to_arbitration()
+        finally:
+            await self._release([customer_id])
+        await self._report_to_arbitration()
         removed = [[r.action_id, r.policy, r.reason] for r in removals[customer_id]]
         return codec.encode_verdicts([verdict], removed=removed,
                                      treatment_id=presented.treatment_id if presented else "")
 
     async def explain(self, customer_id: str) -> list[dict[str, Any]]:
-        async with self._lock:
-            state = self.core.find(customer_id)
+        state = self.core.find(customer_id)
         if state is None:
             return []
         return [d.model_dump(mode="json") for d in state.decisions]
@@ -238,10 +295,11 @@ class ShardActorBody:
     async def flush(self) -> int:
         """Decide what awaits a decision, then snapshot every changed customer (a clean stop
         calls this)."""
-        while self.core.awaiting_decision and not self.fenced:
+        while (self.core.awaiting_decision or self._in_decision) and not self.fenced:
             await self._decide_awaiting()
-        async with self._lock:
-            return self.persistence.snapshot(self.core.customers.get, self.core.clock.now_ms())
+            if self._in_decision:  # the decider's own round: wait for it to settle
+                await asyncio.sleep(0.01)
+        return self.persistence.snapshot(self.core.customers.get, self.core.clock.now_ms())
 
     async def health(self) -> dict[str, Any]:
         self._ensure_background()

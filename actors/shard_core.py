@@ -175,15 +175,17 @@ class ShardCore:
         if journal and self.persistence is not None:
             self.persistence.journal(e for e in events if isinstance(e, list) and len(e) == 6)
         acks: list[list[Any]] = []
-        touched: list[str] = []
+        batch: dict[str, CustomerState] = {}  # the customers of this batch, looked up once
+        catalog = self.catalog
         for event in events:
             try:
                 signal = SignalRecord._make(event)
-                if signal.type not in self.catalog.signals:
+                if signal.type not in catalog.signals:
                     raise ValueError(f"unknown signal type {signal.type!r}")
-                customer = self.customer(signal.customer_id)
-                moments = customer.apply(signal, self.catalog)
-                self.timers.schedule(signal.customer_id, customer.next_due_ms())
+                customer = batch.get(signal.customer_id)
+                if customer is None:
+                    customer = batch[signal.customer_id] = self.customer(signal.customer_id)
+                moments = customer.apply(signal, catalog)
             except EventRejected as exc:  # e.g. later than the customer's watermark
                 self.stats["late" if isinstance(exc, LateEventError) else "rejected"] += 1
                 acks.append([codec.REJECTED, exc.reason, exc.field])
@@ -200,15 +202,16 @@ class ShardCore:
                 continue
             self.stats["events"] += 1
             self.clock.observe(signal.occurred_at_ms)
-            touched.append(signal.customer_id)
             if moments:
                 self.stats["moments"] += len(moments)
                 self._await(signal.customer_id, "triggered")
             acks.append([codec.ACCEPTED, ""])
+        for customer_id, customer in batch.items():
+            self.timers.schedule(customer_id, customer.next_due_ms())
         if self.persistence is not None:
-            self.persistence.touched(touched)
+            self.persistence.touched(batch)
         if self.always_on is not None:
-            self.always_on.observe(self.customer(c) for c in set(touched))
+            self.always_on.observe(batch.values())
         return acks
 
     def _await(self, customer_id: str, trigger: Trigger) -> None:
@@ -394,7 +397,14 @@ class ShardCore:
                 if self.always_on is not None:
                     self.always_on.contacted(treatment.customer_id, now_ms)
                     self.always_on.treated(treatment.payload.get("moment_id"))
+        self._dispatched(fired)
         return fired
+
+    def _dispatched(self, sent: list[Treatment]) -> None:
+        """Close the outbox entries of treatments the channel took (one transaction): a crash
+        before this leaves them pending, and a redispatch resends them with the same key."""
+        if sent:
+            self.store.mark_dispatched([t.idempotency_key for t in sent], self.clock.now_ms())
 
     def present(self, verdict: Verdict) -> Treatment | None:
         """Record an inbound winner the caller shows (web page, call centre) as a treatment:
@@ -419,7 +429,7 @@ class ShardCore:
         self.budget_settled.append([key, fresh])
         if not fresh:
             return None
-        self.store.mark_dispatched(key, now_ms)
+        self.store.mark_dispatched([key], now_ms)
         customer = self.customer(verdict.customer_id)
         customer.contacts.record_contact(self.chain.contact(treatment.treatment_id, action.id,
                                                             now_ms))
@@ -490,14 +500,15 @@ class ShardCore:
         if self.persistence is None:
             return 0
         mine = set(self.persistence.partitions)
-        sent = 0
+        sent = []
         for item in self.store.pending_outbox(limit, now_ms=self.clock.now_ms()):
             if self.persistence.partition(item.customer_id) not in mine:
                 continue
-            data = msgpack.unpackb(item.payload, raw=False)
-            if self._send(Treatment.model_validate(data), attempts=item.attempts + 1):
-                sent += 1
-        return sent
+            treatment = Treatment.model_validate(msgpack.unpackb(item.payload, raw=False))
+            if self._send(treatment, attempts=item.attempts + 1):
+                sent.append(treatment)
+        self._dispatched(sent)
+        return len(sent)
 
     def _send(self, treatment: Treatment, *, attempts: int) -> bool:
         try:
@@ -517,7 +528,6 @@ class ShardCore:
             self.store.mark_failed(treatment.idempotency_key, str(exc), attempts,
                                    retry_at_ms=self.clock.now_ms() + backoff_ms)
             return False
-        self.store.mark_dispatched(treatment.idempotency_key, self.clock.now_ms())
         self.stats["treatments"] += 1
         return True
 

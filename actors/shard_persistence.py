@@ -4,8 +4,10 @@
   is fenced off), loads its customers' snapshots and replays the journal written since.
 - Each batch's events are journaled (one transaction for all the batch's partitions) before
   they are applied and acknowledged: an acknowledged event is never lost.
-- Every ``snapshot_interval_s`` the customers changed since the last snapshot are saved, and
-  the journal they cover is truncated in the same transaction.
+- Snapshots go partition by partition: a partition's changed customers are saved and its
+  journal truncated in one transaction. Each partition has its turn once per
+  ``snapshot_interval_s``, the turns spread evenly over that interval, so the work comes in
+  small steps instead of one stall that holds up every call to the shard.
 """
 
 from __future__ import annotations
@@ -44,9 +46,11 @@ class ShardPersistence:
         epoch = store.acquire_partitions(self.partitions, self.owner)
         self.epochs = {p: epoch for p in self.partitions}
         self.snapshot_interval_s = snapshot_interval_s
-        self.dirty: set[str] = set()
+        self.dirty: dict[int, set[str]] = {}  # partition -> customers changed since saved
         self._journaled: dict[int, int] = {}  # partition -> last seq not yet covered
-        self._last_snapshot = time.monotonic()
+        self._cursor = 0  # the next partition to have its snapshot turn
+        self._turns_owed = 0.0  # partition turns accrued since the last step
+        self._last_step = time.monotonic()
         self.stats = {"snapshots": 0, "snapshot_rows": 0, "journaled": 0, "replayed": 0}
 
     def partition(self, customer_id: str) -> int:
@@ -86,26 +90,50 @@ class ShardPersistence:
             self.stats["journaled"] += len(by_partition[partition])
 
     def touched(self, customer_ids: Iterable[str]) -> None:
-        self.dirty.update(customer_ids)
+        dirty = self.dirty
+        for customer_id in customer_ids:
+            partition = self.partition(customer_id)
+            changed = dirty.get(partition)
+            if changed is None:
+                dirty[partition] = {customer_id}
+            else:
+                changed.add(customer_id)
 
-    def snapshot_due(self) -> bool:
-        return bool(self.dirty) and (
-            time.monotonic() - self._last_snapshot >= self.snapshot_interval_s)
+    def due_partitions(self) -> list[int]:
+        """The partitions whose snapshot turn has come since the last call, with something to
+        save or truncate: every partition has a turn once per ``snapshot_interval_s``."""
+        now = time.monotonic()
+        self._turns_owed += ((now - self._last_step) / self.snapshot_interval_s
+                             * len(self.partitions))
+        self._last_step = now
+        count = min(int(self._turns_owed), len(self.partitions))
+        self._turns_owed -= count
+        if count == len(self.partitions):
+            self._turns_owed = 0.0  # a long pause: one full round, no backlog of turns
+        turn = [self.partitions[(self._cursor + i) % len(self.partitions)]
+                for i in range(count)]
+        self._cursor = (self._cursor + count) % len(self.partitions)
+        return [p for p in turn if p in self.dirty or p in self._journaled]
 
-    def snapshot(self, customer: Callable[[str], CustomerState | None], now_ms: int) -> int:
-        """Save every changed customer and truncate the journal they cover, atomically."""
+    def snapshot(self, customer: Callable[[str], CustomerState | None], now_ms: int,
+                 partitions: Iterable[int] | None = None) -> int:
+        """Save the changed customers of ``partitions`` (default: all) and truncate the
+        journal they cover, atomically."""
+        chosen = list(self.dirty.keys() | self._journaled.keys()) if partitions is None \
+            else list(partitions)
         rows = []
-        for customer_id in self.dirty:
-            state = customer(customer_id)
-            if state is not None:
-                rows.append(SnapshotRow(customer_id, self.partition(customer_id),
-                                        _pack(state.to_snapshot()), now_ms))
-        truncate = dict(self._journaled)
+        for partition in chosen:
+            for customer_id in self.dirty.get(partition, ()):
+                state = customer(customer_id)
+                if state is not None:
+                    rows.append(SnapshotRow(customer_id, partition,
+                                            _pack(state.to_snapshot()), now_ms))
+        truncate = {p: self._journaled[p] for p in chosen if p in self._journaled}
         if rows or truncate:
             self.store.save_snapshots(self.epochs, rows, truncate_journal_to=truncate)
-        self.dirty.clear()
-        self._journaled.clear()
-        self._last_snapshot = time.monotonic()
+        for partition in chosen:  # saved: only now are they clean
+            self.dirty.pop(partition, None)
+            self._journaled.pop(partition, None)
         self.stats["snapshots"] += 1
         self.stats["snapshot_rows"] += len(rows)
         return len(rows)

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from workload import bank_events
 
+from shush.actors import heap
 from shush.actors.shard_core import ShardCore
 from shush.adapters.channels.jsonl import read_jsonl
 from shush.adapters.channels.memory import MemoryChannel
@@ -41,6 +42,7 @@ from shush.engine.signals import validate_wire_event
 
 def pure_core(events: list[list[object]], config: EngineConfig, batch: int,
               start_ms: int) -> tuple[float, int]:
+    heap.tune_for_resident_state()  # as in a shard process
     catalog = load_engine_catalog(config)
     channel = MemoryChannel()
     clock = ManualClock(start_ms)

@@ -60,6 +60,13 @@ class ShardConfig(_Frozen):
     snapshot_interval_s: PositiveFloat = Field(
         1.0, description="How often changed customers are snapshotted (the journal between)"
     )
+    turn_events: PositiveInt = Field(
+        256, description="Events of a batch applied before other calls get a turn (an "
+        "inbound Decide waits for one turn, not for the whole batch)"
+    )
+    turn_customers: PositiveInt = Field(
+        128, description="Customers decided or settled before other calls get a turn"
+    )
 
 
 class ArbitrationConfig(_Frozen):

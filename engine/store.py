@@ -213,8 +213,9 @@ class StateStore(Protocol):
 
     def outbox_item(self, idempotency_key: str) -> OutboxItem | None: ...
 
-    def mark_dispatched(self, idempotency_key: str, at_ms: int) -> bool:
-        """pending -> dispatched; ``False`` (and no change) if the item is not pending."""
+    def mark_dispatched(self, idempotency_keys: Sequence[str], at_ms: int) -> int:
+        """pending -> dispatched, in one transaction; return how many were pending (a key
+        not pending is left as it is)."""
         ...
 
     def mark_failed(

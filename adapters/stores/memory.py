@@ -233,14 +233,16 @@ class MemoryStateStore:
         with self._lock:
             return self._outbox.get(idempotency_key)
 
-    def mark_dispatched(self, idempotency_key: str, at_ms: int) -> bool:
+    def mark_dispatched(self, idempotency_keys: Sequence[str], at_ms: int) -> int:
+        marked = 0
         with self._lock:
-            item = self._outbox.get(idempotency_key)
-            if item is None or item.status != "pending":
-                return False
-            self._outbox[idempotency_key] = replace(item, status="dispatched",
-                                                    dispatched_at_ms=at_ms)
-            return True
+            for key in idempotency_keys:
+                item = self._outbox.get(key)
+                if item is not None and item.status == "pending":
+                    self._outbox[key] = replace(item, status="dispatched",
+                                                dispatched_at_ms=at_ms)
+                    marked += 1
+        return marked
 
     def mark_failed(
         self, idempotency_key: str, reason: str, attempts: int, *, retry_at_ms: int | None = None

@@ -99,12 +99,14 @@ class SqlStoreCommon(ABC):
                           (idempotency_key,))
         return outbox_item(rows[0]) if rows else None
 
-    def mark_dispatched(self, idempotency_key: str, at_ms: int) -> bool:
+    def mark_dispatched(self, idempotency_keys: Sequence[str], at_ms: int) -> int:
+        if not idempotency_keys:
+            return 0
         with self._write() as cur:
-            return self._execute(
+            return sum(self._execute(
                 cur, "UPDATE outbox SET status = 'dispatched', dispatched_at_ms = ?"
                 " WHERE idempotency_key = ? AND status = 'pending'",
-                (at_ms, idempotency_key)) == 1
+                (at_ms, key)) for key in idempotency_keys)
 
     def mark_failed(
         self, idempotency_key: str, reason: str, attempts: int, *, retry_at_ms: int | None = None

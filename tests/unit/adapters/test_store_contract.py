@@ -370,15 +370,24 @@ def test_concurrent_duplicates_from_two_connections_record_once(handles: StoreHa
 
 def test_outbox_dispatch_is_a_one_way_transition(store: StateStore) -> None:
     store.record_treatments([treatment("k1"), treatment("k2")])
-    assert store.mark_dispatched("k1", at_ms=200) is True
-    assert store.mark_dispatched("k1", at_ms=300) is False
+    assert store.mark_dispatched(["k1"], at_ms=200) == 1
+    assert store.mark_dispatched(["k1"], at_ms=300) == 0
     assert store.mark_failed("k1", "too late", 1) is False
     item = store.outbox_item("k1")
     assert item is not None
     assert (item.status, item.dispatched_at_ms, item.attempts) == ("dispatched", 200, 0)
     assert [i.idempotency_key for i in store.pending_outbox(10)] == ["k2"]
-    assert store.mark_dispatched("unknown", at_ms=1) is False
+    assert store.mark_dispatched(["unknown"], at_ms=1) == 0
     assert store.outbox_item("unknown") is None
+
+
+def test_outbox_dispatch_marks_a_batch_in_one_call(store: StateStore) -> None:
+    store.record_treatments([treatment(f"k{i}") for i in range(4)])
+    assert store.mark_dispatched(["k0"], at_ms=100) == 1
+    assert store.mark_dispatched(["k0", "k1", "k2", "unknown"], at_ms=200) == 2
+    assert [i.idempotency_key for i in store.pending_outbox(10)] == ["k3"]
+    assert [store.outbox_item(k).dispatched_at_ms for k in ("k0", "k1", "k2")] == [100, 200, 200]
+    assert store.mark_dispatched([], at_ms=300) == 0
 
 
 def test_outbox_failures_retry_later_or_end_for_good(store: StateStore) -> None:
@@ -397,7 +406,7 @@ def test_outbox_failures_retry_later_or_end_for_good(store: StateStore) -> None:
     item = store.outbox_item("k1")
     assert item is not None
     assert (item.status, item.attempts, item.last_error) == ("failed", 2, "HTTP 410")
-    assert store.mark_dispatched("k1", at_ms=600) is False
+    assert store.mark_dispatched(["k1"], at_ms=600) == 0
     assert [i.idempotency_key for i in store.pending_outbox(10)] == ["k2"]
     assert store.has_treatment("k1")  # the ledger keeps the key: never sent twice
     with pytest.raises(StoreUsageError):
