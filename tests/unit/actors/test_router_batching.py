@@ -1,0 +1,96 @@
+"""The router's group commit, without Ray: a fake shard directory stands in for the shards."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from shush.actors.router import RouterActorBody
+from shush.engine import codec
+from shush.engine.catalog import load_catalog
+from shush.engine.config import EngineConfig, RouterConfig
+from shush.engine.partitions import PartitionTable
+from tests.factories import event, write_catalog
+
+
+class HeldShard:
+    """Records each batch and answers only when released."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[Any]] = []
+        self.release = asyncio.Event()
+
+    async def call(self, index: int, method: str, payload: bytes, *, timeout_s: float) -> bytes:
+        events = codec.unpack(payload, codec.EVENTS)
+        self.batches.append(events)
+        await self.release.wait()
+        return codec.pack(codec.ACKS, [[codec.ACCEPTED, ""] for _ in events])
+
+
+class Sink:
+    def write(self, record: dict[str, Any]) -> None:
+        pass
+
+
+def _router(tmp_path: Path, **settings: Any) -> tuple[RouterActorBody, HeldShard]:
+    config = EngineConfig(num_shards=1, router=RouterConfig(**settings))
+    catalog = load_catalog([write_catalog(tmp_path)])
+    router = RouterActorBody(0, config.model_dump_json(), catalog.to_wire(),
+                             PartitionTable.round_robin(16, 1).to_wire(), Sink)
+    shard = HeldShard()
+    router.shards = shard  # type: ignore[assignment]
+    return router, shard
+
+
+def _batch(first: int, count: int) -> bytes:
+    return codec.pack(codec.EVENTS, [
+        event(f"c{i}", "savings_withdrawal", event_id=f"e{i}", amount=10.0)
+        for i in range(first, first + count)])
+
+
+def test_events_buffered_while_the_window_is_full_leave_as_one_batch(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        router, shard = _router(tmp_path, max_inflight_batches=1, flush_interval_ms=1.0)
+        first = asyncio.create_task(router.submit(_batch(0, 3)))
+        await asyncio.sleep(0.02)  # flushed: the window (1 batch) is now full
+        later = [asyncio.create_task(router.submit(_batch(100 + 10 * k, 2))) for k in range(4)]
+        await asyncio.sleep(0.02)
+        assert [len(b) for b in shard.batches] == [3]  # the others wait, buffered
+        shard.release.set()
+        replies = await asyncio.gather(first, *later)
+        assert [len(b) for b in shard.batches] == [3, 8]  # four submits, one batch
+        assert all(len(codec.unpack(r, codec.ACKS)) == n
+                   for r, n in zip(replies, [3, 2, 2, 2, 2], strict=True))
+        assert router.buffered == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_backlog_is_cut_into_batches_of_at_most_max_batch_events(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        router, shard = _router(tmp_path, max_inflight_batches=2, max_batch_events=5,
+                                flush_interval_ms=1.0)
+        shard.release.set()
+        replies = await asyncio.gather(*(router.submit(_batch(10 * k, 3)) for k in range(6)))
+        assert sum(len(b) for b in shard.batches) == 18
+        assert max(len(b) for b in shard.batches) <= 5
+        assert [len(codec.unpack(r, codec.ACKS)) for r in replies] == [3] * 6
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_delivery_answers_every_caller_with_retry(tmp_path: Path) -> None:
+    class BrokenShard(HeldShard):
+        async def call(self, index: int, method: str, payload: bytes, *,
+                       timeout_s: float) -> bytes:
+            raise RuntimeError("boom")
+
+    async def scenario() -> None:
+        router, _ = _router(tmp_path, flush_interval_ms=1.0)
+        router.shards = BrokenShard()  # type: ignore[assignment]
+        acks = codec.unpack(await router.submit(_batch(0, 2)), codec.ACKS)
+        assert [a[0] for a in acks] == [codec.RETRY, codec.RETRY]
+        assert "boom" in acks[0][1]
+
+    asyncio.run(scenario())

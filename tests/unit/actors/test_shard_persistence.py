@@ -1,0 +1,83 @@
+"""Snapshots in turns: each partition once per interval, its customers and journal together."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from shush.actors import shard_persistence
+from shush.actors.shard_persistence import ShardPersistence
+from shush.adapters.stores import MemoryStateStore
+from shush.engine.customer import CustomerState
+from shush.engine.errors import StoreUnavailable
+from shush.engine.partitions import PartitionTable
+from tests.factories import T0_MS, event
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(shard_persistence.time, "monotonic", clock)
+    return clock
+
+
+def _customers(persistence: ShardPersistence, count: int) -> dict[str, CustomerState]:
+    customers = {f"c{i}": CustomerState(f"c{i}") for i in range(count)}
+    events = [event(c, "savings_withdrawal", amount=1.0) for c in customers]
+    persistence.journal(events)
+    persistence.touched(customers)
+    return customers
+
+
+def test_each_partition_has_its_turn_once_per_interval_spread_over_it(clock: Clock) -> None:
+    persistence = ShardPersistence(MemoryStateStore(), 0, PartitionTable.round_robin(8, 1),
+                                   snapshot_interval_s=1.0)
+    customers = _customers(persistence, 40)
+    changed = set(persistence.dirty)
+    clock.now += 0.25
+    first = persistence.due_partitions()
+    clock.now += 0.75
+    rest = persistence.due_partitions()
+    assert len(first) <= 2 < len(rest)  # a quarter of the interval: a quarter of the turns
+    assert set(first) | set(rest) == changed and not set(first) & set(rest)
+    for part in (first, rest):
+        persistence.snapshot(customers.get, T0_MS, part)
+    assert not persistence.dirty
+    assert len(list(persistence.load_customers())) == 40
+    assert all(not persistence.store.read_journal(p) for p in persistence.partitions)
+
+
+def test_a_turn_saves_only_its_partitions_and_truncates_only_their_journal(
+        clock: Clock) -> None:
+    persistence = ShardPersistence(MemoryStateStore(), 0, PartitionTable.round_robin(8, 1),
+                                   snapshot_interval_s=1.0)
+    customers = _customers(persistence, 40)
+    one, *others = sorted(persistence.dirty)
+    saved = persistence.snapshot(customers.get, T0_MS, [one])
+    assert saved == len([c for c in customers if persistence.partition(c) == one])
+    assert one not in persistence.dirty and set(others) <= set(persistence.dirty)
+    assert not persistence.store.read_journal(one)
+    assert all(persistence.store.read_journal(p) for p in others)
+
+
+def test_a_failed_snapshot_leaves_the_customers_changed(clock: Clock) -> None:
+    class FailingStore(MemoryStateStore):
+        def save_snapshots(self, *args: Any, **kwargs: Any) -> None:
+            raise StoreUnavailable("disk full", backend="memory")
+
+    persistence = ShardPersistence(FailingStore(), 0, PartitionTable.round_robin(8, 1),
+                                   snapshot_interval_s=1.0)
+    customers = _customers(persistence, 10)
+    before = {p: set(c) for p, c in persistence.dirty.items()}
+    with pytest.raises(StoreUnavailable):
+        persistence.snapshot(customers.get, T0_MS)
+    assert persistence.dirty == before

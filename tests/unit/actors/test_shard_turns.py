@@ -1,0 +1,79 @@
+"""The shard's turns, without Ray: nothing waits on arbitration but the customers it decides."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from shush.actors.shard import ShardActorBody
+from shush.adapters.channels.memory import MemoryChannel
+from shush.adapters.stores import MemoryStateStore
+from shush.engine import codec
+from shush.engine.arbitration import ActionTable, arbitrate
+from shush.engine.catalog import load_catalog
+from shush.engine.config import EngineConfig
+from shush.engine.partitions import PartitionTable
+from shush.engine.propensity import PropensityModel
+from tests.factories import event, write_catalog
+
+
+class HeldArbitration:
+    """Real P×C×V×L scoring, answered only when released."""
+
+    def __init__(self, table: ActionTable, model: PropensityModel) -> None:
+        self.table, self.model = table, model
+        self.release = asyncio.Event()
+        self.waiting = 0
+
+    async def call(self, index: int, method: str, *args: Any, timeout_s: float) -> Any:
+        if method != "arbitrate":
+            return None
+        self.waiting += 1
+        await self.release.wait()
+        self.waiting -= 1
+        sets = codec.decode_candidate_sets(args[0])
+        return codec.encode_verdicts(arbitrate(sets, self.table, self.model.mean()))
+
+
+def _shard(tmp_path: Path) -> tuple[ShardActorBody, HeldArbitration, MemoryChannel]:
+    catalog = load_catalog([write_catalog(tmp_path)])
+    config = EngineConfig(num_shards=1)
+    channel = MemoryChannel()
+    shard = ShardActorBody(0, config.model_dump_json(), catalog.to_wire(),
+                           PartitionTable.round_robin(config.num_partitions, 1).to_wire(),
+                           lambda: channel, MemoryStateStore)
+    table = ActionTable(catalog.actions)
+    arbitration = HeldArbitration(table, PropensityModel(table.ids, catalog.actions))
+    shard.arbitrators = arbitration  # type: ignore[assignment]
+    return shard, arbitration, channel
+
+
+def _withdrawal(customer: str) -> bytes:
+    now = int(time.time() * 1000)
+    return codec.pack(codec.EVENTS, [event(customer, "savings_withdrawal", now, amount=7000.0)])
+
+
+def test_batches_and_other_customers_do_not_wait_for_a_decision_in_flight(
+        tmp_path: Path) -> None:
+    async def scenario() -> None:
+        shard, arbitration, channel = _shard(tmp_path)
+        await shard.submit(_withdrawal("x"))  # x awaits a decision; the decider takes it
+        while not arbitration.waiting:
+            await asyncio.sleep(0.001)
+        assert "x" in shard._in_decision
+        # a batch for x and a Decide for y go through while x's arbitration is pending
+        acks = codec.unpack(await asyncio.wait_for(shard.submit(_withdrawal("x")), 1),
+                            codec.ACKS)
+        assert acks[0][0] == codec.ACCEPTED
+        decide_x = asyncio.create_task(shard.decide("x", None))
+        decide_y = asyncio.create_task(shard.decide("y", None))
+        await asyncio.sleep(0.01)
+        assert arbitration.waiting == 2 and not decide_x.done()  # y arbitrates; x waits
+        arbitration.release.set()
+        await asyncio.wait_for(asyncio.gather(decide_x, decide_y), 2)
+        assert {t.customer_id for t in channel.sent} == {"x"}  # a Decide sends nothing
+        assert not shard._in_decision
+
+    asyncio.run(scenario())
