@@ -200,19 +200,6 @@ class RouterActorBody:
                 results[pos] = ack
         return codec.pack(codec.ACKS, results)
 
-    async def decide(self, customer_id: str, channel: str | None, present: bool = False
-                     ) -> bytes:
-        reply: bytes = await self.shards.call(self.table.shard_of(customer_id), "decide",
-                                              customer_id, channel, present,
-                                              timeout_s=self.config.call_timeout_s)
-        return reply
-
-    async def explain(self, customer_id: str) -> list[dict[str, Any]]:
-        reply: list[dict[str, Any]] = await self.shards.call(
-            self.table.shard_of(customer_id), "explain", customer_id,
-            timeout_s=self.config.call_timeout_s)
-        return reply
-
     async def health(self) -> dict[str, Any]:
         return {"index": self.index, "buffered": self.buffered, **self.stats}
 

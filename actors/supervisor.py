@@ -21,7 +21,6 @@ from ..engine.config import EngineConfig
 from ..engine.errors import EngineUnavailable
 from ..engine.holdout import lift_report
 from ..engine.outcomes import Resolution
-from ..engine.partitions import PartitionTable
 from ..engine.runs import RunProgress
 from ..engine.schedule import RunSchedule
 from . import ray_calls
@@ -47,8 +46,7 @@ class SupervisorActorBody:
         self.channel_factory = channel_factory
         self.dead_letter_factory = dead_letter_factory
         self.store_factory = store_factory
-        self.table = PartitionTable.round_robin(self.config.num_partitions,
-                                                self.config.num_shards)
+        self.table = self.config.partition_table()
         self.arbitrators: list[Any] = []
         self.shards: list[Any] = []
         self.routers: list[Any] = []

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .partitions import PartitionTable
 from .runs import RunsConfig
 from .schedule import ScheduledRun
 from .sweep import SweepConfig
@@ -180,3 +181,7 @@ class EngineConfig(_Frozen):
     @property
     def resolved_store_url(self) -> str:
         return self.store_url or f"sqlite:///{(self.data_dir / 'shush.db').resolve()}"
+
+    def partition_table(self) -> PartitionTable:
+        """Which shard hosts each partition: the same for every actor and the edge."""
+        return PartitionTable.round_robin(self.num_partitions, self.num_shards)
