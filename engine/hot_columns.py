@@ -43,6 +43,7 @@ SNAPSHOT_VERSION: Final = 1
 MAX_SET_VALUES: Final = 64
 Normalize = Literal["none", "upper", "lower", "zip5"]
 _CODE_TYPES: Final = (np.uint8, np.uint16, np.uint32)
+_CODE_MAX: Final = {np.dtype(t): int(np.iinfo(t).max) for t in _CODE_TYPES}
 
 
 class CustomerLike(Protocol):
@@ -300,9 +301,11 @@ class HotColumns:
                 at = attrs.get("_at")
                 if isinstance(at, int) and not isinstance(at, bool):
                     earliest = at if earliest == NEVER_MS else min(earliest, at)
-        first = arrays["first_seen"]
-        if earliest != NEVER_MS and (first[row] == NEVER_MS or earliest < first[row]):
-            first[row] = earliest
+        if earliest != NEVER_MS:
+            first = arrays["first_seen"]
+            current = int(first[row])  # compare as Python ints: numpy scalars cost more
+            if current == NEVER_MS or earliest < current:
+                first[row] = earliest
         if last_contact_ms is not None:
             self.set_contact(customer.customer_id, last_contact_ms)
         return row
@@ -318,7 +321,7 @@ class HotColumns:
         code = 0 if text is None else self._vocab[name].code(text)
         key = f"cat:{name}"
         array = self._arrays[key]
-        if code > np.iinfo(array.dtype).max:
+        if code > _CODE_MAX[array.dtype]:
             wider = next(t for t in _CODE_TYPES if np.iinfo(t).max >= code)
             array = self._arrays[key] = array.astype(wider)
         array[row] = code
