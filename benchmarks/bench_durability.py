@@ -1,5 +1,6 @@
 """What durability costs a shard, in one process: snapshot size per customer, snapshot write
-rate, and activation rate (a passivated customer read back from the store and rebuilt).
+rate, activation rate (a passivated customer read back from the store and rebuilt), and the
+memory a shard holds per customer, resident and once passivated (idle).
 
     python benchmarks/bench_durability.py [--events 100000] [--customers 20000]
 
@@ -11,15 +12,18 @@ The end-to-end comparison (client -> gRPC -> Ray) is in ``bench_spine.py``.
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from workload import bank_events
 
+from shush.actors.shard_always_on import ShardAlwaysOn
 from shush.actors.shard_core import ShardCore
 from shush.actors.shard_persistence import ShardPersistence
 from shush.adapters.channels.memory import MemoryChannel
@@ -69,6 +73,39 @@ def run(url: str, events: list[list[object]], start_ms: int) -> dict[str, float]
             "activations_per_s": len(customers) / activate_s}
 
 
+def memory_per_customer(url: str, events: list[list[object]], start_ms: int
+                        ) -> dict[str, float]:
+    """Python heap (tracemalloc, numpy columns included) of a shard per customer: resident,
+    then idle once every customer is passivated (what stays: its hot-column row and index)."""
+    config = load_config()
+    catalog = load_engine_catalog(config)
+    store = make_store(url)
+    persistence = ShardPersistence(store, 0, PartitionTable.round_robin(1024, 1), 3600.0)
+    clock = ManualClock(start_ms)
+    always_on = ShardAlwaysOn(config.sweep, config.runs, 1, catalog)
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    core = ShardCore(0, catalog, ShardConfig(passivate_after_s=1.0), clock, MemoryChannel(),
+                     store, persistence, always_on)
+    for offset in range(0, len(events), 2000):
+        chunk = events[offset:offset + 2000]
+        clock.set(max(clock.now_ms(), int(chunk[-1][3])))  # type: ignore[call-overload]
+        core.apply_events(chunk)
+        core.take_awaiting()  # decisions are not what is measured here
+    customers = len(core.customers)
+    gc.collect()
+    resident = tracemalloc.get_traced_memory()[0] - base
+    core.passivate(clock.now_ms() + 10_000)
+    gc.collect()
+    idle = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    assert not core.customers
+    store.close()
+    return {"customers": customers, "resident_bytes": resident / customers,
+            "idle_bytes": idle / customers}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=100_000)
@@ -84,6 +121,10 @@ def main() -> None:
               f"{r['customers']:,} customers, snapshot {r['snapshot_bytes_mean']:,.0f} B mean "
               f"/ {r['snapshot_bytes_max']:,} B max, {r['snapshots_per_s']:,.0f} snapshots/s, "
               f"{r['activations_per_s']:,.0f} activations/s")
+    m = memory_per_customer(f"sqlite:///{workdir / 'memory.db'}", events, start_ms)
+    print(f"{'memory':16}: {m['resident_bytes']:,.0f} B per resident customer, "
+          f"{m['idle_bytes']:,.0f} B per idle (passivated) customer "
+          f"({m['customers']:,} customers, Python heap incl. numpy columns)")
 
 
 if __name__ == "__main__":
