@@ -2,8 +2,9 @@
 
 Everything runs on the actor's one event loop, and no state is touched across an ``await``:
 each step below is a synchronous turn, so turns never interleave. Batches apply in arrival
-order (one at a time), ``turn_events`` events per turn; between turns an inbound Decide, a
-decision round, timers or the sweep get the loop, so a large batch never holds them up. A
+order (one at a time): journaled whole, then applied ``turn_events`` events per turn; between
+turns an inbound Decide, a decision round, timers or the sweep get the loop, so a large batch
+never holds them up (snapshots wait for the batch: they truncate the journal). A
 customer has at most one decision in flight — from candidates through arbitration (the only
 remote wait) to settling — so contact history is never read by two decisions at once. On start
 (and on every Ray restart) the shard acquires its partitions and rebuilds its customers from the
@@ -105,19 +106,28 @@ class ShardActorBody:
             try:
                 if self.core.tick():
                     self._decisions_due.set()
-                self.core.passivate()
-                due = self.persistence.due_partitions()
-                for start in range(0, len(due), SNAPSHOT_PARTITIONS_PER_TURN):
-                    if start:
-                        await asyncio.sleep(0)  # other calls in between
-                    self.persistence.snapshot(self.core.customers.get, self.core.clock.now_ms(),
-                                              due[start:start + SNAPSHOT_PARTITIONS_PER_TURN])
+                await self._snapshot_step()
                 self.core.redispatch()
                 await self._report_to_arbitration()
             except FencedError:
                 self._fence()
             except Exception:  # loop boundary: maintenance never kills the shard
                 log.exception("shard %d maintenance failed", self.core.index)
+
+    async def _snapshot_step(self) -> None:
+        """Passivate, then snapshot the partitions whose turn has come, a few per turn. Each
+        step runs between batches (it takes the batch lock): a batch is journaled whole
+        before its turns are applied, and a snapshot must not truncate the journal of events
+        not yet applied."""
+        due = self.persistence.due_partitions()
+        for start in range(0, max(len(due), 1), SNAPSHOT_PARTITIONS_PER_TURN):
+            async with self._batches:
+                if start == 0:
+                    self.core.passivate()
+                part = due[start:start + SNAPSHOT_PARTITIONS_PER_TURN]
+                if part:
+                    self.persistence.snapshot(self.core.customers.get,
+                                              self.core.clock.now_ms(), part)
 
     def _fence(self) -> None:
         log.critical("shard %d: a newer incarnation owns its partitions; refusing work",
@@ -135,13 +145,19 @@ class ShardActorBody:
         turn = self.config.shard.turn_events
         acks: list[list[Any]] = []
         async with self._batches:
+            try:
+                if not self.fenced:
+                    self.core.journal(events)  # the whole batch, in one transaction
+            except FencedError:
+                self._fence()
             for start in range(0, len(events), turn):
                 if start:
                     await asyncio.sleep(0)
                 if self.fenced:
                     break
                 try:
-                    acks.extend(self.core.apply_events(events[start:start + turn]))
+                    acks.extend(self.core.apply_events(events[start:start + turn],
+                                                       journal=False))
                     if self.core.clock.follows_events:
                         self.core.tick()  # time moved with the events: run what is due
                 except FencedError:
@@ -299,7 +315,8 @@ class ShardActorBody:
             await self._decide_awaiting()
             if self._in_decision:  # the decider's own round: wait for it to settle
                 await asyncio.sleep(0.01)
-        return self.persistence.snapshot(self.core.customers.get, self.core.clock.now_ms())
+        async with self._batches:
+            return self.persistence.snapshot(self.core.customers.get, self.core.clock.now_ms())
 
     async def health(self) -> dict[str, Any]:
         self._ensure_background()

@@ -166,14 +166,20 @@ class ShardCore:
         return {"customers": loaded, "replayed": len(replayed), "resent": resent}
 
     # -- the turn of each customer --------------------------------------------------------
+    def journal(self, events: list[Any]) -> None:
+        """Write events ahead to the journal (one transaction); malformed ones are left out
+        (``apply_events`` rejects them)."""
+        if self.persistence is not None:
+            self.persistence.journal(e for e in events if isinstance(e, list) and len(e) == 6)
+
     def apply_events(self, events: Iterable[Any], *, journal: bool = True) -> list[list[Any]]:
         """Journal, then apply wire events in order; return one ``[status, reason]`` per event.
 
         One bad event is rejected on its own; it never stops the batch or the shard.
         """
         events = list(events)
-        if journal and self.persistence is not None:
-            self.persistence.journal(e for e in events if isinstance(e, list) and len(e) == 6)
+        if journal:
+            self.journal(events)
         acks: list[list[Any]] = []
         batch: dict[str, CustomerState] = {}  # the customers of this batch, looked up once
         catalog = self.catalog
