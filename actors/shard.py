@@ -4,11 +4,11 @@ Everything runs on the actor's one event loop, and no state is touched across an
 each step below is a synchronous turn, so turns never interleave. Batches apply in arrival
 order (one at a time): journaled whole, then applied ``turn_events`` events per turn; between
 turns an inbound Decide, a decision round, timers or the sweep get the loop, so a large batch
-never holds them up (snapshots wait for the batch: they truncate the journal). A
-customer has at most one decision in flight — from candidates through arbitration (the only
-remote wait) to settling — so contact history is never read by two decisions at once. On start
-(and on every Ray restart) the shard acquires its partitions and rebuilds its customers from the
-store; a background task snapshots changed customers and retries failed sends from the outbox.
+never holds them up (snapshots wait for the batch: they truncate the journal). A customer has
+at most one decision in flight — from candidates through arbitration (the only remote wait) to
+settling — so contact history is never read by two decisions at once. On start (and on every
+Ray restart) the shard acquires its partitions and rebuilds its customers from the store; a
+background task snapshots changed customers and retries failed sends from the outbox.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import ray
 
 from ..engine import codec
-from ..engine.arbitration import CandidateSet, Verdict
+from ..engine.arbitration import CandidateSet
 from ..engine.catalog import Catalog
 from ..engine.clock import make_clock
 from ..engine.config import EngineConfig
@@ -221,7 +221,7 @@ class ShardActorBody:
         this; each customer decided here is claimed until it is settled."""
         groups = self._take_awaiting()
         claimed = [c for customers in groups.values() for c in customers]
-        self._in_decision.update(claimed)  # free: _take_awaiting left out the busy ones
+        self._in_decision.update(claimed)  # none was busy: _take_awaiting left those out
         try:
             for trigger, customers in groups.items():
                 sets: list[CandidateSet] = []
@@ -296,7 +296,7 @@ class ShardActorBody:
         try:
             sets, removals = self.core.candidate_sets([customer_id], inbound=True,
                                                       channel=channel)
-            verdict: Verdict = codec.decode_verdicts(await self._arbitrate(sets))[0]
+            verdict = codec.decode_verdicts(await self._arbitrate(sets))[0]
             presented = self.core.present(verdict) if present else None
         finally:
             await self._release([customer_id])
@@ -306,10 +306,7 @@ class ShardActorBody:
                                      treatment_id=presented.treatment_id if presented else "")
 
     async def explain(self, customer_id: str) -> list[dict[str, Any]]:
-        state = self.core.find(customer_id)
-        if state is None:
-            return []
-        return [d.model_dump(mode="json") for d in state.decisions]
+        return self.core.recent_decisions(customer_id)
 
     async def flush(self) -> int:
         """Decide what awaits a decision, then snapshot every changed customer (a clean stop

@@ -91,8 +91,7 @@ class ShardCore:
         """The customer, resident or activated from the store, or new."""
         state = self.find(customer_id)
         if state is None:
-            state = CustomerState(customer_id, dedup_ids=self.config.dedup_ids_per_customer,
-                                  decisions=self.config.decisions_per_customer)
+            state = CustomerState(customer_id, dedup_ids=self.config.dedup_ids_per_customer)
             self._reside(state)
         return state
 
@@ -358,7 +357,6 @@ class ShardCore:
                 customer_id=verdict.customer_id, decided_at_ms=now_ms, trigger=trigger,
                 candidates=verdict.candidates, removed=tuple(removed), winner=verdict.winner,
                 also=verdict.also, reasons=tuple(reasons))
-            customer.decisions.append(decision)
             audit.append(DecisionRow(customer.customer_id, now_ms,
                                      _pack(decision.model_dump(mode="json"))))
             self.stats["decisions"] += 1
@@ -551,6 +549,11 @@ class ShardCore:
                            for c in verdict.candidates if c.action_id in verdict.also)
         reasons.extend(f"{r.action_id} removed by {r.policy}: {r.reason}" for r in removed)
         return reasons
+
+    def recent_decisions(self, customer_id: str) -> list[dict[str, Any]]:
+        """The customer's latest decisions, oldest first, from the decision audit."""
+        rows = self.store.recent_decisions(customer_id, self.config.decisions_per_customer)
+        return [msgpack.unpackb(row.data, raw=False) for row in reversed(rows)]
 
     def _moment(self, customer: CustomerState, moment_id: str | None) -> Moment | None:
         return next((m for m in customer.moments if m.moment_id == moment_id), None)

@@ -102,6 +102,8 @@ class ShardPersistence:
     def due_partitions(self) -> list[int]:
         """The partitions whose snapshot turn has come since the last call, with something to
         save or truncate: every partition has a turn once per ``snapshot_interval_s``."""
+        if not self.partitions:
+            return []
         now = time.monotonic()
         self._turns_owed += ((now - self._last_step) / self.snapshot_interval_s
                              * len(self.partitions))
@@ -119,8 +121,10 @@ class ShardPersistence:
                  partitions: Iterable[int] | None = None) -> int:
         """Save the changed customers of ``partitions`` (default: all) and truncate the
         journal they cover, atomically."""
-        chosen = list(self.dirty.keys() | self._journaled.keys()) if partitions is None \
-            else list(partitions)
+        if partitions is None:
+            chosen = list(self.dirty.keys() | self._journaled.keys())
+        else:
+            chosen = list(partitions)
         rows = []
         for partition in chosen:
             for customer_id in self.dirty.get(partition, ()):

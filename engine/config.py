@@ -42,7 +42,7 @@ class ShardConfig(_Frozen):
         64, description="Recent event ids kept per customer to drop duplicates"
     )
     decisions_per_customer: PositiveInt = Field(
-        5, description="Recent decisions kept per customer for explain"
+        5, description="Recent decisions Explain returns (from the decision audit)"
     )
     num_cpus: Annotated[float, Field(ge=0)] = Field(0.25, description="Ray CPU reservation")
     max_restarts: int = Field(-1, description="Ray restarts of a crashed shard (-1: forever)")

@@ -3,7 +3,9 @@
 The shard hosts many of these; everything here is plain data so that a customer snapshots to
 msgpack and comes back identical. State is bounded: a fixed number of recent event ids, the last
 attributes per signal type, each detector's small incremental state, live moments only (at most
-``settings.max_moments_per_customer``), and recent decisions.
+``settings.max_moments_per_customer``). Decisions are not kept here: the decision audit in
+the store has them (Explain reads it), and copying them into every snapshot cost more than the
+rest of the customer.
 
 The API the shard uses (all times are ms since the epoch)::
 
@@ -36,10 +38,10 @@ from typing import Any
 
 from .catalog import Catalog
 from .contact_history import ContactHistory
-from .customer_snapshot import SNAPSHOT_VERSION, decisions_from, moment_from, moment_to
+from .customer_snapshot import READABLE_VERSIONS, SNAPSHOT_VERSION, moment_from, moment_to
 from .detectors import BaseDetector
 from .errors import EventRejected
-from .models import Decision, Moment
+from .models import Moment
 from .signals import SignalRecord
 
 
@@ -59,12 +61,12 @@ class LateEventError(EventRejected):
 
 class CustomerState:
     __slots__ = (
-        "_recent_ids", "_recent_set", "contacts", "customer_id", "decisions", "deferred",
+        "_recent_ids", "_recent_set", "contacts", "customer_id", "deferred",
         "detector_state", "last", "last_event_ms", "moments", "profile", "timers", "treated",
         "undecided",
     )
 
-    def __init__(self, customer_id: str, *, dedup_ids: int = 64, decisions: int = 5) -> None:
+    def __init__(self, customer_id: str, *, dedup_ids: int = 64) -> None:
         self.customer_id = customer_id
         self.profile: dict[str, Any] = {}
         self.last: dict[str, dict[str, Any]] = {}  # signal type -> latest attributes
@@ -74,7 +76,6 @@ class CustomerState:
         self.treated: dict[str, int] = {}  # idempotency key -> expiry (ms)
         self._recent_ids: deque[str] = deque(maxlen=dedup_ids)
         self._recent_set: set[str] = set()
-        self.decisions: deque[Decision] = deque(maxlen=decisions)
         self.last_event_ms: int | None = None  # latest event time seen (the watermark's base)
         self.contacts = ContactHistory()  # treatments sent and their outcomes (contact policy)
         self.deferred: dict[str, tuple[int, dict[str, Any]]] = {}  # key -> (send at, treatment)
@@ -264,8 +265,6 @@ class CustomerState:
             "treated": self.treated,
             "recent_ids": list(self._recent_ids),
             "dedup_ids": self._recent_ids.maxlen,
-            "decisions": [d.model_dump(mode="json") for d in self.decisions],
-            "max_decisions": self.decisions.maxlen,
             "last_event_ms": self.last_event_ms,
             "contacts": self.contacts.to_snapshot(),
             "deferred": {k: [at, t] for k, (at, t) in self.deferred.items()},
@@ -275,11 +274,10 @@ class CustomerState:
     @classmethod
     def from_snapshot(cls, data: dict[str, Any]) -> CustomerState:
         """Rebuild a customer from ``to_snapshot`` output (after a msgpack round trip)."""
-        if data.get("v") != SNAPSHOT_VERSION:
+        if data.get("v") not in READABLE_VERSIONS:
             raise ValueError(f"customer snapshot version {data.get('v')!r}, "
-                             f"expected {SNAPSHOT_VERSION}")
-        state = cls(data["customer_id"], dedup_ids=data["dedup_ids"],
-                    decisions=data["max_decisions"])
+                             f"expected one of {READABLE_VERSIONS}")
+        state = cls(data["customer_id"], dedup_ids=data["dedup_ids"])
         state.profile = dict(data["profile"])
         state.last = {k: dict(v) for k, v in data["last"].items()}
         state.detector_state = {k: dict(v) for k, v in data["detector_state"].items()}
@@ -288,7 +286,6 @@ class CustomerState:
         state.treated = dict(data["treated"])
         for event_id in data["recent_ids"]:
             state._remember(event_id)
-        state.decisions.extend(decisions_from(data["decisions"]))
         state.last_event_ms = data["last_event_ms"]
         state.contacts = ContactHistory.from_snapshot(data["contacts"])
         state.deferred = {k: (int(at), dict(t)) for k, (at, t) in data["deferred"].items()}

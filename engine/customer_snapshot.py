@@ -1,17 +1,17 @@
-"""Plain-data forms of what a customer snapshot holds besides dicts: moments and decisions.
-
-A moment travels as a list in field order (compact: a customer may hold dozens); decisions as
-their JSON dump (rare, off the hot path). ``SNAPSHOT_VERSION`` changes when the layout does.
+"""Plain-data forms of the moments a customer snapshot holds: a moment travels as a list in
+field order (compact: a customer may hold dozens). ``SNAPSHOT_VERSION`` changes when the layout
+does; version 1 also held the customer's recent decisions, which the decision audit keeps now
+(a version-1 snapshot still loads, its decisions ignored).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
-from .models import Decision, Moment
+from .models import Moment
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 _MOMENT_FIELDS = ("moment_id", "name", "customer_id", "occurred_at_ms", "urgency",
                   "half_life_s", "ttl_s", "detector_id", "evidence")
@@ -30,6 +30,3 @@ def moment_from(data: list[Any]) -> Moment:
     fields["evidence"] = tuple(fields["evidence"])
     return Moment.model_construct(**fields)
 
-
-def decisions_from(rows: Iterable[dict[str, Any]]) -> list[Decision]:
-    return [Decision.model_validate(row) for row in rows]

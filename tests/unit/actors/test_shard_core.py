@@ -73,10 +73,10 @@ def test_eligibility_removes_a_candidate_and_says_why(catalog: Catalog) -> None:
     h.submit(event("bob", "profile_update", segment="student"),
              event("bob", "savings_withdrawal", amount=6000.0))
     assert [t.action_id for t in h.sent] == ["rate_offer"]
-    decision = h.core.customers["bob"].decisions[-1]
-    assert [(r.action_id, r.policy) for r in decision.removed] == [("advisor_call",
-                                                                    "eligibility")]
-    assert any("advisor_call removed by eligibility" in r for r in decision.reasons)
+    decision = h.core.recent_decisions("bob")[-1]
+    assert [(r["action_id"], r["policy"]) for r in decision["removed"]] == [
+        ("advisor_call", "eligibility")]
+    assert any("advisor_call removed by eligibility" in r for r in decision["reasons"])
 
 
 def test_duplicate_event_takes_effect_once(catalog: Catalog) -> None:
@@ -283,6 +283,6 @@ def test_each_winner_of_a_decision_fires_once(tmp_path: Path) -> None:
     h = Harness(load_catalog([write_catalog(tmp_path, data)]))
     h.submit(event("oli", "savings_withdrawal", amount=9000.0))
     assert sorted(t.action_id for t in h.sent) == ["advisor_call", "web_banner"]
-    decision = h.core.customers["oli"].decisions[-1]
-    assert (decision.winner, decision.also) == ("advisor_call", ("web_banner",))
-    assert any("web_banner wins its own channel competition" in r for r in decision.reasons)
+    decision = h.core.recent_decisions("oli")[-1]
+    assert (decision["winner"], decision["also"]) == ("advisor_call", ["web_banner"])
+    assert any("web_banner wins its own channel competition" in r for r in decision["reasons"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import msgpack
+import pytest
 from detector_kit import DAY, HOUR, T0, Driver, make_catalog
 
 from shush.engine.catalog import bundled_catalog_path, load_catalog
@@ -122,3 +123,14 @@ def test_snapshot_round_trips_through_msgpack_and_behaves_the_same() -> None:
     assert restored.seen("e3") and restored.apply(nxt, catalog) is None  # type: ignore[arg-type]
     later = T0 + 40 * DAY
     assert restored.on_time(later, catalog) == original.on_time(later, catalog)  # type: ignore[arg-type]
+
+
+def test_a_version_1_snapshot_still_loads_without_its_decisions() -> None:
+    original, _ = _busy_customer()
+    data = {**original.to_snapshot(), "v": 1, "max_decisions": 5,
+            "decisions": [{"customer_id": "c1", "decided_at_ms": T0, "trigger": "triggered",
+                           "candidates": [], "winner": None}]}
+    restored = CustomerState.from_snapshot(data)
+    assert restored.to_snapshot() == original.to_snapshot()
+    with pytest.raises(ValueError, match="version 99"):
+        CustomerState.from_snapshot({**data, "v": 99})
