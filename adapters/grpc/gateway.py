@@ -2,9 +2,9 @@
 
 It round-robins batches over the routers and turns router refusals into typed errors. Queries
 about one customer (an inbound Decide, Explain) go straight to its shard: one actor hop fewer
-on the path whose latency callers wait for. A router
-that fails a call is looked up again by name before its next use: the supervisor may have
-re-created it (a new actor under the same name), and the old handle would stay dead.
+on the path whose latency callers wait for. A router or shard that fails a call is looked up
+again by name before its next use: the supervisor may have re-created it (a new actor under the
+same name), and the old handle would stay dead.
 """
 
 from __future__ import annotations
