@@ -69,7 +69,12 @@ class ArbitrationActorBody:
         return np.stack(np.unravel_index(codes, self.cardinalities), axis=1)
 
     async def arbitrate(self, batch: bytes) -> bytes:
-        sets = codec.decode_candidate_sets(batch)
+        """Score candidate sets. The envelope may carry the shard's reports since its last
+        call (``learned`` outcomes, ``settled`` budget reservations): they are taken first,
+        one call instead of three per decision round."""
+        sets, meta = codec.decode_candidate_batch(batch)
+        self._settle(meta.get("settled") or [])
+        self._learn(meta.get("learned") or [])
         action_idx, set_idx = candidate_index(sets, self.table)
         rows = np.array([s.features or (0,) * len(self.cardinalities) for s in sets],
                         dtype=np.int64).reshape(len(sets), len(self.cardinalities))
@@ -83,7 +88,11 @@ class ArbitrationActorBody:
 
     async def learn(self, batch: bytes) -> int:
         """Outcomes ``[action_id, feature_row_code, positive]`` from the shards."""
-        items = codec.unpack(batch, codec.OUTCOMES)
+        return self._learn(codec.unpack(batch, codec.OUTCOMES))
+
+    def _learn(self, items: list[list[Any]]) -> int:
+        if not items:
+            return 0
         known = [(self.table.index[a], code, bool(pos)) for a, code, pos in items
                  if a in self.table.index]
         if known:
@@ -97,6 +106,11 @@ class ArbitrationActorBody:
 
     async def settle_budgets(self, settled: list[list[Any]]) -> None:
         """``[idempotency_key, committed]``: the reservation fired, or was given back."""
+        self._settle(settled)
+
+    def _settle(self, settled: list[list[Any]]) -> None:
+        if not settled:
+            return
         now_ms = int(time.time() * 1000)
         for key, committed in settled:
             if committed:

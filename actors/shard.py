@@ -171,9 +171,17 @@ class ShardActorBody:
         return codec.pack(codec.ACKS, acks)  # journaled and applied: decisions follow
 
     async def _arbitrate(self, sets: list[CandidateSet]) -> bytes:
-        reply: bytes = await self.arbitrators.call(self.arbitrator_index, "arbitrate",
-                                                   codec.encode_candidate_sets(sets),
-                                                   timeout_s=self.config.call_timeout_s)
+        """Score at the arbitrator, with the outcomes and budget settlements gathered since
+        the last call riding along (kept for the next call if this one fails)."""
+        learned, settled = self.core.take_learned()
+        try:
+            reply: bytes = await self.arbitrators.call(
+                self.arbitrator_index, "arbitrate",
+                codec.encode_candidate_sets(sets, learned=learned, settled=settled),
+                timeout_s=self.config.call_timeout_s)
+        except EngineUnavailable:
+            self._keep_for_later(learned, settled)
+            raise
         return reply
 
     async def _decider(self) -> None:
@@ -250,7 +258,6 @@ class ShardActorBody:
                     await asyncio.sleep(0)
         finally:
             await self._release(claimed)
-        await self._report_to_arbitration()
 
     def _turns_of(self, items: list[Any]) -> list[list[Any]]:
         size = self.config.shard.turn_customers
@@ -270,8 +277,11 @@ class ShardActorBody:
         except EngineUnavailable:
             log.warning("shard %d: arbitration unavailable; %d outcomes kept for later",
                         self.core.index, len(learned))
-            self.core.learned[:0] = learned
-            self.core.budget_settled[:0] = settled
+            self._keep_for_later(learned, settled)
+
+    def _keep_for_later(self, learned: list[list[Any]], settled: list[list[Any]]) -> None:
+        self.core.learned[:0] = learned
+        self.core.budget_settled[:0] = settled
 
     async def record_outcomes(self, batch: bytes) -> bytes:
         """Outcomes of treatments (delivered, opened, accepted...) for this shard's customers."""
@@ -300,7 +310,6 @@ class ShardActorBody:
             presented = self.core.present(verdict) if present else None
         finally:
             await self._release([customer_id])
-        await self._report_to_arbitration()
         removed = [[r.action_id, r.policy, r.reason] for r in removals[customer_id]]
         return codec.encode_verdicts([verdict], removed=removed,
                                      treatment_id=presented.treatment_id if presented else "")

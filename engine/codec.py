@@ -57,17 +57,24 @@ def unpack(data: bytes, kind: str) -> list[Any]:
     return items
 
 
-def encode_candidate_sets(sets: list[CandidateSet]) -> bytes:
+def encode_candidate_sets(sets: list[CandidateSet], **meta: Any) -> bytes:
     return pack(CANDIDATES, [[s.customer_id, list(s.action_ids), list(s.contexts),
-                              list(s.moment_ids), list(s.features)] for s in sets])
+                              list(s.moment_ids), list(s.features)] for s in sets], **meta)
 
 
 def decode_candidate_sets(data: bytes) -> list[CandidateSet]:
+    return decode_candidate_batch(data)[0]
+
+
+def decode_candidate_batch(data: bytes) -> tuple[list[CandidateSet], dict[str, Any]]:
+    """The candidate sets and the envelope's meta (what the sender reports alongside)."""
+    envelope = unpack_envelope(data, CANDIDATES)
     try:
-        return [CandidateSet(c, tuple(a), tuple(x), tuple(m), tuple(f)) for c, a, x, m, f in
-                unpack(data, CANDIDATES)]
+        sets = [CandidateSet(c, tuple(a), tuple(x), tuple(m), tuple(f))
+                for c, a, x, m, f in envelope["items"]]
     except (TypeError, ValueError) as exc:
         raise CodecError(f"malformed candidate set: {exc}") from exc
+    return sets, envelope.get("meta") or {}
 
 
 def encode_verdicts(verdicts: list[Verdict], **meta: Any) -> bytes:

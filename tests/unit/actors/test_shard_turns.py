@@ -26,6 +26,7 @@ class HeldArbitration:
         self.table, self.model = table, model
         self.release = asyncio.Event()
         self.waiting = 0
+        self.reports: list[dict[str, Any]] = []  # what each arbitrate call carried along
 
     async def call(self, index: int, method: str, *args: Any, timeout_s: float) -> Any:
         if method != "arbitrate":
@@ -33,7 +34,8 @@ class HeldArbitration:
         self.waiting += 1
         await self.release.wait()
         self.waiting -= 1
-        sets = codec.decode_candidate_sets(args[0])
+        sets, meta = codec.decode_candidate_batch(args[0])
+        self.reports.append(meta)
         return codec.encode_verdicts(arbitrate(sets, self.table, self.model.mean()))
 
 
@@ -77,3 +79,35 @@ def test_batches_and_other_customers_do_not_wait_for_a_decision_in_flight(
         assert not shard._in_decision
 
     asyncio.run(scenario())
+
+
+def test_budget_settlements_ride_along_with_the_next_arbitration(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        shard, arbitration, channel = _shard(tmp_path)
+        arbitration.release.set()
+        await shard.submit(_withdrawal("x"))
+        while not channel.sent:
+            await asyncio.sleep(0.001)
+        [treatment] = channel.sent
+        assert arbitration.reports[0]["settled"] == []  # nothing fired before the first round
+        await shard.decide("y", None)  # the next call carries x's settled reservation
+        assert arbitration.reports[-1]["settled"] == [[treatment.idempotency_key, True]]
+        assert not shard.core.budget_settled
+
+    asyncio.run(scenario())
+
+
+def test_the_arbitrator_takes_what_rides_along_before_scoring(tmp_path: Path) -> None:
+    from shush.actors.arbitration import ArbitrationActorBody
+    from shush.engine.arbitration import CandidateSet
+
+    catalog = load_catalog([write_catalog(tmp_path)])
+    body = ArbitrationActorBody(0, EngineConfig().model_dump_json(), catalog.to_wire(),
+                                MemoryStateStore)
+    action = next(iter(catalog.actions))
+    cset = CandidateSet("x", (action,), (1.0,), ("m1",))
+    reply = asyncio.run(body.arbitrate(codec.encode_candidate_sets(
+        [cset], learned=[[action, 0, True], [action, 0, False], ["gone", 0, True]],
+        settled=[["some-key", False]])))
+    assert body.learned == 2  # the unknown action is left out
+    assert [v.customer_id for v in codec.decode_verdicts(reply)] == ["x"]
