@@ -308,6 +308,7 @@ class ShardActorBody:
                                                       channel=channel)
             verdict = codec.decode_verdicts(await self._arbitrate(sets))[0]
             presented = self.core.present(verdict) if present else None
+            self.core.settle_inbound(verdict, presented is not None)
         finally:
             await self._release([customer_id])
         removed = [[r.action_id, r.policy, r.reason] for r in removals[customer_id]]

@@ -430,7 +430,6 @@ class ShardCore:
         [fresh] = self.store.record_treatments([TreatmentRow(
             key, treatment.treatment_id, treatment.customer_id, action.id, now_ms,
             _pack(treatment.model_dump(mode="json")))])
-        self.budget_settled.append([key, fresh])
         if not fresh:
             return None
         self.store.mark_dispatched([key], now_ms)
@@ -441,6 +440,15 @@ class ShardCore:
         if self.persistence is not None:
             self.persistence.touched([customer.customer_id])
         return treatment
+
+    def settle_inbound(self, verdict: Verdict, presented: bool) -> None:
+        """The budget the arbitrator reserved for an inbound winner: spent when the caller
+        presented it, given back otherwise (a Decide that only asks sends nothing)."""
+        if verdict.winner is None:
+            return
+        best = _winning(verdict)
+        token = idempotency_key(verdict.customer_id, best.action_id, best.moment_id)
+        self.budget_settled.append([token, presented])
 
     def _track(self, customer: CustomerState, treatment: Treatment, now_ms: int, *,
                holdout: bool) -> None:

@@ -122,6 +122,33 @@ def test_inbound_candidates_include_evergreen_actions_and_fire_nothing(catalog: 
     assert h.sent == []
 
 
+def test_an_inbound_decide_gives_its_budget_back_unless_the_winner_is_presented(
+        catalog: Catalog) -> None:
+    from shush.policies.budgets import BudgetBook, apply_budgets
+
+    h = Harness(catalog)
+    h.submit(event("gus", "profile_update", segment="mass"),
+             event("hal", "profile_update", segment="mass"))
+    book = BudgetBook({"card_upgrade": 1}, "UTC")
+
+    def decide(customer: str, present: bool) -> str | None:
+        sets, _ = h.core.candidate_sets([customer], inbound=True, channel="web")
+        [verdict], _ = apply_budgets(arbitrate(sets, h.table, h.model.mean()), book, T0_MS)
+        presented = h.core.present(verdict) if present else None
+        h.core.settle_inbound(verdict, presented is not None)
+        for token, spent in h.core.take_learned()[1]:  # what the arbitrator is told
+            if spent:
+                book.commit(token, T0_MS)
+            else:
+                book.release(token)
+        return verdict.winner
+
+    # asking holds nothing: before, each Decide kept a unit reserved for a day
+    assert [decide("gus", present=False) for _ in range(3)] == ["card_upgrade"] * 3
+    assert decide("hal", present=True) == "card_upgrade"  # shown: the day's one unit is spent
+    assert decide("gus", present=False) is None
+
+
 def test_ledger_precedes_the_send_and_a_failed_send_stays_pending(catalog: Catalog) -> None:
     class Flaky(MemoryChannel):
         fail = True

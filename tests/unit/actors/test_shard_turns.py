@@ -92,7 +92,8 @@ def test_budget_settlements_ride_along_with_the_next_arbitration(tmp_path: Path)
         assert arbitration.reports[0]["settled"] == []  # nothing fired before the first round
         await shard.decide("y", None)  # the next call carries x's settled reservation
         assert arbitration.reports[-1]["settled"] == [[treatment.idempotency_key, True]]
-        assert not shard.core.budget_settled
+        # y's Decide only asked: its winner's reservation goes back with the next call
+        assert shard.core.budget_settled == [["y|card_upgrade|inbound", False]]
 
     asyncio.run(scenario())
 
