@@ -224,40 +224,41 @@ class ShardActorBody:
         return {trigger: customers for trigger, customers in groups.items() if customers}
 
     async def _decide_awaiting(self) -> None:
-        """Candidates, then one arbitration call per trigger, then settling, in turns of
-        ``turn_customers`` with other work in between. Only ``_decider`` (or a drain) runs
-        this; each customer decided here is claimed until it is settled."""
+        """Decide the customers awaiting it, ``turn_customers`` at a time: candidates, one
+        arbitration call, settling. Small calls keep the arbitrator's queue short for an
+        inbound Decide, and the first treatments of a large round go out early. Only
+        ``_decider`` (or a drain) runs this; each customer is claimed until it is settled."""
         groups = self._take_awaiting()
         claimed = [c for customers in groups.values() for c in customers]
         self._in_decision.update(claimed)  # none was busy: _take_awaiting left those out
+        turns = [(trigger, part) for trigger, customers in groups.items()
+                 for part in self._turns_of(customers)]
         try:
-            for trigger, customers in groups.items():
-                sets: list[CandidateSet] = []
-                removals: dict[str, list[Removal]] = {}
-                for part in self._turns_of(customers):
-                    part_sets, part_removals = self.core.candidate_sets(part, trigger=trigger)
-                    sets.extend(part_sets)
-                    removals.update(part_removals)
-                    await asyncio.sleep(0)
-                try:
-                    reply = await self._arbitrate(sets)
-                except EngineUnavailable:
-                    log.exception("shard %d: arbitration unavailable; %d customers wait",
-                                  self.core.index, len(sets))
-                    for cset in sets:
-                        self.core.awaiting_decision.setdefault(cset.customer_id, trigger)
+            for i, (trigger, part) in enumerate(turns):
+                if not await self._decide_turn(part, trigger):
+                    log.warning("shard %d: arbitration unavailable; customers wait",
+                                self.core.index)
+                    for later_trigger, later in turns[i:]:  # they wait for the next round
+                        for customer_id in later:
+                            self.core.awaiting_decision.setdefault(customer_id, later_trigger)
                     await asyncio.sleep(self.config.router.resend_backoff_s)
-                    continue
-                meta = codec.unpack_envelope(reply, codec.VERDICTS).get("meta") or {}
-                for customer_id, refused in meta.get("removed", {}).items():
-                    removals.setdefault(customer_id, []).extend(
-                        Removal(action_id=a, policy=p, reason=r) for a, p, r in refused)
-                verdicts = codec.decode_verdicts(reply)
-                for part_verdicts in self._turns_of(verdicts):
-                    self.core.settle(part_verdicts, removals, trigger)
-                    await asyncio.sleep(0)
+                    break
         finally:
             await self._release(claimed)
+
+    async def _decide_turn(self, customers: list[str], trigger: str) -> bool:
+        """Decide one turn of customers; ``False`` if the arbitrator could not be reached."""
+        sets, removals = self.core.candidate_sets(customers, trigger=trigger)
+        try:
+            reply = await self._arbitrate(sets)
+        except EngineUnavailable:
+            return False
+        meta = codec.unpack_envelope(reply, codec.VERDICTS).get("meta") or {}
+        for customer_id, refused in meta.get("removed", {}).items():
+            removals.setdefault(customer_id, []).extend(
+                Removal(action_id=a, policy=p, reason=r) for a, p, r in refused)
+        self.core.settle(codec.decode_verdicts(reply), removals, trigger)
+        return True
 
     def _turns_of(self, items: list[Any]) -> list[list[Any]]:
         size = self.config.shard.turn_customers
