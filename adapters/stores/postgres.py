@@ -224,19 +224,6 @@ class PostgresStateStore(SqlStoreCommon):
                 cur.execute("DELETE FROM journal WHERE partition = %s AND seq <= %s",
                             (partition, up_to_seq))
 
-    def load_snapshots(self, partitions: Sequence[int]) -> Iterator[SnapshotRow]:
-        query = ("SELECT customer_id, partition, data, updated_at_ms FROM snapshots"
-                 " WHERE partition = %s AND customer_id > %s ORDER BY customer_id LIMIT %s")
-        for partition in partitions:
-            after = ""
-            while True:
-                page = self._read(query, (partition, after, self.page_size))
-                for row in page:
-                    yield SnapshotRow(*row)
-                if len(page) < self.page_size:
-                    break
-                after = page[-1][0]
-
     # -- event journal ----------------------------------------------------------------------
     def append_journals(self, partition_epochs: Mapping[int, int],
                         entries: Mapping[int, Sequence[bytes]]) -> dict[int, list[int]]:

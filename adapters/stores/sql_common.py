@@ -4,7 +4,7 @@ differs only in the placeholder (``?`` here; PostgreSQL's ``_sql`` turns it into
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, cast
 
@@ -37,6 +37,8 @@ def outbox_item(row: Sequence[Any]) -> OutboxItem:
 class SqlStoreCommon(ABC):
     """The shared half of a SQL ``StateStore``; subclasses give the connection handling."""
 
+    page_size: int  # rows per read when loading snapshots
+
     def _sql(self, sql: str) -> str:
         """The statement in the driver's placeholder style (``?`` for sqlite3)."""
         return sql
@@ -65,6 +67,21 @@ class SqlStoreCommon(ABC):
         rows = self._read(self._sql("SELECT customer_id, partition, data, updated_at_ms"
                                     " FROM snapshots WHERE customer_id = ?"), (customer_id,))
         return SnapshotRow(*rows[0]) if rows else None
+
+    def load_snapshots(self, partitions: Sequence[int]) -> Iterator[SnapshotRow]:
+        """Partition by partition, in pages of ``page_size`` (keyset paging on customer id)."""
+        query = self._sql("SELECT customer_id, partition, data, updated_at_ms FROM snapshots"
+                          " WHERE partition = ? AND customer_id > ? ORDER BY customer_id"
+                          " LIMIT ?")
+        for partition in partitions:
+            after = ""
+            while True:
+                page = self._read(query, (partition, after, self.page_size))
+                for row in page:
+                    yield SnapshotRow(*row)
+                if len(page) < self.page_size:
+                    break
+                after = page[-1][0]
 
     def append_journal(self, partition: int, epoch: int, entries: Sequence[bytes]) -> list[int]:
         return self.append_journals({partition: epoch}, {partition: entries})[partition]

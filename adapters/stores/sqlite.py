@@ -212,19 +212,6 @@ class SqliteStateStore(SqlStoreCommon):
             cur.executemany("DELETE FROM journal WHERE partition = ? AND seq <= ?",
                             list(truncate.items()))
 
-    def load_snapshots(self, partitions: Sequence[int]) -> Iterator[SnapshotRow]:
-        sql = ("SELECT customer_id, partition, data, updated_at_ms FROM snapshots"
-               " WHERE partition = ? AND customer_id > ? ORDER BY customer_id LIMIT ?")
-        for partition in partitions:
-            after = ""
-            while True:
-                page = self._read(sql, (partition, after, self.page_size))
-                for row in page:
-                    yield SnapshotRow(*row)
-                if len(page) < self.page_size:
-                    break
-                after = page[-1][0]
-
     # -- event journal ----------------------------------------------------------------------
     def append_journals(self, partition_epochs: Mapping[int, int],
                         entries: Mapping[int, Sequence[bytes]]) -> dict[int, list[int]]:
