@@ -18,7 +18,8 @@ use ``cooldown_s`` only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import operator
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +31,9 @@ from ..signals import SignalRecord
 Scalar = str | int | float | bool
 NUMERIC = ("number", "integer")
 MAX_EVIDENCE = 16
+COMPARISONS: dict[str, Callable[[float, float], bool]] = {
+    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
+}
 
 
 class CustomerView(Protocol):
@@ -179,3 +183,26 @@ class SignalDetector(BaseDetector, SignalMatch):
 
     def check(self, signals: Mapping[str, Any], *, file: str) -> None:
         self.check_match(signals, file=file, item=self.id)
+
+
+class NumericSignalDetector(SignalDetector):
+    """A detector over one numeric attribute of one signal type."""
+
+    attribute: str = Field(description="Numeric attribute read")
+
+    def check(self, signals: Mapping[str, Any], *, file: str) -> None:
+        super().check(signals, file=file)
+        require_attribute(signals, self.signal, self.attribute, NUMERIC, file=file,
+                          item=self.id, field="attribute")
+
+    def value_in_order(self, state: dict[str, Any], signal: SignalRecord) -> float | None:
+        """The attribute's value if the signal matches and is not older than the last one
+        taken (kept in ``state["seen_ms"]``): a series follows event time, not arrival."""
+        value = signal.attributes.get(self.attribute)
+        if value is None or not self.matches(signal):
+            return None
+        t = signal.occurred_at_ms
+        if t < state.get("seen_ms", t):
+            return None
+        state["seen_ms"] = t
+        return float(value)

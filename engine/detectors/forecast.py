@@ -9,23 +9,18 @@ Events older than the last one seen are ignored.
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from pydantic import Field
 
 from ..models import Moment
 from ..signals import SignalRecord
-from .base import NUMERIC, CustomerView, SignalDetector, require_attribute
+from .base import COMPARISONS, CustomerView, NumericSignalDetector
 
 DAY_MS = 86_400_000
-_OPS: dict[str, Callable[[float, float], bool]] = {
-    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
-}
 
 
-class ForecastDetector(SignalDetector):
+class ForecastDetector(NumericSignalDetector):
     kind: Literal["forecast"] = "forecast"
     attribute: str = Field(description="Numeric attribute projected")
     op: Literal[">", ">=", "<", "<="]
@@ -33,11 +28,6 @@ class ForecastDetector(SignalDetector):
     horizon_s: float = Field(gt=0, description="How far ahead the line is projected")
     points: int = Field(10, ge=2, le=128, description="Values in the fit")
     min_points: int = Field(3, ge=2, le=128, description="Values needed before projecting")
-
-    def check(self, signals: Mapping[str, Any], *, file: str) -> None:
-        super().check(signals, file=file)
-        require_attribute(signals, self.signal, self.attribute, NUMERIC, file=file,
-                          item=self.id, field="attribute")
 
     def projection(self, state: dict[str, Any]) -> float | None:
         """The fitted value ``horizon_s`` after the newest point, or ``None``."""
@@ -56,15 +46,12 @@ class ForecastDetector(SignalDetector):
 
     def detect(self, state: dict[str, Any], signal: SignalRecord,
                view: CustomerView) -> Moment | None:
-        value = signal.attributes.get(self.attribute)
-        if value is None or not self.matches(signal):
+        x = self.value_in_order(state, signal)
+        if x is None:
             return None
         t = signal.occurred_at_ms
-        if t < state.get("seen_ms", t):
-            return None
-        state["seen_ms"] = t
         origin = state.setdefault("o", t)
-        day, x = (t - origin) / DAY_MS, float(value)
+        day = (t - origin) / DAY_MS
         pts: list[list[float]] = state.setdefault("pts", [])
         pts.append([day, x])
         self._add(state, day, x, 1.0)
@@ -74,7 +61,8 @@ class ForecastDetector(SignalDetector):
         projected = self.projection(state)
         if projected is None:
             return None
-        crossing = _OPS[self.op](projected, self.value) and not _OPS[self.op](x, self.value)
+        beyond = COMPARISONS[self.op]
+        crossing = beyond(projected, self.value) and not beyond(x, self.value)
         if self.gate(state, crossing, t):
             return self.make_moment(state, signal, (signal.event_id,))
         return None

@@ -9,22 +9,16 @@ Events older than the last one seen for this detector do not move a crossing's s
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from ..models import Moment
 from ..signals import SignalRecord
-from .base import NUMERIC, CustomerView, SignalDetector, require_attribute
-
-_OPS: dict[str, Callable[[float, float], bool]] = {
-    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
-}
+from .base import COMPARISONS, CustomerView, NumericSignalDetector
 
 
-class ThresholdDetector(SignalDetector):
+class ThresholdDetector(NumericSignalDetector):
     kind: Literal["threshold"] = "threshold"
     attribute: str = Field(description="Numeric attribute compared")
     op: Literal[">", ">=", "<", "<="]
@@ -55,14 +49,9 @@ class ThresholdDetector(SignalDetector):
                 raise ValueError(f"reset {self.reset} must lie on the other side of {self.value}")
         return self
 
-    def check(self, signals: Mapping[str, Any], *, file: str) -> None:
-        super().check(signals, file=file)
-        require_attribute(signals, self.signal, self.attribute, NUMERIC, file=file,
-                          item=self.id, field="attribute")
-
     def _rearmed(self, value: float) -> bool:
         if self.reset is None:
-            return not _OPS[self.op](value, self.value)
+            return not COMPARISONS[self.op](value, self.value)
         return value <= self.reset if self.op in (">", ">=") else value >= self.reset
 
     def detect(self, state: dict[str, Any], signal: SignalRecord,
@@ -70,7 +59,7 @@ class ThresholdDetector(SignalDetector):
         value = signal.attributes.get(self.attribute)
         if value is None or not self.matches(signal):
             return None
-        hit = _OPS[self.op](value, self.value)
+        hit = COMPARISONS[self.op](value, self.value)
         if self.mode == "level":
             if hit and self.cooled_down(state, signal.occurred_at_ms):
                 return self.make_moment(state, signal, (signal.event_id,))

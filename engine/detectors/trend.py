@@ -11,19 +11,18 @@ Both need ``min_points`` earlier values; events older than the last one seen are
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from ..models import Moment
 from ..signals import SignalRecord
-from .base import NUMERIC, CustomerView, SignalDetector, require_attribute
+from .base import CustomerView, NumericSignalDetector
 
 DAY_MS = 86_400_000
 
 
-class TrendDetector(SignalDetector):
+class TrendDetector(NumericSignalDetector):
     kind: Literal["trend"] = "trend"
     attribute: str = Field(description="Numeric attribute followed")
     method: Literal["zscore", "ewma_slope"] = "zscore"
@@ -42,21 +41,12 @@ class TrendDetector(SignalDetector):
             raise ValueError("method 'ewma_slope' needs slope_per_day")
         return self
 
-    def check(self, signals: Mapping[str, Any], *, file: str) -> None:
-        super().check(signals, file=file)
-        require_attribute(signals, self.signal, self.attribute, NUMERIC, file=file,
-                          item=self.id, field="attribute")
-
     def detect(self, state: dict[str, Any], signal: SignalRecord,
                view: CustomerView) -> Moment | None:
-        value = signal.attributes.get(self.attribute)
-        if value is None or not self.matches(signal):
+        x = self.value_in_order(state, signal)
+        if x is None:
             return None
         t = signal.occurred_at_ms
-        if t < state.get("seen_ms", t):
-            return None
-        state["seen_ms"] = t
-        x = float(value)
         if self.method == "zscore":
             hit = self._zscore(state, x)
         else:
