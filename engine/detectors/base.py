@@ -58,6 +58,16 @@ def require_attribute(signals: Mapping[str, Any], signal_type: str, attribute: s
                            f"{' or '.join(types)}", file=file, item=item, field=field)
 
 
+def advance_window(state: dict[str, Any], t: int, window_ms: int) -> int | None:
+    """Move the detector's frontier T (the latest event time taken, ``state["T"]``) up to
+    ``t`` and return the floor of the half-open window ``(T - window, T]``; ``None`` when
+    ``t`` lies at or before that floor (too late to count)."""
+    frontier = max(state.get("T", t), t)
+    state["T"] = frontier
+    floor = frontier - window_ms
+    return None if t <= floor else floor
+
+
 class SignalMatch(BaseModel):
     """A signal type, optionally narrowed by attribute values (equal, or one of a list)."""
 

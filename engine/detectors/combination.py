@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from ..models import Moment
-from .base import BaseDetector
+from .base import BaseDetector, advance_window
 
 
 class CombinationDetector(BaseDetector):
@@ -46,10 +46,8 @@ class CombinationDetector(BaseDetector):
 
     def on_moment(self, state: dict[str, Any], moment: Moment) -> Moment | None:
         t = moment.occurred_at_ms
-        frontier = max(state.get("T", t), t)
-        state["T"] = frontier
-        floor = frontier - int(self.window_s * 1000)
-        if t <= floor:
+        floor = advance_window(state, t, int(self.window_s * 1000))
+        if floor is None:
             return None
         seen: dict[str, list[Any]] = state.setdefault("m", {})  # member -> [at_ms, [ids]]
         for stale in [m for m, (at, _) in seen.items() if at <= floor]:

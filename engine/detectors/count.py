@@ -17,7 +17,7 @@ from pydantic import Field
 
 from ..models import Moment
 from ..signals import SignalRecord
-from .base import CustomerView, SignalDetector
+from .base import CustomerView, SignalDetector, advance_window
 
 
 def prune_sorted(times: list[Any], ids: list[str], floor_ms: float) -> None:
@@ -41,10 +41,8 @@ class CountDetector(SignalDetector):
         if not self.matches(signal):
             return None
         t = signal.occurred_at_ms
-        frontier = max(state.get("T", t), t)
-        state["T"] = frontier
-        floor = frontier - self.window_ms()
-        if t <= floor:
+        floor = advance_window(state, t, self.window_ms())
+        if floor is None:
             return None
         times: list[int] = state.setdefault("ts", [])
         ids: list[str] = state.setdefault("ids", [])

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from ..models import Moment
 from ..signals import SignalRecord
-from .base import CustomerView, SignalDetector, require_attribute
+from .base import CustomerView, SignalDetector, advance_window, require_attribute
 
 
 class DistinctCountDetector(SignalDetector):
@@ -36,10 +36,8 @@ class DistinctCountDetector(SignalDetector):
         if raw is None or not self.matches(signal):
             return None
         t = signal.occurred_at_ms
-        frontier = max(state.get("T", t), t)
-        state["T"] = frontier
-        floor = frontier - int(self.window_s * 1000)
-        if t <= floor:
+        floor = advance_window(state, t, int(self.window_s * 1000))
+        if floor is None:
             return None
         seen: dict[str, list[Any]] = state.setdefault("vals", {})  # value -> [at_ms, event_id]
         for stale in [v for v, (at, _) in seen.items() if at <= floor]:
