@@ -353,12 +353,11 @@ class ShardCore:
                     outcomes.append((treatment, "deferred"))
                 else:
                     outcomes.append((treatment, "now"))
-            decision = Decision.model_construct(
+            decision = Decision(
                 customer_id=verdict.customer_id, decided_at_ms=now_ms, trigger=trigger,
-                candidates=verdict.candidates, removed=tuple(removed), winner=verdict.winner,
-                also=verdict.also, reasons=tuple(reasons))
-            audit.append(DecisionRow(customer.customer_id, now_ms,
-                                     _pack(decision.model_dump(mode="json"))))
+                candidates=tuple(verdict.candidates), removed=tuple(removed),
+                winner=verdict.winner, also=tuple(verdict.also), reasons=tuple(reasons))
+            audit.append(DecisionRow(customer.customer_id, now_ms, _pack(decision.to_wire())))
             self.stats["decisions"] += 1
             for treatment, fate in outcomes:
                 treatment.payload["why"] = list(reasons)
@@ -370,7 +369,7 @@ class ShardCore:
                     self.stats["deferred"] += 1
                     customer.defer(treatment.idempotency_key,
                                    int(treatment.payload.pop("send_at_ms")),
-                                   treatment.model_dump(mode="json"))
+                                   treatment.to_wire())
                     self.timers.schedule(customer.customer_id, customer.next_due_ms())
                 else:
                     ready.append(treatment)
@@ -386,7 +385,7 @@ class ShardCore:
             self.persistence.touched(t.customer_id for t in treatments)
         fresh = self.store.record_treatments([
             TreatmentRow(t.idempotency_key, t.treatment_id, t.customer_id, t.action_id,
-                         t.decided_at_ms, _pack(t.model_dump(mode="json"))) for t in treatments])
+                         t.decided_at_ms, _pack(t.to_wire())) for t in treatments])
         fired = []
         for treatment, is_new in zip(treatments, fresh, strict=True):
             self.budget_settled.append([treatment.idempotency_key, is_new])
@@ -419,7 +418,7 @@ class ShardCore:
         best = _winning(verdict)
         key = idempotency_key(verdict.customer_id, best.action_id, f"inbound@{now_ms}")
         action = self.catalog.actions[best.action_id]
-        treatment = Treatment.model_construct(
+        treatment = Treatment(
             treatment_id=hashlib.blake2b(key.encode(), digest_size=10).hexdigest(),
             idempotency_key=key, customer_id=verdict.customer_id, action_id=action.id,
             channel=action.channel, decided_at_ms=now_ms,
@@ -429,7 +428,7 @@ class ShardCore:
                                  "score": best.score}})
         [fresh] = self.store.record_treatments([TreatmentRow(
             key, treatment.treatment_id, treatment.customer_id, action.id, now_ms,
-            _pack(treatment.model_dump(mode="json")))])
+            _pack(treatment.to_wire()))])
         if not fresh:
             return None
         self.store.mark_dispatched([key], now_ms)
@@ -462,7 +461,7 @@ class ShardCore:
         """Deferred treatments now due, re-checked against consent and contact policy."""
         ready = []
         for data in customer.due_sends(now_ms):
-            treatment = Treatment.model_validate(data)
+            treatment = Treatment.from_wire(data)
             removal = self.chain.recheck_before_send(
                 treatment.action_id, self._context(customer, now_ms, "triggered"))
             if removal is None:
@@ -516,7 +515,7 @@ class ShardCore:
         for item in self.store.pending_outbox(limit, now_ms=self.clock.now_ms()):
             if self.persistence.partition(item.customer_id) not in mine:
                 continue
-            treatment = Treatment.model_validate(msgpack.unpackb(item.payload, raw=False))
+            treatment = Treatment.from_wire(msgpack.unpackb(item.payload, raw=False))
             if self._send(treatment, attempts=item.attempts + 1):
                 sent.append(treatment)
         self._dispatched(sent)
@@ -533,7 +532,7 @@ class ShardCore:
                 self.store.mark_failed(treatment.idempotency_key, str(exc), attempts)
                 self.store.dead_letter([DeadLetterRow(
                     kind="treatment", reason=f"{attempts} sends failed, the last: {exc}",
-                    field="channel", payload=_pack(treatment.model_dump(mode="json")),
+                    field="channel", payload=_pack(treatment.to_wire()),
                     at_ms=self.clock.now_ms())])
                 return False
             backoff_ms = min(60_000, 1000 * 2 ** min(attempts, 6))
@@ -574,7 +573,7 @@ class ShardCore:
         if not customer.mark_treated(key, expires_ms):
             return None
         action = self.catalog.actions[best.action_id]
-        return Treatment.model_construct(
+        return Treatment(
             treatment_id=hashlib.blake2b(key.encode(), digest_size=10).hexdigest(),
             idempotency_key=key, customer_id=customer.customer_id, action_id=action.id,
             channel=action.channel, decided_at_ms=now_ms,

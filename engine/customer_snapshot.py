@@ -28,5 +28,5 @@ def moment_from(data: list[Any]) -> Moment:
         raise ValueError(f"a snapshot moment has {len(_MOMENT_FIELDS)} fields, got {len(data)}")
     fields = dict(zip(_MOMENT_FIELDS, data, strict=True))
     fields["evidence"] = tuple(fields["evidence"])
-    return Moment.model_construct(**fields)
+    return Moment(**fields)
 

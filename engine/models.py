@@ -1,7 +1,9 @@
-"""The domain's pydantic models, used at the edges (adapters, catalogs, explanations).
+"""The domain's types: pydantic models where data comes in from outside (signals, catalog
+actions), slotted dataclasses for what the engine itself makes on the hot path (moments,
+candidates, removals, decisions, treatments: thousands per batch, where pydantic's construction
+and dumping showed in the profile).
 
-Inside the engine, events travel as plain wire lists (``engine.codec``) and the hot path uses
-slotted objects; these models are what callers and operators see.
+Inside the engine, events travel as plain wire lists (``engine.codec``).
 """
 
 from __future__ import annotations
@@ -30,18 +32,23 @@ class Signal(_Model):
     attributes: dict[str, Any] = Field(default_factory=dict)
 
 
-class Moment(_Model):
-    """A detected event: something that matters about a customer, now."""
+@dataclass(frozen=True, slots=True)
+class Moment:
+    """A detected event: something that matters about a customer, now.
 
-    moment_id: str = Field(description="Stable id: detector and the evidence that fired it")
+    A slotted dataclass, not a pydantic model: detectors make one per firing on the hot path,
+    from fields they have already checked (catalog values, event fields).
+    """
+
+    moment_id: str  # stable id: detector and the evidence that fired it
     name: str
     customer_id: str
-    occurred_at_ms: int = Field(description="Event time of the moment, ms since the epoch")
-    urgency: float = Field(ge=0, le=1)
-    half_life_s: float = Field(gt=0, description="Relevance halves every half-life")
-    ttl_s: float = Field(gt=0, description="After this age the moment no longer triggers")
+    occurred_at_ms: int  # event time of the moment, ms since the epoch
+    urgency: float  # 0..1
+    half_life_s: float  # relevance halves every half-life
+    ttl_s: float  # after this age the moment no longer triggers
     detector_id: str
-    evidence: tuple[str, ...] = Field(description="Event ids that made the moment")
+    evidence: tuple[str, ...]  # event ids that made the moment
 
     def relevance(self, now_ms: int) -> float:
         """Urgency decayed by age; zero once the moment is older than its useful life."""
@@ -84,32 +91,77 @@ class Candidate:
     score: float
 
 
-class Removal(_Model):
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """A candidate a policy took out of a decision, and why."""
+
     action_id: str
     policy: str
     reason: str
 
+    def to_wire(self) -> dict[str, str]:
+        return {"action_id": self.action_id, "policy": self.policy, "reason": self.reason}
 
-class Decision(_Model):
+
+@dataclass(frozen=True, slots=True)
+class Decision:
     """One arbitration for one customer: every candidate, every factor, and the winner."""
 
     customer_id: str
     decided_at_ms: int
-    trigger: Literal["triggered", "inbound", "sweep", "emergency"]
+    trigger: str  # "triggered" | "inbound" | "sweep" | "emergency"
     candidates: tuple[Candidate, ...]
     removed: tuple[Removal, ...] = ()
     winner: str | None = None
-    also: tuple[str, ...] = Field((), description="Winners of per-channel competitions")
+    also: tuple[str, ...] = ()  # winners of per-channel competitions
     reasons: tuple[str, ...] = ()
 
+    def to_wire(self) -> dict[str, Any]:
+        """Plain data (the decision audit keeps it, Explain shows it)."""
+        return {"customer_id": self.customer_id, "decided_at_ms": self.decided_at_ms,
+                "trigger": self.trigger,
+                "candidates": [{"action_id": c.action_id, "moment_id": c.moment_id, "p": c.p,
+                                "c": c.c, "v": c.v, "l": c.l, "score": c.score}
+                               for c in self.candidates],
+                "removed": [r.to_wire() for r in self.removed], "winner": self.winner,
+                "also": list(self.also), "reasons": list(self.reasons)}
 
-class Treatment(_Model):
-    """A decided action for one customer, fired once per idempotency key."""
+
+TREATMENT_FIELDS = ("treatment_id", "idempotency_key", "customer_id", "action_id", "channel",
+                    "payload", "decided_at_ms")
+
+
+@dataclass(frozen=True, slots=True)
+class Treatment:
+    """A decided action for one customer, fired once per idempotency key (``customer|action|
+    moment``). Channels get it as is; ``to_wire`` is its one plain-data form (ledger, outbox,
+    JSONL line)."""
 
     treatment_id: str
-    idempotency_key: str = Field(description="customer|action|moment")
+    idempotency_key: str
     customer_id: str
     action_id: str
     channel: str
     payload: dict[str, Any]
     decided_at_ms: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"treatment_id": self.treatment_id, "idempotency_key": self.idempotency_key,
+                "customer_id": self.customer_id, "action_id": self.action_id,
+                "channel": self.channel, "payload": self.payload,
+                "decided_at_ms": self.decided_at_ms}
+
+    @classmethod
+    def from_wire(cls, data: Any) -> Treatment:
+        """Back from ``to_wire`` (a ledger row, a deferred send); ``ValueError`` names the
+        missing or mistyped field."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a treatment is a mapping, got {type(data).__name__}")
+        for name in TREATMENT_FIELDS:
+            value = data.get(name)
+            expected = (dict if name == "payload" else int if name == "decided_at_ms"
+                        else str)
+            if not isinstance(value, expected) or isinstance(value, bool):
+                raise ValueError(f"treatment field {name!r}: expected {expected.__name__}, "
+                                 f"got {value!r}")
+        return cls(**{name: data[name] for name in TREATMENT_FIELDS})

@@ -150,7 +150,7 @@ class EmergencyRun(_Frozen):
         return self.dedup_key or f"run:{self.run_id}"
 
     def moment_for(self, customer_id: str, now_ms: int) -> Moment:
-        return Moment.model_construct(
+        return Moment(
             moment_id=self.moment_id, name=self.moment, customer_id=customer_id,
             occurred_at_ms=now_ms, urgency=self.urgency, half_life_s=self.half_life_s,
             ttl_s=self.ttl_s if self.ttl_s is not None else 4 * self.half_life_s,

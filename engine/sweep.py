@@ -164,7 +164,7 @@ class SweepCriterion(BaseModel):
     description: str = ""
 
     def moment_for(self, customer_id: str, episode_ms: int, now_ms: int) -> Moment:
-        return Moment.model_construct(
+        return Moment(
             moment_id=f"sweep:{self.name}@{episode_ms}", name=self.moment,
             customer_id=customer_id, occurred_at_ms=now_ms, urgency=self.urgency,
             half_life_s=self.half_life_s,

