@@ -5,27 +5,27 @@ P is learned online from outcomes (``learn``), per action and context-feature bi
 Thompson sampling when ``arbitration.explore`` is on. A winner reserves its action's budget;
 the shard commits the reservation when the treatment is written to the ledger (it will fire)
 or releases it (held out, refused at send time). The model and budgets are saved to the store.
+Shards keep a replica of the scorer (levers and learned counts, ``replica``) to answer inbound
+Decides without this hop, unless a candidate has a budget.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import msgpack
-import numpy as np
 import ray
 
 from ..engine import codec
-from ..engine.arbitration import ActionTable, arbitrate, candidate_index
 from ..engine.catalog import Catalog
 from ..engine.config import EngineConfig
 from ..engine.errors import CatalogError
-from ..engine.propensity import PropensityModel
 from ..policies.budgets import BudgetBook, apply_budgets
-from ..policies.features import propensity_features
 from ..policies.policy_config import catalog_policies
 from .ports import StoreFactory
+from .scoring import scorer_for
 
 MODEL_NAME = "propensity"
 BUDGETS_NAME = "budgets"
@@ -38,14 +38,10 @@ class ArbitrationActorBody:
         catalog = Catalog.from_wire(catalog_wire)
         policy = catalog_policies(catalog)
         self.index = index
-        self.explore = config.arbitration.explore
         self.save_interval_s = config.arbitration.save_interval_s
-        self.table = ActionTable(catalog.actions)
-        self.cardinalities, per_action = propensity_features(policy, self.table.ids)
-        self.propensity = PropensityModel(self.table.ids, catalog.actions,
-                                          prior_strength=config.arbitration.prior_strength,
-                                          feature_cardinalities=self.cardinalities,
-                                          action_features=per_action)
+        self.scorer = scorer_for(catalog, policy, config)
+        self.table = self.scorer.table
+        self.propensity = self.scorer.propensity
         limits = {a: p.budget_per_day for a, p in policy.actions.items()
                   if p.budget_per_day is not None}
         self.budgets = BudgetBook(limits, policy.budget_timezone)
@@ -58,15 +54,10 @@ class ArbitrationActorBody:
         saved = self.store.load_model(self._budget_key)
         if saved is not None:
             self.budgets.load_snapshot(msgpack.unpackb(saved, strict_map_key=False))
+        self.incarnation = uuid.uuid4().hex[:12]  # a restart starts its versions afresh
         self._last_save = time.monotonic()
         self.scored = 0
         self.learned = 0
-
-    def _rows(self, codes: np.ndarray) -> np.ndarray:
-        """Feature-row codes (mixed radix) back to rows of bins."""
-        if not self.cardinalities:
-            return np.zeros((len(codes), 0), dtype=np.int64)
-        return np.stack(np.unravel_index(codes, self.cardinalities), axis=1)
 
     async def arbitrate(self, batch: bytes) -> bytes:
         """Score candidate sets. The envelope may carry the shard's reports since its last
@@ -75,16 +66,21 @@ class ArbitrationActorBody:
         sets, meta = codec.decode_candidate_batch(batch)
         self._settle(meta.get("settled") or [])
         self._learn(meta.get("learned") or [])
-        action_idx, set_idx = candidate_index(sets, self.table)
-        rows = np.array([s.features or (0,) * len(self.cardinalities) for s in sets],
-                        dtype=np.int64).reshape(len(sets), len(self.cardinalities))
-        bins = self.propensity.bins_for(action_idx, rows[set_idx])
-        p = self.propensity.estimate(action_idx, bins, sample=self.explore)
-        verdicts = arbitrate(sets, self.table, p, per_candidate=True)
+        verdicts = self.scorer.score(sets)
         verdicts, removed = apply_budgets(verdicts, self.budgets, int(time.time() * 1000))
         self.scored += len(sets)
         return codec.encode_verdicts(verdicts, removed={
             c: [[r.action_id, r.policy, r.reason] for r in rs] for c, rs in removed.items()})
+
+    def _stamp(self) -> str:
+        return f"{self.incarnation}/{self.scorer.version}"
+
+    async def replica(self, stamp: str) -> bytes | None:
+        """The scorer's levers and learned counts for a shard's replica, unless the shard's
+        ``stamp`` is already current (``None``)."""
+        if stamp == self._stamp():
+            return None
+        return msgpack.packb({"stamp": self._stamp(), "scorer": self.scorer.to_replica()})
 
     async def learn(self, batch: bytes) -> int:
         """Outcomes ``[action_id, feature_row_code, positive]`` from the shards."""
@@ -93,16 +89,10 @@ class ArbitrationActorBody:
     def _learn(self, items: list[list[Any]]) -> int:
         if not items:
             return 0
-        known = [(self.table.index[a], code, bool(pos)) for a, code, pos in items
-                 if a in self.table.index]
-        if known:
-            action_idx = np.array([k[0] for k in known], dtype=np.int64)
-            rows = self._rows(np.array([k[1] for k in known], dtype=np.int64))
-            self.propensity.update(action_idx, self.propensity.bins_for(action_idx, rows),
-                                   np.array([k[2] for k in known], dtype=bool))
-            self.learned += len(known)
+        learned = self.scorer.learn(items)
+        self.learned += learned
         self._save_if_due()
-        return len(known)
+        return learned
 
     async def settle_budgets(self, settled: list[list[Any]]) -> None:
         """``[idempotency_key, committed]``: the reservation fired, or was given back."""
@@ -136,7 +126,7 @@ class ArbitrationActorBody:
             raise CatalogError(f"unknown action {action_id!r}", field="action_id")
         if not lever >= 0:
             raise CatalogError(f"a lever must be >= 0, got {lever}", field="lever")
-        self.table.set_lever(action_id, lever)
+        self.scorer.set_lever(action_id, lever)
 
     async def levers(self) -> dict[str, float]:
         return self.table.levers()

@@ -22,7 +22,7 @@ from typing import Any
 import ray
 
 from ..engine import codec
-from ..engine.arbitration import CandidateSet
+from ..engine.arbitration import CandidateSet, Verdict
 from ..engine.catalog import Catalog
 from ..engine.clock import make_clock
 from ..engine.config import EngineConfig
@@ -30,8 +30,10 @@ from ..engine.errors import CodecError, EngineUnavailable, FencedError
 from ..engine.models import Removal
 from ..engine.partitions import PartitionTable
 from ..engine.runs import EmergencyRun
+from ..policies.policy_config import catalog_policies
 from . import heap, ray_calls
 from .ports import ChannelFactory, StoreFactory
+from .scoring import scorer_for
 from .shard_always_on import ShardAlwaysOn
 from .shard_core import ShardCore
 from .shard_persistence import ShardPersistence
@@ -56,7 +58,8 @@ class ShardActorBody:
         self.always_on = ShardAlwaysOn(self.config.sweep, self.config.runs,
                                        self.config.num_shards, catalog)
         self.core = ShardCore(index, catalog, self.config.shard, make_clock(self.config.clock),
-                              channel_factory(), store, self.persistence, self.always_on)
+                              channel_factory(), store, self.persistence, self.always_on,
+                              scorer_for(catalog, catalog_policies(catalog), self.config))
         self.recovered = self.core.recover()
         heap.freeze_resident()
         self.arbitrators = ray_calls.ActorDirectory("arbitration", self.config.num_arbitrators,
@@ -112,6 +115,7 @@ class ShardActorBody:
                 await self._snapshot_step()
                 self.core.redispatch()
                 await self._report_to_arbitration()
+                await self.refresh_replica()
             except FencedError:
                 self._fence()
             except Exception:  # loop boundary: maintenance never kills the shard
@@ -253,11 +257,7 @@ class ShardActorBody:
             reply = await self._arbitrate(sets)
         except EngineUnavailable:
             return False
-        meta = codec.unpack_envelope(reply, codec.VERDICTS).get("meta") or {}
-        for customer_id, refused in meta.get("removed", {}).items():
-            removals.setdefault(customer_id, []).extend(
-                Removal(action_id=a, policy=p, reason=r) for a, p, r in refused)
-        self.core.settle(codec.decode_verdicts(reply), removals, trigger)
+        self.core.settle(_verdicts(reply, removals), removals, trigger)
         return True
 
     def _turns_of(self, items: list[Any]) -> list[list[Any]]:
@@ -299,17 +299,35 @@ class ShardActorBody:
         """Resolved treatments (outcome or ignored; holdouts too) for the lift report."""
         return [dataclasses.asdict(r) for r in self.core.resolutions]
 
+    async def refresh_replica(self) -> None:
+        """Bring the scorer replica up to the arbitrator's levers and learned counts (each
+        maintenance tick, and at once after a lever change)."""
+        try:
+            reply = await self.arbitrators.call(self.arbitrator_index, "replica",
+                                                self.core.replica_stamp,
+                                                timeout_s=self.config.call_timeout_s)
+        except EngineUnavailable:
+            return  # the replica stays as it was; a Decide still has the arbitrator
+        if reply is not None:
+            self.core.load_replica(reply)
+
     async def decide(self, customer_id: str, channel: str | None, present: bool = False
                      ) -> bytes:
         """Inbound: the ranked actions for one customer now. Nothing is sent; with
-        ``present`` the caller shows the winner, recorded as a treatment."""
+        ``present`` the caller shows the winner, recorded as a treatment. Scored here by the
+        replica, or by the arbitrator when a candidate has a volume budget to reserve."""
         await self._claim([customer_id])
         try:
             sets, removals = self.core.candidate_sets([customer_id], inbound=True,
                                                       channel=channel)
-            verdict = codec.decode_verdicts(await self._arbitrate(sets))[0]
-            presented = self.core.present(verdict) if present else None
-            self.core.settle_inbound(verdict, presented is not None)
+            local = self.core.score_here(sets)
+            if local is not None:
+                verdict = local[0]
+                presented = self.core.present(verdict) if present else None
+            else:
+                verdict = _verdicts(await self._arbitrate(sets), removals)[0]
+                presented = self.core.present(verdict) if present else None
+                self.core.settle_inbound(verdict, presented is not None)  # its reservation
         finally:
             await self._release([customer_id])
         removed = [[r.action_id, r.policy, r.reason] for r in removals[customer_id]]
@@ -334,6 +352,15 @@ class ShardActorBody:
         return {"index": self.core.index, "customers": len(self.core.customers),
                 "fenced": self.fenced, "recovered": self.recovered, **self.core.stats,
                 **self.persistence.stats, "sweep": self.always_on.sweep_progress()}
+
+
+def _verdicts(reply: bytes, removals: dict[str, list[Removal]]) -> list[Verdict]:
+    """The arbitrator's verdicts; the candidates its budgets removed join ``removals``."""
+    meta = codec.unpack_envelope(reply, codec.VERDICTS).get("meta") or {}
+    for customer_id, refused in meta.get("removed", {}).items():
+        removals.setdefault(customer_id, []).extend(
+            Removal(action_id=a, policy=p, reason=r) for a, p, r in refused)
+    return codec.decode_verdicts(reply)
 
 
 ShardActor = ray.remote(ShardActorBody)

@@ -27,6 +27,7 @@ from ..engine.customer import CustomerState, LateEventError
 from ..engine.errors import EventRejected
 from ..engine.models import Candidate, Decision, Moment, Removal, Treatment
 from ..engine.outcomes import OutcomeTracker, Resolution
+from ..engine.scorer import Scorer
 from ..engine.signals import SignalRecord
 from ..engine.store import DeadLetterRow, DecisionRow, StateStore, TreatmentRow
 from ..engine.timers import TimerWheel
@@ -59,7 +60,7 @@ class ShardCore:
     def __init__(self, index: int, catalog: Catalog, config: ShardConfig, clock: Clock,
                  channel: TreatmentChannel, store: StateStore,
                  persistence: ShardPersistence | None = None,
-                 always_on: ShardAlwaysOn | None = None) -> None:
+                 always_on: ShardAlwaysOn | None = None, scorer: Scorer | None = None) -> None:
         self.index = index
         self.catalog = catalog
         self.config = config
@@ -73,6 +74,10 @@ class ShardCore:
         self.binner = FeatureBinner(self.policy.features)
         self.cardinalities = tuple(spec.cardinality for spec in self.policy.features)
         self.tracker = OutcomeTracker(self.policy.outcomes)
+        self.scorer = scorer  # a replica of the arbitrator's, for inbound Decide
+        self.replica_stamp = ""  # the master state it holds ("" until the first one arrives)
+        self.budgeted = frozenset(a for a, p in self.policy.actions.items()
+                                  if p.budget_per_day is not None)
         self.resolutions: deque[Resolution] = deque(maxlen=100_000)
         self.learned: list[list[Any]] = []
         self.budget_settled: list[list[Any]] = []
@@ -85,7 +90,7 @@ class ShardCore:
         self.stats = {"events": 0, "duplicates": 0, "rejected": 0, "late": 0, "moments": 0,
                       "timer_moments": 0, "decisions": 0, "treatments": 0, "send_failures": 0,
                       "holdouts": 0, "deferred": 0, "dropped_at_send": 0,
-                      "activations": 0, "passivations": 0}
+                      "activations": 0, "passivations": 0, "scored_here": 0}
 
     def customer(self, customer_id: str) -> CustomerState:
         """The customer, resident or activated from the store, or new."""
@@ -313,6 +318,25 @@ class ShardCore:
                                      cset.moment_ids, features))
             removals[customer_id] = removed + refused
         return sets, removals
+
+    def load_replica(self, reply: bytes) -> None:
+        """The arbitrator's levers and learned counts (its ``replica`` reply)."""
+        if self.scorer is None:
+            return
+        data = msgpack.unpackb(reply, raw=False, strict_map_key=False)
+        self.scorer.load_replica(data["scorer"])
+        self.replica_stamp = data["stamp"]
+
+    def score_here(self, sets: list[CandidateSet]) -> list[Verdict] | None:
+        """Verdicts from the replica, when it can answer alone: it holds the master's state,
+        and no candidate has a volume budget (a reservation needs the arbitrator's one book).
+        ``None``: ask the arbitrator."""
+        if self.scorer is None or not self.replica_stamp:
+            return None
+        if self.budgeted and any(a in self.budgeted for s in sets for a in s.action_ids):
+            return None
+        self.stats["scored_here"] += len(sets)
+        return self.scorer.score(sets)
 
     def take_awaiting(self) -> dict[Trigger, list[str]]:
         """The customers to decide now, grouped by why."""

@@ -142,10 +142,18 @@ class SupervisorActorBody:
         return list(self.shards)
 
     async def set_lever(self, action_id: str, lever: float) -> dict[str, float]:
-        """Set one lever on every arbitrator; effective for the next decision."""
+        """Set one lever on every arbitrator and every shard's scorer replica; effective for
+        the next decision."""
         await asyncio.gather(*(ray_calls.call(a, "set_lever", action_id, lever,
                                               timeout_s=self.config.call_timeout_s)
                                for a in self.arbitrators))
+        refreshed = await asyncio.gather(  # Decide sees it now; a shard that misses it
+            *(ray_calls.call(shard, "refresh_replica",  # catches up on its next tick
+                             timeout_s=self.config.call_timeout_s) for shard in self.shards),
+            return_exceptions=True)
+        for index, result in enumerate(refreshed):
+            if isinstance(result, Exception):
+                log.warning("shard %d: scorer replica not refreshed now: %s", index, result)
         levers: dict[str, float] = await ray_calls.call(
             self.arbitrators[0], "levers", timeout_s=self.config.call_timeout_s)
         return levers

@@ -37,7 +37,10 @@ class JsonlChannel(JsonlSink):
 
 
 def read_jsonl(path: Path | str) -> list[dict[str, Any]]:
+    """The file's complete lines: a last line without its newline is still being written by
+    another process (a reader tailing a live channel must not fail on it)."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    *complete, _partial = path.read_bytes().split(b"\n")
+    return [json.loads(line) for line in complete if line.strip()]

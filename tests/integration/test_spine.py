@@ -109,6 +109,21 @@ def test_inbound_decide_ranks_actions_without_firing(running: RunningEngine) -> 
     assert len(running.for_customer(erin)) == 1  # the inbound answer fired nothing
 
 
+def test_a_lever_change_reaches_an_inbound_decide_at_once(running: RunningEngine) -> None:
+    """Decide is scored by the shard's replica of the arbitrator's scorer: a lever set through
+    the engine must be in the very next answer, not after a refresh tick."""
+    hal = customer()
+    running.client.submit([event_dict(hal, "profile_update", now_ms(), segment="mass")])
+    before = running.client.decide(hal, channel="web")
+    assert before.ranked[0].score == pytest.approx(0.5 * 1.0 * 10 * 1.0)
+    try:
+        running.client.set_lever("card_upgrade", 3.0)
+        after = running.client.decide(hal, channel="web")
+        assert after.ranked[0].score == pytest.approx(0.5 * 1.0 * 10 * 3.0)
+    finally:
+        running.client.set_lever("card_upgrade", 1.0)
+
+
 def test_explain_shows_the_decision(running: RunningEngine) -> None:
     gus = customer()
     running.client.submit([event_dict(gus, "profile_update", now_ms(), segment="student"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgpack
 import pytest
 
 from shush.actors.shard_core import ShardCore
@@ -18,6 +19,7 @@ from shush.engine.config import ShardConfig
 from shush.engine.models import Treatment
 from shush.engine.partitions import PartitionTable
 from shush.engine.propensity import PropensityModel
+from shush.engine.scorer import Scorer
 from tests.factories import T0_MS, event, write_catalog
 
 
@@ -313,3 +315,36 @@ def test_each_winner_of_a_decision_fires_once(tmp_path: Path) -> None:
     decision = h.core.recent_decisions("oli")[-1]
     assert (decision["winner"], decision["also"]) == ("advisor_call", ["web_banner"])
     assert any("web_banner wins its own channel competition" in r for r in decision["reasons"])
+
+
+def _scorer(catalog: Catalog) -> Scorer:
+    return Scorer(catalog.actions, prior_strength=2.0, feature_cardinalities=(),
+                  action_features={}, explore=False)
+
+
+def test_the_replica_scores_a_decide_as_the_arbitrator_would(catalog: Catalog) -> None:
+    master = _scorer(catalog)
+    master.set_lever("card_upgrade", 3.0)
+    master.learn([["card_upgrade", 0, True], ["card_upgrade", 0, True]])
+    h = Harness(catalog)
+    h.core.scorer = _scorer(catalog)
+    h.submit(event("gus", "profile_update", segment="mass"))
+    sets, _ = h.core.candidate_sets(["gus"], inbound=True)
+    assert h.core.score_here(sets) is None  # no replica yet: the arbitrator answers
+    h.core.load_replica(msgpack.packb({"stamp": "a/2", "scorer": master.to_replica()}))
+    assert h.core.replica_stamp == "a/2"
+    assert h.core.score_here(sets) == master.score(sets)
+    assert h.core.stats["scored_here"] == 1
+
+
+def test_a_candidate_with_a_budget_is_left_to_the_arbitrator(catalog: Catalog) -> None:
+    h = Harness(catalog)
+    h.core.scorer = _scorer(catalog)
+    h.core.load_replica(msgpack.packb({"stamp": "a/0",
+                                       "scorer": _scorer(catalog).to_replica()}))
+    h.submit(event("gus", "profile_update", segment="mass"))
+    sets, _ = h.core.candidate_sets(["gus"], inbound=True, channel="web")
+    h.core.budgeted = frozenset({"card_upgrade"})  # one unit a day: the book is the arbitrator's
+    assert h.core.score_here(sets) is None
+    h.core.budgeted = frozenset({"rate_offer"})  # not among this Decide's candidates
+    assert h.core.score_here(sets) is not None
