@@ -39,10 +39,13 @@ from .shard_core import ShardCore
 from .shard_persistence import ShardPersistence
 
 log = logging.getLogger(__name__)
-# A maintenance tick's due partitions go in about one write transaction: each one takes SQLite's
-# database-wide write lock, which the other shards then wait for (16 per turn made 8 times the
-# transactions, and the loadtest at 4,500 events/s fell further behind).
-SNAPSHOT_PARTITIONS_PER_TURN = 128
+# A snapshot step is one write transaction of at most this many partitions and about this many
+# changed customers (~25 µs each to pack): each transaction takes SQLite's database-wide write
+# lock, which the other shards then wait for, so steps are few; and a step holds up every call
+# to the shard, so they are short (a step of 128 partitions after a burst of new customers
+# held the shard for 170 ms, and an inbound Decide with it).
+SNAPSHOT_PARTITIONS_PER_STEP = 128
+SNAPSHOT_CUSTOMERS_PER_STEP = 256
 
 
 class ShardActorBody:
@@ -122,19 +125,20 @@ class ShardActorBody:
                 log.exception("shard %d maintenance failed", self.core.index)
 
     async def _snapshot_step(self) -> None:
-        """Passivate, then snapshot the partitions whose turn has come, a few per turn. Each
+        """Passivate, then snapshot the partitions whose turn has come, in short steps. Each
         step runs between batches (it takes the batch lock): a batch is journaled whole
         before its turns are applied, and a snapshot must not truncate the journal of events
         not yet applied."""
-        due = self.persistence.due_partitions()
-        for start in range(0, max(len(due), 1), SNAPSHOT_PARTITIONS_PER_TURN):
+        async with self._batches:
+            self.core.passivate()
+        steps = self.persistence.steps(self.persistence.due_partitions(),
+                                       max_customers=SNAPSHOT_CUSTOMERS_PER_STEP,
+                                       max_partitions=SNAPSHOT_PARTITIONS_PER_STEP)
+        for step in steps:
+            await asyncio.sleep(0)  # calls that came in during the last step go first
             async with self._batches:
-                if start == 0:
-                    self.core.passivate()
-                part = due[start:start + SNAPSHOT_PARTITIONS_PER_TURN]
-                if part:
-                    self.persistence.snapshot(self.core.customers.get,
-                                              self.core.clock.now_ms(), part)
+                self.persistence.snapshot(self.core.customers.get, self.core.clock.now_ms(),
+                                          step)
 
     def _fence(self) -> None:
         log.critical("shard %d: a newer incarnation owns its partitions; refusing work",

@@ -140,7 +140,9 @@ class ShardCore:
                 leaving.append(customer_id)
         if not leaving:
             return 0
-        self.persistence.snapshot(self.customers.get, now_ms)
+        persistence = self.persistence  # only the partitions of those leaving: a short step
+        persistence.snapshot(self.customers.get, now_ms,
+                             {persistence.partition(c) for c in leaving})
         for customer_id in leaving:
             del self.customers[customer_id]
             del self.active_ms[customer_id]

@@ -117,6 +117,25 @@ class ShardPersistence:
         self._cursor = (self._cursor + count) % len(self.partitions)
         return [p for p in turn if p in self.dirty or p in self._journaled]
 
+    def steps(self, partitions: list[int], *, max_customers: int,
+              max_partitions: int) -> list[list[int]]:
+        """``partitions`` in consecutive steps of at most ``max_partitions`` partitions and
+        about ``max_customers`` changed customers (a step has at least one partition): each
+        step is one write transaction, and the shard answers calls between steps."""
+        steps: list[list[int]] = []
+        step: list[int] = []
+        customers = 0
+        for partition in partitions:
+            changed = len(self.dirty.get(partition, ()))
+            if step and (customers + changed > max_customers or len(step) >= max_partitions):
+                steps.append(step)
+                step, customers = [], 0
+            step.append(partition)
+            customers += changed
+        if step:
+            steps.append(step)
+        return steps
+
     def snapshot(self, customer: Callable[[str], CustomerState | None], now_ms: int,
                  partitions: Iterable[int] | None = None) -> int:
         """Save the changed customers of ``partitions`` (default: all) and truncate the

@@ -81,3 +81,18 @@ def test_a_failed_snapshot_leaves_the_customers_changed(clock: Clock) -> None:
     with pytest.raises(StoreUnavailable):
         persistence.snapshot(customers.get, T0_MS)
     assert persistence.dirty == before
+
+
+def test_snapshot_steps_are_bounded_by_changed_customers_and_partitions() -> None:
+    persistence = ShardPersistence(MemoryStateStore(), 0, PartitionTable.round_robin(16, 1),
+                                   snapshot_interval_s=1.0)
+    _customers(persistence, 200)
+    due = sorted(persistence.dirty)
+    steps = persistence.steps(due, max_customers=40, max_partitions=5)
+    assert [p for step in steps for p in step] == due  # every partition, once, in order
+    for step in steps:
+        changed = sum(len(persistence.dirty[p]) for p in step)
+        assert len(step) <= 5
+        assert len(step) == 1 or changed <= 40
+    assert persistence.steps(due, max_customers=0, max_partitions=99) == [[p] for p in due]
+    assert persistence.steps([], max_customers=40, max_partitions=5) == []
