@@ -178,6 +178,9 @@ class Progress:
     resources: dict[str, float]
 
 
+DECIDE_PROCESS = -1  # the Decide process's tag on the queue (client processes count from 0)
+
+
 @dataclass(slots=True)
 class _Totals:
     counters: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -186,6 +189,8 @@ class _Totals:
     pool_exhausted: dict[int, int] = field(default_factory=dict)
     last: dict[int, dict[str, int]] = field(default_factory=dict)
     triggers: int = 0
+    decide: LatencyHistogram = field(default_factory=LatencyHistogram)
+    decide_errors: dict[str, int] = field(default_factory=dict)
 
 
 async def run_load(spec: LoadSpec, *, tag: str | None = None, extra_pids: Sequence[int] = (),
@@ -208,26 +213,27 @@ async def run_load(spec: LoadSpec, *, tag: str | None = None, extra_pids: Sequen
     procs = [ctx.Process(target=client_main, daemon=True,
                          args=(p, spec, tag, len(population), start_at, go, out))
              for p in range(spec.processes)]
-    for proc in procs:
+    helpers = [ctx.Process(target=decide_main, daemon=True,
+                           args=(spec, tag, len(population), start_at, go, out))
+               ] if spec.decide_rate_hz > 0 else []
+    for proc in procs + helpers:
         proc.start()
     try:
-        return await _coordinate(spec, population, tail, procs, start_at, go, out, extra_pids,
-                                 profile_s, on_progress)
+        return await _coordinate(spec, population, tail, procs, helpers, start_at, go, out,
+                                 extra_pids, profile_s, on_progress)
     finally:
-        for proc in procs:
+        for proc in procs + helpers:
             proc.join(timeout=5)
             if proc.is_alive():
                 proc.terminate()
 
 
 async def _coordinate(spec: LoadSpec, population: Population, tail: TreatmentTail,
-                      procs: list[Any], start_at: Any, go: Any, out: Any,
+                      procs: list[Any], helpers: list[Any], start_at: Any, go: Any, out: Any,
                       extra_pids: Sequence[int], profile_s: float,
                       on_progress: Callable[[Progress], None] | None) -> dict[str, Any]:
-    from ..adapters.client import AsyncShushClient
-
     ready = 0
-    while ready < len(procs):
+    while ready < len(procs) + len(helpers):
         kind, process, detail = await asyncio.get_running_loop().run_in_executor(
             None, out.get, True, 120)
         if kind == "failed":
@@ -242,47 +248,42 @@ async def _coordinate(spec: LoadSpec, population: Population, tail: TreatmentTai
     sampler = ResourceSampler(extra_pids)
     sampler.sample()  # prime cpu_percent
     samples: list[dict[str, float]] = []
-    decide = LatencyHistogram()
-    decide_errors: dict[str, int] = defaultdict(int)
-    end = start + spec.duration_s
-
-    async with AsyncShushClient(spec.target, timeout_s=spec.timeout_s,
-                                max_attempts=1) as client:
-        decide_task = asyncio.create_task(_decide_loop(client, population, spec, start, end,
-                                                       decide, decide_errors))
-        drain_until = math.inf
-        next_sample = start
-        while True:
+    drain_until = math.inf
+    next_sample = start
+    while True:
+        _drain_queue(out, totals, matcher, done)
+        for record in tail.poll():
+            matcher.treatment(record)
+        now = time.time()
+        if now >= next_sample:
+            next_sample += 1.0
+            if now >= start:
+                sample = sampler.sample()
+                sample["t_s"] = round(now - start, 1)
+                samples.append(sample)
+                if on_progress is not None:
+                    on_progress(_progress(spec, start, now, totals, matcher, totals.decide,
+                                          sample))
+        if len(done) == len(procs) and drain_until == math.inf:
+            drain_until = time.time() + spec.drain_s
+        if time.time() >= drain_until or (drain_until < math.inf and not matcher.pending):
+            break
+        if not any(p.is_alive() for p in procs) and len(done) < len(procs):
             _drain_queue(out, totals, matcher, done)
-            for record in tail.poll():
-                matcher.treatment(record)
-            now = time.time()
-            if now >= next_sample:
-                next_sample += 1.0
-                if now >= start:
-                    sample = sampler.sample()
-                    sample["t_s"] = round(now - start, 1)
-                    samples.append(sample)
-                    if on_progress is not None:
-                        on_progress(_progress(spec, start, now, totals, matcher, decide,
-                                              sample))
-            if len(done) == len(procs) and drain_until == math.inf:
-                drain_until = time.time() + spec.drain_s
-            if time.time() >= drain_until or (drain_until < math.inf and not matcher.pending):
-                break
-            if not any(p.is_alive() for p in procs) and len(done) < len(procs):
-                _drain_queue(out, totals, matcher, done)
-                if len(done) < len(procs):
-                    raise RuntimeError("a client process died; see its output above")
-            await asyncio.sleep(0.1)
-        decide_task.cancel()
+            if len(done) < len(procs):
+                raise RuntimeError("a client process died; see its output above")
+        await asyncio.sleep(0.1)
+    for helper in helpers:  # the Decide process ends with its last report
+        await asyncio.get_running_loop().run_in_executor(None, helper.join, spec.timeout_s)
+    _drain_queue(out, totals, matcher, done)
     ack, lag = LatencyHistogram(), LatencyHistogram()
     span_s = max([spec.duration_s, *(float(d["span_s"]) for d in done.values())])
     for histograms in done.values():
         ack.add(LatencyHistogram.decode(histograms["ack"]))
         lag.add(LatencyHistogram.decode(histograms["lag"]))
-    return build_report(spec, totals=totals, matcher=matcher, ack=ack, lag=lag, decide=decide,
-                        decide_errors=dict(decide_errors), samples=samples,
+    return build_report(spec, totals=totals, matcher=matcher, ack=ack, lag=lag,
+                        decide=totals.decide, decide_errors=totals.decide_errors,
+                        samples=samples,
                         population=len(population), profile_s=profile_s, span_s=span_s)
 
 
@@ -297,6 +298,10 @@ def _drain_queue(out: Any, totals: _Totals, matcher: LatencyMatcher,
             raise RuntimeError(f"client process {process} failed: {detail}")
         if kind == "done":
             done[process] = detail
+            continue
+        if kind == "decide":  # the Decide process's histogram so far
+            totals.decide = LatencyHistogram.decode(detail["hist"])
+            totals.decide_errors = detail["errors"]
             continue
         if kind != "tick":
             continue
@@ -316,35 +321,65 @@ def _drain_queue(out: Any, totals: _Totals, matcher: LatencyMatcher,
                 totals.counters[key] += value
 
 
-async def _decide_loop(client: Any, population: Population, spec: LoadSpec, start: float,
-                       end: float, hist: LatencyHistogram, errors: dict[str, int]) -> None:
-    """Open loop at ``decide_rate_hz``: each call timed from its scheduled time."""
-    if spec.decide_rate_hz <= 0:
-        return
+def decide_main(spec: LoadSpec, tag: str, population_size: int, start_at: Any, go: Any,
+                out: Any) -> None:
+    """Entry point of the Decide process: inbound Decides at ``decide_rate_hz``, open loop.
+    A process of its own, so the coordinator's work (tailing treatments, sampling processes)
+    never delays a reply and inflates the figure."""
+    try:
+        import uvloop
+
+        uvloop.run(_decides(spec, tag, population_size, start_at, go, out))
+    except Exception as exc:  # a loop boundary: report, never hang the coordinator
+        out.put(("failed", DECIDE_PROCESS, repr(exc)))
+
+
+async def _decides(spec: LoadSpec, tag: str, population_size: int, start_at: Any, go: Any,
+                   out: Any) -> None:
     import grpc
 
+    from ..adapters.client import AsyncShushClient
+
+    population = Population(population_size, tag=tag, seed=spec.seed)
     rng = np.random.default_rng(spec.seed + 2)
     interval = 1.0 / spec.decide_rate_hz
+    hist = LatencyHistogram()
+    errors: dict[str, int] = defaultdict(int)
     tasks: set[asyncio.Task[None]] = set()
 
-    async def one(at: float, customer: str) -> None:
-        try:
-            await client.decide(customer, "web")
-            hist.record_ms((time.time() - at) * 1000)
-        except grpc.aio.AioRpcError as exc:
-            errors[exc.code().name] += 1
+    def report(kind: str) -> None:
+        out.put((kind, DECIDE_PROCESS, {"hist": hist.encode(), "errors": dict(errors)}))
 
-    at = start
-    while at < end:
-        delay = at - time.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        task = asyncio.create_task(one(at, population.ids[int(rng.integers(len(population)))]))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-        at += interval
-    if tasks:
-        await asyncio.wait(tasks, timeout=spec.timeout_s)
+    async with AsyncShushClient(spec.target, timeout_s=spec.timeout_s,
+                                max_attempts=1) as client:
+        await client.health()
+        out.put(("ready", DECIDE_PROCESS, None))
+        await asyncio.get_running_loop().run_in_executor(None, go.wait)
+        start = float(start_at.value)
+
+        async def one(at: float, customer: str) -> None:
+            try:
+                await client.decide(customer, "web")
+                hist.record_ms((time.time() - at) * 1000)  # from its scheduled time
+            except grpc.aio.AioRpcError as exc:
+                errors[exc.code().name] += 1
+
+        at, next_report = start, start + 0.5
+        while at < start + spec.duration_s:
+            delay = at - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(one(at, population.ids[int(rng.integers(
+                len(population)))]))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            at += interval
+            if time.time() >= next_report:
+                report("decide")
+                next_report += 0.5
+        if tasks:
+            await asyncio.wait(tasks, timeout=spec.timeout_s)
+    report("decide")
 
 
 def _progress(spec: LoadSpec, start: float, now: float, totals: _Totals,
