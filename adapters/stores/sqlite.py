@@ -7,19 +7,28 @@ their write transactions queue on SQLite's lock for up to ``busy_timeout_s``.
 
 Every write call is one ``BEGIN IMMEDIATE`` transaction: taking the write lock up front makes
 the fencing check and the write atomic, and spares SQLite lock upgrades that would deadlock.
+
+Two things are kept off the writer's path, where they stalled shards under load (measured at
+3,000 events/s: a p99 of 8.5 ms to take the lock and of 16-27 ms to commit):
+- waiting for the lock: SQLite's own busy handler sleeps 1, 2, 5, 10... ms between tries, so a
+  lock held 3 ms cost a waiter 8; this store polls in steps of at most 2 ms instead;
+- checkpoints: a commit no longer copies the WAL into the database (with an fsync) when the
+  WAL passes 1,000 pages; a background thread checkpoints every ``checkpoint_interval_s``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ...engine.errors import StoreUnavailable
+from ...engine.errors import StoreUnavailable, StoreUsageError
 from ...engine.store import (
     DeadLetterRow,
     DecisionRow,
@@ -105,18 +114,23 @@ CREATE TABLE IF NOT EXISTS models (
 );
 """
 
+log = logging.getLogger(__name__)
 _IN_PARTITIONS = "partition IN (SELECT value FROM json_each(?))"
-
+LOCK_POLL_S = (0.0002, 0.0005, 0.001, 0.002)  # waits between tries for the write lock
 
 
 class SqliteStateStore(SqlStoreCommon):
     """One connection to one SQLite file; safe to share between the threads of a process."""
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0,
-                 page_size: int = 5000) -> None:
+                 page_size: int = 5000, checkpoint_interval_s: float = 1.0) -> None:
         require_positive(page_size, "page_size")
+        if not checkpoint_interval_s > 0:
+            raise StoreUsageError(f"must be > 0, got {checkpoint_interval_s}",
+                                  field="checkpoint_interval_s")
         self.path = str(path)
         self.page_size = page_size
+        self.busy_timeout_s = busy_timeout_s
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -126,14 +140,46 @@ class SqliteStateStore(SqlStoreCommon):
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer's job
         with self._write() as cur:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     cur.execute(statement)
+        self._conn.execute("PRAGMA busy_timeout = 0")  # _waiting polls for locks instead
+        self._closing = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        if self.path != ":memory:":
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_loop, args=(checkpoint_interval_s,),
+                name=f"sqlite-checkpoint-{Path(self.path).name}", daemon=True)
+            self._checkpointer.start()
 
     def close(self) -> None:
+        self._closing.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join()
         with self._lock:
             self._conn.close()
+
+    def _checkpoint_loop(self, interval_s: float) -> None:
+        """Copy committed WAL frames into the database, off the writers' path (the sqlite3
+        module lets go of the GIL while SQLite works). PASSIVE never waits for a lock: what
+        readers still use is copied on a later turn."""
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            while not self._closing.wait(interval_s):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:  # a thread boundary: the next turn tries again
+                    log.warning("sqlite checkpoint of %s failed: %s", self.path, exc)
+        finally:
+            conn.close()
+
+    def checkpoint(self) -> tuple[int, int]:
+        """Checkpoint now: (WAL frames, frames copied into the database)."""
+        with self._lock, _unavailable_on_driver_error():
+            _, frames, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(frames), int(copied)
 
     def __enter__(self) -> SqliteStateStore:
         return self
@@ -146,7 +192,7 @@ class SqliteStateStore(SqlStoreCommon):
         """One write transaction, holding SQLite's write lock from its start."""
         with self._lock, _unavailable_on_driver_error():
             cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
+            self._waiting(cur, "BEGIN IMMEDIATE")
             try:
                 yield cur
                 cur.execute("COMMIT")
@@ -155,9 +201,25 @@ class SqliteStateStore(SqlStoreCommon):
                     self._conn.execute("ROLLBACK")
                 raise
 
+    def _waiting(self, cur: sqlite3.Cursor, sql: str, params: Sequence[Any] = ()
+                 ) -> sqlite3.Cursor:
+        """Run a statement, polling in short steps while another connection holds the lock
+        it needs (the write lock, for ``BEGIN IMMEDIATE``); past ``busy_timeout_s`` the
+        ``database is locked`` error goes up."""
+        deadline = time.monotonic() + self.busy_timeout_s
+        tries = 0
+        while True:
+            try:
+                return cur.execute(sql, params)
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(LOCK_POLL_S[min(tries, len(LOCK_POLL_S) - 1)])
+            tries += 1
+
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock, _unavailable_on_driver_error():
-            return self._conn.execute(sql, params).fetchall()
+            return self._waiting(self._conn.cursor(), sql, params).fetchall()
 
     @staticmethod
     def _epochs(cur: sqlite3.Cursor, partitions: Sequence[int]) -> dict[int, int]:
@@ -333,6 +395,11 @@ class SqliteStateStore(SqlStoreCommon):
             )
 
     # -- propensity models ------------------------------------------------------------------
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    message = str(exc)
+    return "database is locked" in message or "database is busy" in message
+
 
 @contextmanager
 def _unavailable_on_driver_error() -> Iterator[None]:
