@@ -152,8 +152,9 @@ class ShardPersistence:
                     rows.append(SnapshotRow(customer_id, partition,
                                             _pack(state.to_snapshot()), now_ms))
         truncate = {p: self._journaled[p] for p in chosen if p in self._journaled}
-        if rows or truncate:
-            self.store.save_snapshots(self.epochs, rows, truncate_journal_to=truncate)
+        if rows or truncate:  # fenced by the epochs of these partitions only, not all 512
+            self.store.save_snapshots({p: self.epochs[p] for p in chosen}, rows,
+                                      truncate_journal_to=truncate)
         for partition in chosen:  # saved: only now are they clean
             self.dirty.pop(partition, None)
             self._journaled.pop(partition, None)
