@@ -2,7 +2,8 @@
 applies backpressure.
 
 A ``submit`` call's valid events are split per shard into chunks that wait in that shard's
-buffer; a buffer is flushed when it holds ``max_batch_events`` or after ``flush_interval_ms``.
+buffer; a buffer is flushed when it holds ``max_batch_events`` or after ``flush_interval_ms``
+(0, the default: at once, if the shard's window has room).
 At most ``max_inflight_batches`` batches per shard are unacknowledged; while that window is
 full the buffer grows, and leaves as one batch when an acknowledgement frees the window, so
 batches grow with the load (group commit). A router holding more than ``max_buffered_events``
@@ -62,7 +63,7 @@ class RouterActorBody:
         if self.buffered + n > self.settings.max_buffered_events:
             self.stats["refused"] += n
             return codec.pack(codec.ACKS, [], refused="router is full",
-                              retry_after_s=self.settings.flush_interval_ms / 1000 * 10)
+                              retry_after_s=self.settings.resend_backoff_s)
         self.stats["received"] += n
         results: list[list[Any] | None] = [None] * n
         per_shard: dict[int, tuple[list[int], list[Any]]] = {}
@@ -106,7 +107,7 @@ class RouterActorBody:
         self._buffers.setdefault(shard, []).append((events, future))
         count = self._buffered_counts.get(shard, 0) + len(events)
         self._buffered_counts[shard] = count
-        if count >= self.settings.max_batch_events:
+        if count >= self.settings.max_batch_events or self.settings.flush_interval_ms == 0:
             self._flush(shard)
         elif shard not in self._timers:
             self._timers[shard] = asyncio.get_running_loop().call_later(

@@ -18,6 +18,7 @@ from .sweep import SweepConfig
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
 
 
 class _Frozen(BaseModel):
@@ -26,7 +27,9 @@ class _Frozen(BaseModel):
 
 class RouterConfig(_Frozen):
     max_batch_events: PositiveInt = Field(2000, description="Events per shard batch before flush")
-    flush_interval_ms: PositiveFloat = Field(2.0, description="Longest wait before a partial flush")
+    flush_interval_ms: NonNegativeFloat = Field(
+        0.0, description="Longest wait before a partial flush; 0: at once while the shard's "
+        "window has room (under load, batches still grow while the window is full)")
     max_inflight_batches: PositiveInt = Field(
         4, description="Unacknowledged batches per shard handle (backpressure window)"
     )

@@ -94,3 +94,20 @@ def test_a_failing_delivery_answers_every_caller_with_retry(tmp_path: Path) -> N
         assert "boom" in acks[0][1]
 
     asyncio.run(scenario())
+
+
+def test_by_default_a_chunk_leaves_at_once_while_the_window_has_room(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        router, shard = _router(tmp_path, max_inflight_batches=2)
+        first = asyncio.create_task(router.submit(_batch(0, 3)))
+        second = asyncio.create_task(router.submit(_batch(10, 2)))
+        third = asyncio.create_task(router.submit(_batch(20, 4)))
+        await asyncio.sleep(0)  # no flush timer: sent on their first turn
+        await asyncio.sleep(0)
+        assert [len(b) for b in shard.batches] == [3, 2]  # the window's two batches
+        assert not router._timers
+        shard.release.set()
+        await asyncio.gather(first, second, third)
+        assert [len(b) for b in shard.batches] == [3, 2, 4]  # the third when one was acked
+
+    asyncio.run(scenario())
