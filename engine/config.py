@@ -62,8 +62,10 @@ class ShardConfig(_Frozen):
         0.25, description="How often due timers are fired (absence windows, follow-ups)"
     )
     snapshot_interval_s: PositiveFloat = Field(
-        1.0, description="How often changed customers are snapshotted (the journal between)"
-    )
+        5.0, description="How often changed customers are snapshotted (the journal between; "
+        "a restart replays at most this much). A customer changed several times in an "
+        "interval is saved once (1 s took 14 % more CPU in the Ray processes at 3,000 "
+        "events/s)")
     turn_events: PositiveInt = Field(
         256, description="Events of a batch applied before other calls get a turn (an "
         "inbound Decide waits for one turn, not for the whole batch)"
