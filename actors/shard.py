@@ -325,13 +325,11 @@ class ShardActorBody:
             sets, removals = self.core.candidate_sets([customer_id], inbound=True,
                                                       channel=channel)
             local = self.core.score_here(sets)
-            if local is not None:
-                verdict = local[0]
-                presented = self.core.present(verdict) if present else None
-            else:
-                verdict = _verdicts(await self._arbitrate(sets), removals)[0]
-                presented = self.core.present(verdict) if present else None
-                self.core.settle_inbound(verdict, presented is not None)  # its reservation
+            verdict = (local if local is not None
+                       else _verdicts(await self._arbitrate(sets), removals))[0]
+            presented = self.core.present(verdict) if present else None
+            if local is None:  # the arbitrator reserved the winner's budget: spend or give back
+                self.core.settle_inbound(verdict, presented is not None)
         finally:
             await self._release([customer_id])
         removed = [[r.action_id, r.policy, r.reason] for r in removals[customer_id]]
