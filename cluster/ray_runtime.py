@@ -26,7 +26,9 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None,
         # machine: on a shared 2-core machine a shard then waited behind them, and a 9 ms
         # snapshot step took up to 330 ms. The shards are the engine's critical path, so the
         # embedded Ray runs them at the driver's priority (loadtest at 3,000 events/s, two
-        # runs each: submit -> treatment p99 78-79 ms against 99-166 at nice 15).
+        # runs each: submit -> treatment p99 78-79 ms against 99-166 at nice 15). The price:
+        # a closed-loop client in the driver's process is no longer served first, and
+        # bench_suite's end-to-end rate fell from 15,600-16,500 to 12,000-13,300 events/s.
         ray.init(num_cpus=num_cpus, include_dashboard=False, namespace=namespace,
                  log_to_driver=True, configure_logging=True, logging_level=logging.WARNING,
                  _system_config={"worker_niceness": WORKER_NICENESS})
