@@ -393,7 +393,8 @@ def _progress(spec: LoadSpec, start: float, now: float, totals: _Totals,
         sent_eps=sent, accepted_eps=accepted, accepted=c["accepted"],
         errors=c["rpc_errors"] + c["gave_up"], rejected=c["rejected"],
         treatments=matcher.total.count, triggers=totals.triggers,
-        e2e=matcher.total.summary(), decide=decide.summary(), resources=sample)
+        e2e=matcher.total.summary(mean=False), decide=decide.summary(mean=False),
+        resources=sample)
 
 
 # -- the report ------------------------------------------------------------------------------

@@ -208,6 +208,8 @@ def loadtest(target: str | None, embedded: bool, config_path: str | None, channe
         if live is not None:
             live.update(progress_table(progress))
 
+    progress = None if quiet else on_progress  # quiet: no live figures computed at all
+
     def on_step(report: dict[str, Any]) -> None:
         s = report["latency_ms"]["submit_to_treatment"]
         console.print(f"step {report['throughput']['target_eps']:>9,.0f} ev/s: accepted "
@@ -220,9 +222,9 @@ def loadtest(target: str | None, embedded: bool, config_path: str | None, channe
             assert step_from is not None and step_by is not None
             return asyncio.run(lt.run_steps(
                 spec, rate_from=step_from, rate_step=step_by, p99_bound_ms=p99_bound_ms,
-                max_steps=max_steps, on_progress=on_progress, on_step=on_step,
+                max_steps=max_steps, on_progress=progress, on_step=on_step,
                 extra_pids=extra_pids))
-        return asyncio.run(lt.run_load(spec, extra_pids=extra_pids, on_progress=on_progress))
+        return asyncio.run(lt.run_load(spec, extra_pids=extra_pids, on_progress=progress))
 
     if live is not None:
         live.start()

@@ -133,6 +133,9 @@ def test_percentiles_in_ms_with_three_digits() -> None:
     assert summary["p99"] == pytest.approx(990, rel=1e-3)
     assert summary["p99_9"] == pytest.approx(999, rel=1e-3)
     assert summary["max"] == pytest.approx(1000, rel=1e-3)
+    assert summary["mean"] == pytest.approx(500.5, rel=1e-3)
+    live = hist.summary(mean=False)  # the live view's: no walk over every bucket
+    assert live["mean"] is None and live["p99"] == summary["p99"]
 
 
 def test_empty_histogram_summary_has_no_numbers() -> None:
