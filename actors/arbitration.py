@@ -39,12 +39,10 @@ class ArbitrationActorBody:
         policy = catalog_policies(catalog)
         self.index = index
         self.save_interval_s = config.arbitration.save_interval_s
-        self.scorer = scorer_for(catalog, policy, config)
+        self.scorer = scorer_for(catalog, policy, config.arbitration)
         self.table = self.scorer.table
         self.propensity = self.scorer.propensity
-        limits = {a: p.budget_per_day for a, p in policy.actions.items()
-                  if p.budget_per_day is not None}
-        self.budgets = BudgetBook(limits, policy.budget_timezone)
+        self.budgets = BudgetBook(policy.budget_limits(), policy.budget_timezone)
         self.store = store_factory()
         self._model_key = f"{MODEL_NAME}-{index}"
         self._budget_key = f"{BUDGETS_NAME}-{index}"

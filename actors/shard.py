@@ -30,10 +30,8 @@ from ..engine.errors import CodecError, EngineUnavailable, FencedError
 from ..engine.models import Removal
 from ..engine.partitions import PartitionTable
 from ..engine.runs import EmergencyRun
-from ..policies.policy_config import catalog_policies
 from . import heap, ray_calls
 from .ports import ChannelFactory, StoreFactory
-from .scoring import scorer_for
 from .shard_always_on import ShardAlwaysOn
 from .shard_core import ShardCore
 from .shard_persistence import ShardPersistence
@@ -62,7 +60,7 @@ class ShardActorBody:
                                        self.config.num_shards, catalog)
         self.core = ShardCore(index, catalog, self.config.shard, make_clock(self.config.clock),
                               channel_factory(), store, self.persistence, self.always_on,
-                              scorer_for(catalog, catalog_policies(catalog), self.config))
+                              self.config.arbitration)
         self.recovered = self.core.recover()
         heap.freeze_resident()
         self.arbitrators = ray_calls.ActorDirectory("arbitration", self.config.num_arbitrators,

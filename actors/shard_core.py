@@ -22,7 +22,7 @@ from ..engine import codec
 from ..engine.arbitration import CandidateSet, Verdict, explain
 from ..engine.catalog import Catalog
 from ..engine.clock import Clock
-from ..engine.config import ShardConfig
+from ..engine.config import ArbitrationConfig, ShardConfig
 from ..engine.customer import CustomerState, LateEventError
 from ..engine.errors import EventRejected
 from ..engine.models import Candidate, Decision, Moment, Removal, Treatment
@@ -36,6 +36,7 @@ from ..policies.chain import CustomerContext, PolicyChain
 from ..policies.features import FeatureBinner
 from ..policies.policy_config import catalog_policies
 from .ports import TreatmentChannel
+from .scoring import scorer_for
 from .shard_always_on import ShardAlwaysOn
 from .shard_persistence import ShardPersistence
 
@@ -60,7 +61,8 @@ class ShardCore:
     def __init__(self, index: int, catalog: Catalog, config: ShardConfig, clock: Clock,
                  channel: TreatmentChannel, store: StateStore,
                  persistence: ShardPersistence | None = None,
-                 always_on: ShardAlwaysOn | None = None, scorer: Scorer | None = None) -> None:
+                 always_on: ShardAlwaysOn | None = None,
+                 scoring: ArbitrationConfig | None = None) -> None:
         self.index = index
         self.catalog = catalog
         self.config = config
@@ -74,10 +76,11 @@ class ShardCore:
         self.binner = FeatureBinner(self.policy.features)
         self.cardinalities = tuple(spec.cardinality for spec in self.policy.features)
         self.tracker = OutcomeTracker(self.policy.outcomes)
-        self.scorer = scorer  # a replica of the arbitrator's, for inbound Decide
+        # a replica of the arbitrator's scorer, for inbound Decide (with ``scoring``)
+        self.scorer: Scorer | None = (scorer_for(catalog, self.policy, scoring)
+                                      if scoring is not None else None)
         self.replica_stamp = ""  # the master state it holds ("" until the first one arrives)
-        self.budgeted = frozenset(a for a, p in self.policy.actions.items()
-                                  if p.budget_per_day is not None)
+        self.budgeted = frozenset(self.policy.budget_limits())
         self.resolutions: deque[Resolution] = deque(maxlen=100_000)
         self.learned: list[list[Any]] = []
         self.budget_settled: list[list[Any]] = []
@@ -381,8 +384,8 @@ class ShardCore:
                     outcomes.append((treatment, "now"))
             decision = Decision(
                 customer_id=verdict.customer_id, decided_at_ms=now_ms, trigger=trigger,
-                candidates=tuple(verdict.candidates), removed=tuple(removed),
-                winner=verdict.winner, also=tuple(verdict.also), reasons=tuple(reasons))
+                candidates=verdict.candidates, removed=tuple(removed), winner=verdict.winner,
+                also=verdict.also, reasons=tuple(reasons))
             audit.append(DecisionRow(customer.customer_id, now_ms, _pack(decision.to_wire())))
             self.stats["decisions"] += 1
             for treatment, fate in outcomes:

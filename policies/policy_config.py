@@ -164,6 +164,11 @@ class PolicyCatalog(_Item):
     def for_action(self, action_id: str) -> ActionPolicy:
         return self.actions.get(action_id) or _DEFAULT_ACTION_POLICY
 
+    def budget_limits(self) -> dict[str, int]:
+        """Fires per day of each action that has a volume budget."""
+        return {a: p.budget_per_day for a, p in self.actions.items()
+                if p.budget_per_day is not None}
+
     def contact_class(self, action: Action) -> ContactClass:
         declared = self.for_action(action.id).contact_class
         return declared if declared is not None else action.kind
