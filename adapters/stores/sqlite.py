@@ -169,7 +169,7 @@ class SqliteStateStore(SqlStoreCommon):
         try:
             while not self._closing.wait(interval_s):
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    _checkpoint(conn)
                 except sqlite3.Error as exc:  # a thread boundary: the next turn tries again
                     log.warning("sqlite checkpoint of %s failed: %s", self.path, exc)
         finally:
@@ -178,8 +178,7 @@ class SqliteStateStore(SqlStoreCommon):
     def checkpoint(self) -> tuple[int, int]:
         """Checkpoint now: (WAL frames, frames copied into the database)."""
         with self._lock, _unavailable_on_driver_error():
-            _, frames, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        return int(frames), int(copied)
+            return _checkpoint(self._conn)
 
     def __enter__(self) -> SqliteStateStore:
         return self
@@ -395,6 +394,12 @@ class SqliteStateStore(SqlStoreCommon):
             )
 
     # -- propensity models ------------------------------------------------------------------
+
+def _checkpoint(conn: sqlite3.Connection) -> tuple[int, int]:
+    """A PASSIVE checkpoint: (WAL frames, frames copied into the database)."""
+    _, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return int(frames), int(copied)
+
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     message = str(exc)
