@@ -35,7 +35,6 @@ from shush.cluster.config_loader import load_config, load_engine_catalog
 from shush.engine.arbitration import ActionTable, arbitrate
 from shush.engine.clock import ManualClock
 from shush.engine.config import EngineConfig
-from shush.engine.partitions import PartitionTable
 from shush.engine.propensity import PropensityModel
 from shush.engine.signals import validate_wire_event
 
@@ -46,7 +45,7 @@ def pure_core(events: list[list[object]], config: EngineConfig, batch: int,
     catalog = load_engine_catalog(config)
     channel = MemoryChannel()
     clock = ManualClock(start_ms)
-    table = PartitionTable.round_robin(config.num_partitions, config.num_shards)
+    table = config.partition_table()
     shards = [ShardCore(i, catalog, config.shard, clock, channel, MemoryStateStore())
               for i in range(config.num_shards)]
     actions = ActionTable(catalog.actions)
