@@ -179,7 +179,8 @@ class ShardCore:
         """Write events ahead to the journal (one transaction); malformed ones are left out
         (``apply_events`` rejects them)."""
         if self.persistence is not None:
-            self.persistence.journal(e for e in events if isinstance(e, list) and len(e) == 6)
+            self.persistence.journal([e for e in events if isinstance(e, list) and len(e) == 6
+                                      and isinstance(e[1], str)])
 
     def apply_events(self, events: Iterable[Any], *, journal: bool = True) -> list[list[Any]]:
         """Journal, then apply wire events in order; return one ``[status, reason]`` per event.

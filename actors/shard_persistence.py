@@ -2,12 +2,16 @@
 
 - On start the shard acquires its partitions (a new epoch: an older incarnation still running
   is fenced off), loads its customers' snapshots and replays the journal written since.
-- Each batch's events are journaled (one transaction for all the batch's partitions) before
+- Each batch's events are journaled, as one entry fenced by the batch's partitions, before
   they are applied and acknowledged: an acknowledged event is never lost.
 - Snapshots go partition by partition: a partition's changed customers are saved and its
-  journal truncated in one transaction. Each partition has its turn once per
+  journal mark raised to the last entry applied, in one transaction (the store deletes the
+  entries every partition's mark has passed). Each partition has its turn once per
   ``snapshot_interval_s``, the turns spread evenly over that interval, so the work comes in
   small steps instead of one stall that holds up every call to the shard.
+- One entry per batch, not one per partition the batch touches: at 125 events a batch
+  touched ~110 of a shard's 512 partitions, and writing their entries was a fifth of the
+  shard's work.
 """
 
 from __future__ import annotations
@@ -47,7 +51,8 @@ class ShardPersistence:
         self.epochs = {p: epoch for p in self.partitions}
         self.snapshot_interval_s = snapshot_interval_s
         self.dirty: dict[int, set[str]] = {}  # partition -> customers changed since saved
-        self._journaled: dict[int, int] = {}  # partition -> last seq not yet covered
+        self._marks = store.journal_marks(self.partitions)  # partition -> journal covered to
+        self._last_seq = 0  # the last journal entry applied
         self._cursor = 0  # the next partition to have its snapshot turn
         self._turns_owed = 0.0  # partition turns accrued since the last step
         self._last_step = time.monotonic()
@@ -66,28 +71,32 @@ class ShardPersistence:
         row = self.store.load_snapshot(customer_id)
         return None if row is None else CustomerState.from_snapshot(_unpack(row.data))
 
-    def journaled_events(self) -> Iterator[list[Any]]:
-        """Events journaled since the last snapshot, partition by partition, in order."""
-        for partition in self.partitions:
-            for entry in self.store.read_journal(partition):
-                self._journaled[partition] = entry.seq
+    def journaled_events(self, page: int = 1000) -> Iterator[list[Any]]:
+        """The events of this shard's partitions journaled after their marks, in order."""
+        marks = self._marks
+        after = min(marks.values(), default=0)
+        while True:
+            entries = self.store.read_journal(after, limit=page)
+            for entry in entries:
+                self._last_seq = entry.seq
                 for event in _unpack(entry.data):
-                    self.stats["replayed"] += 1
-                    yield event
+                    if entry.seq > marks.get(self.partition(event[1]), entry.seq):
+                        self.stats["replayed"] += 1
+                        yield event
+            if len(entries) < page:
+                return
+            after = entries[-1].seq
 
     # -- the write path -------------------------------------------------------------------
-    def journal(self, events: Iterable[list[Any]]) -> None:
-        by_partition: dict[int, list[list[Any]]] = {}
-        for event in events:
-            by_partition.setdefault(self.partition(event[1]), []).append(event)
-        if not by_partition:
+    def journal(self, events: list[list[Any]]) -> None:
+        """One entry for the batch, fenced by the epochs of the partitions it touches."""
+        if not events:
             return
-        assigned = self.store.append_journals(
-            {p: self.epochs[p] for p in by_partition},
-            {p: [_pack(batch)] for p, batch in by_partition.items()})
-        for partition, seqs in assigned.items():
-            self._journaled[partition] = seqs[-1]
-            self.stats["journaled"] += len(by_partition[partition])
+        epochs = self.epochs
+        touched = {partition_of(event[1], self.num_partitions) for event in events}
+        self._last_seq = self.store.append_journal({p: epochs[p] for p in touched},
+                                                   _pack(events))
+        self.stats["journaled"] += len(events)
 
     def touched(self, customer_ids: Iterable[str]) -> None:
         dirty = self.dirty
@@ -115,7 +124,7 @@ class ShardPersistence:
         turn = [self.partitions[(self._cursor + i) % len(self.partitions)]
                 for i in range(count)]
         self._cursor = (self._cursor + count) % len(self.partitions)
-        return [p for p in turn if p in self.dirty or p in self._journaled]
+        return [p for p in turn if p in self.dirty or self._marks[p] < self._last_seq]
 
     def steps(self, partitions: list[int], *, max_customers: int,
               max_partitions: int) -> list[list[int]]:
@@ -138,10 +147,11 @@ class ShardPersistence:
 
     def snapshot(self, customer: Callable[[str], CustomerState | None], now_ms: int,
                  partitions: Iterable[int] | None = None) -> int:
-        """Save the changed customers of ``partitions`` (default: all) and truncate the
-        journal they cover, atomically."""
+        """Save the changed customers of ``partitions`` (default: all) and raise their
+        journal marks to the last entry applied, atomically."""
+        last = self._last_seq
         if partitions is None:
-            chosen = list(self.dirty.keys() | self._journaled.keys())
+            chosen = [p for p in self.partitions if p in self.dirty or self._marks[p] < last]
         else:
             chosen = list(partitions)
         rows = []
@@ -151,13 +161,13 @@ class ShardPersistence:
                 if state is not None:
                     rows.append(SnapshotRow(customer_id, partition,
                                             _pack(state.to_snapshot()), now_ms))
-        truncate = {p: self._journaled[p] for p in chosen if p in self._journaled}
-        if rows or truncate:  # fenced by the epochs of these partitions only, not all 512
+        marks = self._marks
+        if rows or any(marks[p] < last for p in chosen):  # fenced by these partitions only
             self.store.save_snapshots({p: self.epochs[p] for p in chosen}, rows,
-                                      truncate_journal_to=truncate)
+                                      journal_covered_to=last or None)
         for partition in chosen:  # saved: only now are they clean
             self.dirty.pop(partition, None)
-            self._journaled.pop(partition, None)
+            marks[partition] = max(marks[partition], last)
         self.stats["snapshots"] += 1
         self.stats["snapshot_rows"] += len(rows)
         return len(rows)

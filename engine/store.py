@@ -13,7 +13,10 @@ Rules every implementation keeps (the contract suite in
 - **Last row wins** when a batch upserts the same key twice (snapshots, timers).
 - **Exactly one ledger row per idempotency key**, even for duplicates inside one batch or from
   concurrent connections; the outbox row is written in the same transaction as the ledger row.
-- **Journal sequence numbers** grow per partition and are never reused, even after truncation.
+- **The journal** is one entry per shard batch, covering the partitions it was fenced by.
+  Sequence numbers grow across the store and are never reused, even after truncation. Each
+  partition has a mark: its snapshots cover the journal up to that sequence number. An entry
+  is deleted once every partition's mark has passed it.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ class SnapshotRow:
 
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
-    """One write-ahead entry of a partition; ``seq`` is assigned by the store."""
+    """One write-ahead entry (a shard's batch of events); ``seq`` is assigned by the store."""
 
     seq: int
     data: bytes
@@ -146,12 +149,14 @@ class StateStore(Protocol):
         partition_epochs: Mapping[int, int],
         rows: Sequence[SnapshotRow],
         *,
-        truncate_journal_to: Mapping[int, int] | None = None,
+        journal_covered_to: int | None = None,
     ) -> None:
-        """Upsert snapshots by customer id; optionally truncate the journals they cover.
+        """Upsert snapshots by customer id. With ``journal_covered_to``, the snapshots of every
+        partition in ``partition_epochs`` now cover the journal up to that sequence number:
+        their marks rise to it (a mark never goes down), and the entries that every
+        partition's mark has passed are deleted.
 
-        Every row's partition (and every partition in ``truncate_journal_to``) must be in
-        ``partition_epochs``.
+        Every row's partition must be in ``partition_epochs``.
         """
         ...
 
@@ -162,23 +167,19 @@ class StateStore(Protocol):
     def load_snapshot(self, customer_id: str) -> SnapshotRow | None: ...
 
     # -- event journal (write-ahead) --------------------------------------------------------
-    def append_journal(self, partition: int, epoch: int, entries: Sequence[bytes]) -> list[int]:
-        """Append in order; return the sequence numbers assigned, increasing."""
+    def append_journal(self, partition_epochs: Mapping[int, int], data: bytes) -> int:
+        """Append one entry holding events of the partitions in ``partition_epochs`` (fenced
+        by them); return its sequence number, above every earlier one."""
         ...
 
-    def append_journals(self, partition_epochs: Mapping[int, int],
-                        entries: Mapping[int, Sequence[bytes]]) -> dict[int, list[int]]:
-        """``append_journal`` for many partitions in one transaction (a shard's batch)."""
+    def journal_marks(self, partitions: Sequence[int]) -> dict[int, int]:
+        """For each partition, the sequence number up to which its snapshots cover the
+        journal (0: none)."""
         ...
 
-    def read_journal(
-        self, partition: int, after_seq: int = 0, limit: int | None = None
-    ) -> list[JournalEntry]:
-        """Entries with ``seq > after_seq``, oldest first."""
-        ...
-
-    def truncate_journal(self, partition: int, epoch: int, up_to_seq: int) -> int:
-        """Delete entries with ``seq <= up_to_seq``; return how many were deleted."""
+    def read_journal(self, after_seq: int = 0, limit: int | None = None) -> list[JournalEntry]:
+        """Entries with ``seq > after_seq``, oldest first (every partition's: a reader keeps
+        the events of its own partitions above their marks)."""
         ...
 
     # -- durable timers ---------------------------------------------------------------------
@@ -277,9 +278,9 @@ def require_positive(value: int, field: str) -> None:
         raise StoreUsageError(f"must be >= 1, got {value}", field=field)
 
 
-def require_partitions(partitions: Collection[int]) -> None:
+def require_partitions(partitions: Collection[int], field: str = "partitions") -> None:
     if not partitions:
-        raise StoreUsageError("at least one partition is needed", field="partitions")
+        raise StoreUsageError("at least one partition is needed", field=field)
 
 
 def last_wins_snapshots(rows: Iterable[SnapshotRow]) -> list[SnapshotRow]:

@@ -38,8 +38,9 @@ class MemoryStateStore:
         self._owners: dict[int, str] = {}
         self._snapshots: dict[int, dict[str, SnapshotRow]] = {}
         self._partition_of: dict[str, int] = {}
-        self._journal: dict[int, list[JournalEntry]] = {}
-        self._journal_seq: dict[int, int] = {}
+        self._journal: list[JournalEntry] = []
+        self._journal_seq = 0
+        self._marks: dict[int, int] = {}
         self._timers: dict[tuple[str, str], TimerRow] = {}
         self._treatments: dict[str, TreatmentRow] = {}
         self._outbox: dict[str, OutboxItem] = {}
@@ -80,11 +81,9 @@ class MemoryStateStore:
         partition_epochs: Mapping[int, int],
         rows: Sequence[SnapshotRow],
         *,
-        truncate_journal_to: Mapping[int, int] | None = None,
+        journal_covered_to: int | None = None,
     ) -> None:
-        truncate = truncate_journal_to or {}
         require_epochs(partition_epochs, (row.partition for row in rows), "rows")
-        require_epochs(partition_epochs, truncate, "truncate_journal_to")
         with self._lock:
             self._check(partition_epochs)
             for row in last_wins_snapshots(rows):
@@ -93,8 +92,12 @@ class MemoryStateStore:
                     del self._snapshots[previous][row.customer_id]
                 self._snapshots.setdefault(row.partition, {})[row.customer_id] = row
                 self._partition_of[row.customer_id] = row.partition
-            for partition, up_to_seq in truncate.items():
-                self._truncate(partition, up_to_seq)
+            if journal_covered_to is not None:
+                for partition in partition_epochs:
+                    self._marks[partition] = max(self._marks.get(partition, 0),
+                                                 journal_covered_to)
+                covered = min(self._marks.get(p, 0) for p in self._epochs)
+                self._journal = [e for e in self._journal if e.seq > covered]
 
     def load_snapshots(self, partitions: Sequence[int]) -> Iterator[SnapshotRow]:
         for partition in partitions:
@@ -109,44 +112,24 @@ class MemoryStateStore:
             return None if partition is None else self._snapshots[partition][customer_id]
 
     # -- event journal ----------------------------------------------------------------------
-    def append_journal(self, partition: int, epoch: int, entries: Sequence[bytes]) -> list[int]:
-        return self.append_journals({partition: epoch}, {partition: entries})[partition]
-
-    def append_journals(self, partition_epochs: Mapping[int, int],
-                        entries: Mapping[int, Sequence[bytes]]) -> dict[int, list[int]]:
-        require_epochs(partition_epochs, entries, "entries")
+    def append_journal(self, partition_epochs: Mapping[int, int], data: bytes) -> int:
+        require_partitions(partition_epochs, "partition_epochs")
         with self._lock:
             self._check(partition_epochs)
-            assigned: dict[int, list[int]] = {}
-            for partition, items in entries.items():
-                first = self._journal_seq.get(partition, 0) + 1
-                seqs = list(range(first, first + len(items)))
-                self._journal.setdefault(partition, []).extend(
-                    JournalEntry(seq, bytes(data)) for seq, data in zip(seqs, items, strict=True))
-                if seqs:
-                    self._journal_seq[partition] = seqs[-1]
-                assigned[partition] = seqs
-            return assigned
+            self._journal_seq += 1
+            self._journal.append(JournalEntry(self._journal_seq, bytes(data)))
+            return self._journal_seq
 
-    def read_journal(
-        self, partition: int, after_seq: int = 0, limit: int | None = None
-    ) -> list[JournalEntry]:
+    def journal_marks(self, partitions: Sequence[int]) -> dict[int, int]:
+        with self._lock:
+            return {p: self._marks.get(p, 0) for p in partitions}
+
+    def read_journal(self, after_seq: int = 0, limit: int | None = None) -> list[JournalEntry]:
         if limit is not None:
             require_positive(limit, "limit")
         with self._lock:
-            entries = [e for e in self._journal.get(partition, []) if e.seq > after_seq]
+            entries = [e for e in self._journal if e.seq > after_seq]
         return entries if limit is None else entries[:limit]
-
-    def truncate_journal(self, partition: int, epoch: int, up_to_seq: int) -> int:
-        with self._lock:
-            self._check({partition: epoch})
-            return self._truncate(partition, up_to_seq)
-
-    def _truncate(self, partition: int, up_to_seq: int) -> int:
-        journal = self._journal.get(partition, [])
-        kept = [e for e in journal if e.seq > up_to_seq]
-        self._journal[partition] = kept
-        return len(journal) - len(kept)
 
     # -- durable timers ---------------------------------------------------------------------
     def put_timers(self, partition_epochs: Mapping[int, int], rows: Sequence[TimerRow]) -> None:

@@ -2,8 +2,8 @@
 
 All tables live in one schema (``shush`` unless told), created idempotently, so that several
 engines or test runs can share a database. Every write call is one transaction. Fencing: a
-partition-scoped write locks its partitions' rows ``FOR SHARE`` (the journal ``FOR UPDATE``) and
-checks their epochs before writing; ``acquire_partitions`` locks them ``FOR UPDATE``, so an
+partition-scoped write locks its partitions' rows ``FOR SHARE`` (``FOR UPDATE`` where it raises
+their journal marks) and checks their epochs before writing; ``acquire_partitions`` locks them ``FOR UPDATE``, so an
 acquisition and a write for the same partition never interleave. Rows are always locked in
 partition order, which keeps concurrent calls free of deadlocks.
 """
@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS partitions (
     partition INTEGER PRIMARY KEY,
     epoch BIGINT NOT NULL,
     owner TEXT NOT NULL,
-    journal_seq BIGINT NOT NULL DEFAULT 0
+    journal_mark BIGINT NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS snapshots (
     customer_id TEXT PRIMARY KEY,
@@ -53,12 +53,11 @@ CREATE TABLE IF NOT EXISTS snapshots (
     updated_at_ms BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS snapshots_by_partition ON snapshots (partition, customer_id);
-CREATE TABLE IF NOT EXISTS journal (
-    partition INTEGER NOT NULL,
-    seq BIGINT NOT NULL,
-    data BYTEA NOT NULL,
-    PRIMARY KEY (partition, seq)
+CREATE TABLE IF NOT EXISTS journal_entries (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    data BYTEA NOT NULL
 );
+ALTER TABLE partitions ADD COLUMN IF NOT EXISTS journal_mark BIGINT NOT NULL DEFAULT 0;
 CREATE TABLE IF NOT EXISTS timers (
     customer_id TEXT NOT NULL,
     timer_id TEXT NOT NULL,
@@ -132,6 +131,12 @@ class PostgresStateStore(SqlStoreCommon):
             for statement in _TABLES.split(";"):
                 if statement.strip():
                     cur.execute(statement)
+            if cur.execute("SELECT to_regclass('journal')").fetchone()[0] is not None:
+                # written before one entry per batch: the per-partition entries (each a list
+                # of events, as a batch is) move over in their replay order
+                cur.execute("INSERT INTO journal_entries (data)"
+                            " SELECT data FROM journal ORDER BY partition, seq")
+                cur.execute("DROP TABLE journal")
 
     def close(self) -> None:
         with self._lock:
@@ -158,12 +163,13 @@ class PostgresStateStore(SqlStoreCommon):
             return self._conn.execute(query, params).fetchall()
 
     @staticmethod
-    def _check(cur: psycopg.Cursor[Any], partition_epochs: Mapping[int, int]) -> None:
+    def _check(cur: psycopg.Cursor[Any], partition_epochs: Mapping[int, int], *,
+               for_update: bool = False) -> None:
         if not partition_epochs:
             return
         rows = cur.execute(
             "SELECT partition, epoch FROM partitions WHERE partition = ANY(%s::bigint[])"
-            " ORDER BY partition FOR SHARE",
+            f" ORDER BY partition FOR {'UPDATE' if for_update else 'SHARE'}",
             (sorted(partition_epochs),),
         ).fetchall()
         check_epochs(partition_epochs, dict(rows))
@@ -203,14 +209,12 @@ class PostgresStateStore(SqlStoreCommon):
         partition_epochs: Mapping[int, int],
         rows: Sequence[SnapshotRow],
         *,
-        truncate_journal_to: Mapping[int, int] | None = None,
+        journal_covered_to: int | None = None,
     ) -> None:
-        truncate = truncate_journal_to or {}
         require_epochs(partition_epochs, (row.partition for row in rows), "rows")
-        require_epochs(partition_epochs, truncate, "truncate_journal_to")
         unique = last_wins_snapshots(rows)
         with self._write() as cur:
-            self._check(cur, partition_epochs)
+            self._check(cur, partition_epochs, for_update=journal_covered_to is not None)
             if unique:
                 cur.execute(
                     "INSERT INTO snapshots (customer_id, partition, data, updated_at_ms)"
@@ -220,52 +224,33 @@ class PostgresStateStore(SqlStoreCommon):
                     ([r.customer_id for r in unique], [r.partition for r in unique],
                      [r.data for r in unique], [r.updated_at_ms for r in unique]),
                 )
-            for partition, up_to_seq in truncate.items():
-                cur.execute("DELETE FROM journal WHERE partition = %s AND seq <= %s",
-                            (partition, up_to_seq))
+            if journal_covered_to is not None:
+                cur.execute("UPDATE partitions SET journal_mark = greatest(journal_mark, %s)"
+                            " WHERE partition = ANY(%s::bigint[])",
+                            (journal_covered_to, list(partition_epochs)))
+                cur.execute("DELETE FROM journal_entries"
+                            " WHERE seq <= (SELECT min(journal_mark) FROM partitions)")
 
     # -- event journal ----------------------------------------------------------------------
-    def append_journals(self, partition_epochs: Mapping[int, int],
-                        entries: Mapping[int, Sequence[bytes]]) -> dict[int, list[int]]:
-        require_epochs(partition_epochs, entries, "entries")
+    def append_journal(self, partition_epochs: Mapping[int, int], data: bytes) -> int:
+        require_partitions(partition_epochs, "partition_epochs")
         with self._write() as cur:
-            rows = cur.execute(
-                "SELECT partition, epoch, journal_seq FROM partitions"
-                " WHERE partition = ANY(%s::bigint[]) ORDER BY partition FOR UPDATE",
-                (sorted(partition_epochs),)).fetchall()
-            check_epochs(partition_epochs, {int(p): int(e) for p, e, _ in rows})
-            last_seq = {int(p): int(s) for p, _, s in rows}
-            assigned: dict[int, list[int]] = {}
-            parts: list[int] = []
-            seq_col: list[int] = []
-            data: list[bytes] = []
-            for partition, items in entries.items():
-                first = last_seq[partition] + 1
-                seqs = list(range(first, first + len(items)))
-                parts.extend([partition] * len(items))
-                seq_col.extend(seqs)
-                data.extend(items)
-                assigned[partition] = seqs
-            if data:
-                cur.execute(
-                    "INSERT INTO journal (partition, seq, data)"
-                    " SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bytea[])",
-                    (parts, seq_col, data))
-                ends = [(p, seqs[-1]) for p, seqs in assigned.items() if seqs]
-                cur.execute(
-                    "UPDATE partitions SET journal_seq = v.seq FROM unnest(%s::bigint[],"
-                    " %s::bigint[]) AS v(partition, seq) WHERE partitions.partition = v.partition",
-                    ([p for p, _ in ends], [s for _, s in ends]))
-            return assigned
+            self._check(cur, partition_epochs)
+            row = cur.execute("INSERT INTO journal_entries (data) VALUES (%s) RETURNING seq",
+                              (data,)).fetchone()
+            return int(row[0]) if row else 0
 
-    def read_journal(
-        self, partition: int, after_seq: int = 0, limit: int | None = None
-    ) -> list[JournalEntry]:
+    def journal_marks(self, partitions: Sequence[int]) -> dict[int, int]:
+        marks = dict(self._read("SELECT partition, journal_mark FROM partitions"
+                                " WHERE partition = ANY(%s::bigint[])", (list(partitions),)))
+        return {p: int(marks.get(p, 0)) for p in partitions}
+
+    def read_journal(self, after_seq: int = 0, limit: int | None = None) -> list[JournalEntry]:
         if limit is not None:
             require_positive(limit, "limit")
-        rows = self._read("SELECT seq, data FROM journal WHERE partition = %s AND seq > %s"
-                          " ORDER BY seq LIMIT %s", (partition, after_seq, limit))
-        return [JournalEntry(*row) for row in rows]
+        rows = self._read("SELECT seq, data FROM journal_entries WHERE seq > %s ORDER BY seq"
+                          " LIMIT %s", (after_seq, limit))
+        return [JournalEntry(int(seq), bytes(data)) for seq, data in rows]
 
     # -- durable timers ---------------------------------------------------------------------
     def put_timers(self, partition_epochs: Mapping[int, int], rows: Sequence[TimerRow]) -> None:

@@ -53,10 +53,6 @@ class SqlStoreCommon(ABC):
     def _check(self, cur: Any, partition_epochs: Mapping[int, int]) -> None: ...
 
     @abstractmethod
-    def append_journals(self, partition_epochs: Mapping[int, int],
-                        entries: Mapping[int, Sequence[bytes]]) -> dict[int, list[int]]: ...
-
-    @abstractmethod
     def record_treatments(self, rows: Sequence[TreatmentRow]) -> list[bool]: ...
 
     def _execute(self, cur: Any, sql: str, params: Sequence[Any]) -> int:
@@ -82,15 +78,6 @@ class SqlStoreCommon(ABC):
                 if len(page) < self.page_size:
                     break
                 after = page[-1][0]
-
-    def append_journal(self, partition: int, epoch: int, entries: Sequence[bytes]) -> list[int]:
-        return self.append_journals({partition: epoch}, {partition: entries})[partition]
-
-    def truncate_journal(self, partition: int, epoch: int, up_to_seq: int) -> int:
-        with self._write() as cur:
-            self._check(cur, {partition: epoch})
-            return self._execute(cur, "DELETE FROM journal WHERE partition = ? AND seq <= ?",
-                                 (partition, up_to_seq))
 
     def record_treatment(self, row: TreatmentRow) -> bool:
         return self.record_treatments([row])[0]

@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS partitions (
     partition INTEGER PRIMARY KEY,
     epoch INTEGER NOT NULL,
     owner TEXT NOT NULL,
-    journal_seq INTEGER NOT NULL DEFAULT 0
+    journal_mark INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS snapshots (
     customer_id TEXT PRIMARY KEY,
@@ -60,11 +60,9 @@ CREATE TABLE IF NOT EXISTS snapshots (
     updated_at_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS snapshots_by_partition ON snapshots (partition, customer_id);
-CREATE TABLE IF NOT EXISTS journal (
-    partition INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    data BLOB NOT NULL,
-    PRIMARY KEY (partition, seq)
+CREATE TABLE IF NOT EXISTS journal_entries (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    data BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS timers (
     customer_id TEXT NOT NULL,
@@ -145,6 +143,7 @@ class SqliteStateStore(SqlStoreCommon):
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     cur.execute(statement)
+            _migrate_journal(cur)
         self._conn.execute("PRAGMA busy_timeout = 0")  # _waiting polls for locks instead
         self._closing = threading.Event()
         self._checkpointer: threading.Thread | None = None
@@ -255,11 +254,9 @@ class SqliteStateStore(SqlStoreCommon):
         partition_epochs: Mapping[int, int],
         rows: Sequence[SnapshotRow],
         *,
-        truncate_journal_to: Mapping[int, int] | None = None,
+        journal_covered_to: int | None = None,
     ) -> None:
-        truncate = truncate_journal_to or {}
         require_epochs(partition_epochs, (row.partition for row in rows), "rows")
-        require_epochs(partition_epochs, truncate, "truncate_journal_to")
         with self._write() as cur:
             self._check(cur, partition_epochs)
             cur.executemany(
@@ -270,39 +267,31 @@ class SqliteStateStore(SqlStoreCommon):
                 [(r.customer_id, r.partition, r.data, r.updated_at_ms)
                  for r in last_wins_snapshots(rows)],
             )
-            cur.executemany("DELETE FROM journal WHERE partition = ? AND seq <= ?",
-                            list(truncate.items()))
+            if journal_covered_to is not None:
+                cur.execute(f"UPDATE partitions SET journal_mark = max(journal_mark, ?)"
+                            f" WHERE {_IN_PARTITIONS}",
+                            (journal_covered_to, json.dumps(list(partition_epochs))))
+                cur.execute("DELETE FROM journal_entries"
+                            " WHERE seq <= (SELECT min(journal_mark) FROM partitions)")
 
     # -- event journal ----------------------------------------------------------------------
-    def append_journals(self, partition_epochs: Mapping[int, int],
-                        entries: Mapping[int, Sequence[bytes]]) -> dict[int, list[int]]:
-        require_epochs(partition_epochs, entries, "entries")
+    def append_journal(self, partition_epochs: Mapping[int, int], data: bytes) -> int:
+        require_partitions(partition_epochs, "partition_epochs")
         with self._write() as cur:
-            rows = cur.execute(
-                f"SELECT partition, epoch, journal_seq FROM partitions WHERE {_IN_PARTITIONS}",
-                (json.dumps(sorted(partition_epochs)),)).fetchall()
-            check_epochs(partition_epochs, {p: e for p, e, _ in rows})
-            last_seq = {p: s for p, _, s in rows}
-            assigned: dict[int, list[int]] = {}
-            inserts: list[tuple[int, int, bytes]] = []
-            for partition, items in entries.items():
-                first = last_seq[partition] + 1
-                seqs = list(range(first, first + len(items)))
-                inserts.extend((partition, s, d) for s, d in zip(seqs, items, strict=True))
-                assigned[partition] = seqs
-            cur.executemany("INSERT INTO journal (partition, seq, data) VALUES (?, ?, ?)",
-                            inserts)
-            cur.executemany("UPDATE partitions SET journal_seq = ? WHERE partition = ?",
-                            [(seqs[-1], p) for p, seqs in assigned.items() if seqs])
-            return assigned
+            self._check(cur, partition_epochs)
+            cur.execute("INSERT INTO journal_entries (data) VALUES (?)", (data,))
+            return int(cur.lastrowid or 0)
 
-    def read_journal(
-        self, partition: int, after_seq: int = 0, limit: int | None = None
-    ) -> list[JournalEntry]:
+    def journal_marks(self, partitions: Sequence[int]) -> dict[int, int]:
+        marks = dict(self._read(f"SELECT partition, journal_mark FROM partitions"
+                                f" WHERE {_IN_PARTITIONS}", (json.dumps(list(partitions)),)))
+        return {p: marks.get(p, 0) for p in partitions}
+
+    def read_journal(self, after_seq: int = 0, limit: int | None = None) -> list[JournalEntry]:
         if limit is not None:
             require_positive(limit, "limit")
-        rows = self._read("SELECT seq, data FROM journal WHERE partition = ? AND seq > ?"
-                          " ORDER BY seq LIMIT ?", (partition, after_seq, limit or -1))
+        rows = self._read("SELECT seq, data FROM journal_entries WHERE seq > ? ORDER BY seq"
+                          " LIMIT ?", (after_seq, limit or -1))
         return [JournalEntry(*row) for row in rows]
 
     # -- durable timers ---------------------------------------------------------------------
@@ -394,6 +383,20 @@ class SqliteStateStore(SqlStoreCommon):
             )
 
     # -- propensity models ------------------------------------------------------------------
+
+def _migrate_journal(cur: sqlite3.Cursor) -> None:
+    """A file written before the journal took one entry per batch: its per-partition entries
+    (each a list of events, as a batch is) move to ``journal_entries`` in their replay order,
+    and ``partitions`` gains the marks (0: nothing covered yet)."""
+    columns = {row[1] for row in cur.execute("PRAGMA table_info(partitions)")}
+    if "journal_mark" not in columns:
+        cur.execute("ALTER TABLE partitions ADD COLUMN journal_mark INTEGER NOT NULL DEFAULT 0")
+    if cur.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'journal'"
+                   ).fetchone():
+        cur.execute("INSERT INTO journal_entries (data)"
+                    " SELECT data FROM journal ORDER BY partition, seq")
+        cur.execute("DROP TABLE journal")
+
 
 def _checkpoint(conn: sqlite3.Connection) -> tuple[int, int]:
     """A PASSIVE checkpoint: (WAL frames, frames copied into the database)."""

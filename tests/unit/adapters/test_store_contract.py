@@ -168,29 +168,28 @@ def test_stale_epoch_snapshot_write_is_fenced_and_writes_nothing(handles: StoreH
 def test_journal_timers_and_truncation_are_fenced(handles: StoreHandles) -> None:
     old, new = handles.open(), handles.open()
     old_epoch = old.acquire_partitions([5], "incarnation-1")
-    assert old.append_journal(5, old_epoch, [b"e1"]) == [1]
+    assert old.append_journal({5: old_epoch}, b"e1") == 1
     old.put_timers({5: old_epoch}, [timer("a", 5, "t1", 10)])
     new_epoch = new.acquire_partitions([5], "incarnation-2")
 
     with pytest.raises(FencedError):
-        old.append_journal(5, old_epoch, [b"e2"])
-    with pytest.raises(FencedError):
-        old.truncate_journal(5, old_epoch, 1)
+        old.append_journal({5: old_epoch}, b"e2")
     with pytest.raises(FencedError):
         old.put_timers({5: old_epoch}, [timer("a", 5, "t1", 99), timer("b", 5, "t2", 1)])
     with pytest.raises(FencedError):
         old.delete_timers({5: old_epoch}, [TimerKey("a", 5, "t1")])
     with pytest.raises(FencedError):
-        old.save_snapshots({5: old_epoch}, [], truncate_journal_to={5: 1})
+        old.save_snapshots({5: old_epoch}, [], journal_covered_to=1)
 
-    assert [e.data for e in new.read_journal(5)] == [b"e1"]
+    assert [e.data for e in new.read_journal()] == [b"e1"]
+    assert new.journal_marks([5]) == {5: 0}
     assert new.load_timers([5]) == [timer("a", 5, "t1", 10)]
-    assert new.append_journal(5, new_epoch, [b"e2"]) == [2]
+    assert new.append_journal({5: new_epoch}, b"e2") == 2
 
 
 def test_unacquired_partitions_and_unissued_epochs_are_fenced(store: StateStore) -> None:
     with pytest.raises(FencedError) as caught:
-        store.append_journal(7, 0, [b"e"])
+        store.append_journal({7: 0}, b"e")
     assert caught.value.current_epoch == 0
     with pytest.raises(FencedError):
         store.save_snapshots({7: 1}, [snap("a", 7)])
@@ -199,7 +198,7 @@ def test_unacquired_partitions_and_unissued_epochs_are_fenced(store: StateStore)
         store.put_timers({7: epoch + 1}, [timer("a", 7, "t", 1)])
     assert (caught.value.epoch, caught.value.current_epoch) == (epoch + 1, epoch)
     assert store.load_snapshot("a") is None
-    assert store.read_journal(7) == []
+    assert store.read_journal() == []
     assert store.load_timers([7]) == []
 
 
@@ -208,8 +207,9 @@ def test_rows_of_a_partition_without_an_epoch_are_refused(store: StateStore) -> 
     with pytest.raises(StoreUsageError) as caught:
         store.save_snapshots({1: epoch}, [snap("a", 1), snap("b", 2)])
     assert caught.value.field == "rows"
-    with pytest.raises(StoreUsageError):
-        store.save_snapshots({1: epoch}, [], truncate_journal_to={2: 5})
+    with pytest.raises(StoreUsageError) as caught:
+        store.append_journal({}, b"an entry of no partition")
+    assert caught.value.field == "partition_epochs"
     with pytest.raises(StoreUsageError):
         store.delete_timers({1: epoch}, [TimerKey("a", 2, "t")])
     assert store.load_snapshot("a") is None
@@ -236,51 +236,45 @@ def test_load_snapshots_pages_through_partitions_in_order(store: StateStore) -> 
     assert list(store.load_snapshots([9])) == []
 
 
-def test_snapshots_can_truncate_the_journal_they_cover_atomically(store: StateStore) -> None:
-    epoch = store.acquire_partitions([1], "shard")
-    store.append_journal(1, epoch, [b"e1", b"e2", b"e3"])
-    store.save_snapshots({1: epoch}, [snap("a", 1)], truncate_journal_to={1: 2})
-    assert [(e.seq, e.data) for e in store.read_journal(1)] == [(3, b"e3")]
-
-
-def test_journal_assigns_increasing_sequences_per_partition(store: StateStore) -> None:
+def test_journal_sequences_grow_across_partitions_and_reads_page(store: StateStore) -> None:
     epoch = store.acquire_partitions([1, 2], "shard")
-    assert store.append_journal(1, epoch, [b"a", b"b"]) == [1, 2]
-    assert store.append_journal(2, epoch, [b"x"]) == [1]
-    assert store.append_journal(1, epoch, [b"c"]) == [3]
-    assert store.append_journal(1, epoch, []) == []
-    assert [(e.seq, e.data) for e in store.read_journal(1)] == [(1, b"a"), (2, b"b"), (3, b"c")]
-    assert [e.seq for e in store.read_journal(1, after_seq=1)] == [2, 3]
-    assert [e.seq for e in store.read_journal(1, after_seq=1, limit=1)] == [2]
-    assert [e.data for e in store.read_journal(2)] == [b"x"]
-
-
-def test_journals_of_many_partitions_append_in_one_fenced_call(store: StateStore) -> None:
-    epoch = store.acquire_partitions([1, 2, 3], "shard")
-    store.append_journal(1, epoch, [b"a"])
-    assert store.append_journals({1: epoch, 2: epoch}, {1: [b"b", b"c"], 2: [b"x"]}) == {
-        1: [2, 3], 2: [1]}
-    assert [e.data for e in store.read_journal(1)] == [b"a", b"b", b"c"]
-    newer = store.acquire_partitions([2], "next")
-    with pytest.raises(FencedError):  # partition 2 moved on: nothing of the call is written
-        store.append_journals({1: epoch, 2: epoch}, {1: [b"d"], 2: [b"y"]})
-    assert [e.data for e in store.read_journal(1)] == [b"a", b"b", b"c"]
-    assert store.append_journals({2: newer}, {2: [b"z"]}) == {2: [2]}
+    assert store.append_journal({1: epoch}, b"a") == 1
+    assert store.append_journal({1: epoch, 2: epoch}, b"b") == 2
+    assert store.append_journal({2: epoch}, b"c") == 3
+    assert [(e.seq, e.data) for e in store.read_journal()] == [(1, b"a"), (2, b"b"), (3, b"c")]
+    assert [e.seq for e in store.read_journal(after_seq=1)] == [2, 3]
+    assert [e.seq for e in store.read_journal(after_seq=1, limit=1)] == [2]
     with pytest.raises(StoreUsageError):
-        store.append_journals({1: epoch}, {3: [b"no epoch given"]})
+        store.read_journal(limit=0)
 
 
-def test_truncation_deletes_up_to_a_sequence_and_never_reuses_it(store: StateStore) -> None:
-    epoch = store.acquire_partitions([1], "shard")
-    store.append_journal(1, epoch, [b"a", b"b", b"c"])
-    assert store.truncate_journal(1, epoch, 2) == 2
-    assert [e.seq for e in store.read_journal(1)] == [3]
-    assert store.truncate_journal(1, epoch, 10) == 1
-    assert store.read_journal(1) == []
-    assert store.append_journal(1, epoch, [b"d"]) == [4]
-    # a new owner continues the sequence
-    newer = store.acquire_partitions([1], "next")
-    assert store.append_journal(1, newer, [b"e"]) == [5]
+def test_an_entry_is_fenced_by_every_partition_it_names(store: StateStore) -> None:
+    epoch = store.acquire_partitions([1, 2], "shard")
+    newer = store.acquire_partitions([2], "next")
+    with pytest.raises(FencedError) as caught:  # partition 2 moved on: nothing is written
+        store.append_journal({1: epoch, 2: epoch}, b"x")
+    assert caught.value.partition == 2
+    assert store.read_journal() == []
+    store.append_journal({1: epoch, 2: newer}, b"y")
+    assert [e.data for e in store.read_journal()] == [b"y"]
+
+
+def test_an_entry_stays_until_every_partitions_mark_passes_it(store: StateStore) -> None:
+    epoch = store.acquire_partitions([1, 2, 3], "shard")
+    first = store.append_journal({1: epoch, 2: epoch}, b"first")
+    second = store.append_journal({3: epoch}, b"second")
+    store.save_snapshots({1: epoch, 2: epoch}, [snap("a", 1)], journal_covered_to=second)
+    assert store.journal_marks([1, 2, 3, 9]) == {1: second, 2: second, 3: 0, 9: 0}
+    assert [e.data for e in store.read_journal()] == [b"first", b"second"]  # 3 needs both
+    store.save_snapshots({3: epoch}, [], journal_covered_to=first)
+    assert [e.data for e in store.read_journal()] == [b"second"]
+    store.save_snapshots({1: epoch}, [], journal_covered_to=first)  # a mark never goes down
+    assert store.journal_marks([1]) == {1: second}
+    store.save_snapshots({3: epoch}, [], journal_covered_to=second)
+    assert store.read_journal() == []
+    # sequence numbers are never reused, whoever owns the partitions next
+    newer = store.acquire_partitions([1, 2, 3], "next")
+    assert store.append_journal({1: newer}, b"third") == second + 1
 
 
 def test_timers_upsert_by_customer_and_timer_id(store: StateStore) -> None:
@@ -452,7 +446,7 @@ def test_everything_written_is_visible_to_a_new_connection(handles: StoreHandles
     writer = handles.open()
     epoch = writer.acquire_partitions([1], "shard")
     writer.save_snapshots({1: epoch}, [snap("a", 1, b"state")])
-    writer.append_journal(1, epoch, [b"e"])
+    writer.append_journal({1: epoch}, b"e")
     writer.put_timers({1: epoch}, [timer("a", 1, "t", 5)])
     writer.record_treatment(treatment("k"))
     writer.append_decisions([DecisionRow("a", 1, b"d")])
@@ -464,7 +458,7 @@ def test_everything_written_is_visible_to_a_new_connection(handles: StoreHandles
     reader = handles.open()
     assert reader.partition_epochs([1]) == {1: epoch}
     assert reader.load_snapshot("a") == snap("a", 1, b"state")
-    assert [e.data for e in reader.read_journal(1)] == [b"e"]
+    assert [e.data for e in reader.read_journal()] == [b"e"]
     assert reader.load_timers([1]) == [timer("a", 1, "t", 5)]
     assert reader.has_treatment("k") and len(reader.pending_outbox(5)) == 1
     assert reader.recent_decisions("a", 1) == [DecisionRow("a", 1, b"d")]
@@ -535,6 +529,25 @@ def test_sqlite_lock_held_past_the_busy_timeout_is_store_unavailable(tmp_path: P
         assert store.record_treatment(treatment("k")) is True  # usable again
 
 
+def test_sqlite_moves_a_per_partition_journal_to_one_entry_per_batch(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:  # the layout of a file written before the change
+        conn.executescript("""
+            CREATE TABLE partitions (partition INTEGER PRIMARY KEY, epoch INTEGER NOT NULL,
+                                     owner TEXT NOT NULL, journal_seq INTEGER NOT NULL DEFAULT 0);
+            CREATE TABLE journal (partition INTEGER NOT NULL, seq INTEGER NOT NULL,
+                                  data BLOB NOT NULL, PRIMARY KEY (partition, seq));
+            INSERT INTO partitions VALUES (1, 3, 'shard-0', 2), (2, 3, 'shard-0', 1);
+            INSERT INTO journal VALUES (2, 1, x'20'), (1, 2, x'12'), (1, 1, x'11');
+        """)
+    with SqliteStateStore(path) as store:
+        assert [e.data for e in store.read_journal()] == [b"\x11", b"\x12", b"\x20"]
+        assert store.journal_marks([1, 2]) == {1: 0, 2: 0}
+        assert store.append_journal({1: 3}, b"new") == 4
+    with sqlite3.connect(path) as conn:
+        assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'journal'").fetchall()
+
+
 def test_sqlite_runs_in_wal_mode_with_normal_sync(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     with SqliteStateStore(path) as store:
@@ -591,7 +604,8 @@ for batch in range(25):
         [TreatmentRow(k, k, "c", "a", batch, b"") for k in keys]))
     store.save_snapshots({worker: epoch}, [
         SnapshotRow(f"w{worker}-c{batch}-{i}", worker, b"s" * 300, batch) for i in range(20)])
-    store.append_journal(worker, epoch, [b"e"] * 10)
+    for _ in range(10):
+        store.append_journal({worker: epoch}, b"e")
 store.close()
 print(new)
 """
@@ -612,4 +626,4 @@ def test_sqlite_tolerates_several_processes_writing_one_file(tmp_path: Path) -> 
     with SqliteStateStore(path) as store:
         assert store.treatment_count() == 150
         assert len(list(store.load_snapshots([0, 1, 2]))) == 3 * 25 * 20
-        assert [len(store.read_journal(w)) for w in range(3)] == [250, 250, 250]
+        assert len(store.read_journal()) == 3 * 250
