@@ -11,7 +11,7 @@ triggered traffic keeps flowing.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,9 +73,13 @@ class ShardAlwaysOn:
         self.run_of_moment: dict[str, str] = {}
 
     # -- columns --------------------------------------------------------------------------
-    def observe(self, customers: Iterable[CustomerState]) -> None:
+    def observe(self, customers: Iterable[CustomerState],
+                profiled: Container[str] | None = None) -> None:
+        """Copy changed customers into the hot columns; with ``profiled``, only those
+        customers' profiles changed."""
+        hot = self.hot
         for customer in customers:
-            self.hot.update(customer)
+            hot.update(customer, profile=profiled is None or customer.customer_id in profiled)
 
     def contacted(self, customer_id: str, at_ms: int) -> None:
         self.hot.set_contact(customer_id, at_ms)

@@ -192,12 +192,16 @@ class ShardCore:
             self.journal(events)
         acks: list[list[Any]] = []
         batch: dict[str, CustomerState] = {}  # the customers of this batch, looked up once
+        profiled: set[str] = set()  # those of them whose profile an event may change
         catalog = self.catalog
         for event in events:
             try:
                 signal = SignalRecord._make(event)
-                if signal.type not in catalog.signals:
+                spec = catalog.signals.get(signal.type)
+                if spec is None:
                     raise ValueError(f"unknown signal type {signal.type!r}")
+                if spec.updates_profile:
+                    profiled.add(signal.customer_id)
                 customer = batch.get(signal.customer_id)
                 if customer is None:
                     customer = batch[signal.customer_id] = self.customer(signal.customer_id)
@@ -227,7 +231,7 @@ class ShardCore:
         if self.persistence is not None:
             self.persistence.touched(batch)
         if self.always_on is not None:
-            self.always_on.observe(batch.values())
+            self.always_on.observe(batch.values(), profiled)
         return acks
 
     def _await(self, customer_id: str, trigger: Trigger) -> None:

@@ -117,3 +117,21 @@ def test_an_emergency_run_reaches_exactly_the_listed_zip_codes_each_once(
     [first] = [p for p in h.always_on.progress() if p["run_id"] == "storm-1"]
     assert first["state"] == RunState.DONE and first["injected"] == 50
     assert first["treated"] == 50
+
+
+def test_a_run_selects_by_the_zip_a_customer_moved_to_among_other_events(
+        catalog: Catalog) -> None:
+    h = Harness(catalog, SweepConfig())
+    h.submit(event("mover", "address", T0_MS, zip="10001"),
+             event("stayer", "address", T0_MS, zip="10001"))
+    # a batch where only the mover's address changes, next to events of other kinds
+    h.submit(event("stayer", "deposit", T0_MS + 1, amount=10.0),
+             event("mover", "deposit", T0_MS + 1, amount=10.0),
+             event("mover", "address", T0_MS + 2, zip="30301"),
+             event("mover", "deposit", T0_MS + 3, amount=10.0))
+    for zips, expected in ((("30301",), 1), (("10001",), 1)):
+        run = EmergencyRun(run_id=f"run-{zips[0]}", population=PopulationFilter(zips=zips),
+                           moment="storm_warning", rate_per_s=20, dedup_key=f"k-{zips[0]}")
+        assert h.always_on.start_run(run, T0_MS + 10).selected == expected
+    assert h.always_on.hot.ids(PopulationFilter(zips=("30301",)).select(h.always_on.hot)) == [
+        "mover"]

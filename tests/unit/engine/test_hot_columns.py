@@ -82,6 +82,24 @@ def test_a_later_update_overwrites_and_first_seen_keeps_the_minimum() -> None:
     assert cols.last_contact[0] == T0 + 10
 
 
+def test_an_update_without_the_profile_keeps_its_columns_but_a_new_row_takes_it() -> None:
+    cols = HotColumns(TYPICAL)
+    state = customer("e", {"balance_update": {"balance": 10, "_at": T0}}, segment="mass",
+                     churn_score=0.5)
+    cols.update(state, profile=False)  # a new row: the profile is copied all the same
+    assert cols.vocabulary("segment")[cols.codes("segment")[0]] == "mass"
+    state.profile["segment"] = "student"
+    state.profile["churn_score"] = 0.7
+    state.last["balance_update"] = {"balance": 20, "_at": T0 + 1}
+    cols.update(state, profile=False)  # the caller knows no profile event came in
+    assert cols.vocabulary("segment")[cols.codes("segment")[0]] == "mass"
+    assert cols.numeric("churn_score")[0] == 0.5
+    assert cols.numeric("balance")[0] == 20.0  # signal columns always follow
+    cols.update(state)
+    assert cols.vocabulary("segment")[cols.codes("segment")[0]] == "student"
+    assert cols.numeric("churn_score")[0] == 0.7
+
+
 def test_products_as_a_comma_separated_string() -> None:
     cols = HotColumns(TYPICAL)
     cols.update(customer("d", products="card, savings"))
