@@ -22,10 +22,6 @@ RAY_DAEMONS = frozenset({"raylet", "gcs_server"})
 
 # -- what to run -----------------------------------------------------------------------------
 
-
-
-# -- what to run -----------------------------------------------------------------------------
-
 @dataclass(frozen=True, slots=True)
 class LoadSpec:
     target: str
