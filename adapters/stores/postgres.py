@@ -3,9 +3,9 @@
 All tables live in one schema (``shush`` unless told), created idempotently, so that several
 engines or test runs can share a database. Every write call is one transaction. Fencing: a
 partition-scoped write locks its partitions' rows ``FOR SHARE`` (``FOR UPDATE`` where it raises
-their journal marks) and checks their epochs before writing; ``acquire_partitions`` locks them ``FOR UPDATE``, so an
-acquisition and a write for the same partition never interleave. Rows are always locked in
-partition order, which keeps concurrent calls free of deadlocks.
+their journal marks) and checks their epochs before writing; ``acquire_partitions`` locks them
+``FOR UPDATE``, so an acquisition and a write for the same partition never interleave. Rows are
+always locked in partition order, which keeps concurrent calls free of deadlocks.
 """
 
 from __future__ import annotations
