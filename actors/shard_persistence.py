@@ -5,10 +5,13 @@
 - Each batch's events are journaled, as one entry fenced by the batch's partitions, before
   they are applied and acknowledged: an acknowledged event is never lost.
 - Snapshots go partition by partition: a partition's changed customers are saved and its
-  journal mark raised to the last entry applied, in one transaction (the store deletes the
-  entries every partition's mark has passed). Each partition has its turn once per
-  ``snapshot_interval_s``, the turns spread evenly over that interval, so the work comes in
-  small steps instead of one stall that holds up every call to the shard.
+  journal mark raised to the journal's end, in one transaction (the store deletes the entries
+  every partition's mark has passed). The end may be another shard's entry: entries written
+  since this shard acquired its partitions hold none of its events, and older ones were
+  replayed on start. So an idle shard's marks keep up, and never hold a busy shard's entries.
+  Each partition has its turn once per ``snapshot_interval_s``, the turns spread evenly over
+  that interval, so the work comes in small steps instead of one stall that holds up every
+  call to the shard.
 - One entry per batch, not one per partition the batch touches: at 125 events a batch
   touched ~110 of a shard's 512 partitions, and writing their entries was a fifth of the
   shard's work.
@@ -52,7 +55,7 @@ class ShardPersistence:
         self.snapshot_interval_s = snapshot_interval_s
         self.dirty: dict[int, set[str]] = {}  # partition -> customers changed since saved
         self._marks = store.journal_marks(self.partitions)  # partition -> journal covered to
-        self._last_seq = 0  # the last journal entry applied
+        self._end = 0  # the journal's end as last seen: every entry up to it is applied
         self._cursor = 0  # the next partition to have its snapshot turn
         self._turns_owed = 0.0  # partition turns accrued since the last step
         self._last_step = time.monotonic()
@@ -78,7 +81,7 @@ class ShardPersistence:
         while True:
             entries = self.store.read_journal(after, limit=page)
             for entry in entries:
-                self._last_seq = entry.seq
+                self._end = entry.seq
                 for event in _unpack(entry.data):
                     if entry.seq > marks.get(self.partition(event[1]), entry.seq):
                         self.stats["replayed"] += 1
@@ -94,8 +97,7 @@ class ShardPersistence:
             return
         epochs = self.epochs
         touched = {partition_of(event[1], self.num_partitions) for event in events}
-        self._last_seq = self.store.append_journal({p: epochs[p] for p in touched},
-                                                   _pack(events))
+        self._end = self.store.append_journal({p: epochs[p] for p in touched}, _pack(events))
         self.stats["journaled"] += len(events)
 
     def touched(self, customer_ids: Iterable[str]) -> None:
@@ -119,12 +121,14 @@ class ShardPersistence:
         self._last_step = now
         count = min(int(self._turns_owed), len(self.partitions))
         self._turns_owed -= count
+        if count:  # other shards' entries move the end too (see the module's docstring)
+            self._end = max(self._end, self.store.journal_end())
         if count == len(self.partitions):
             self._turns_owed = 0.0  # a long pause: one full round, no backlog of turns
         turn = [self.partitions[(self._cursor + i) % len(self.partitions)]
                 for i in range(count)]
         self._cursor = (self._cursor + count) % len(self.partitions)
-        return [p for p in turn if p in self.dirty or self._marks[p] < self._last_seq]
+        return [p for p in turn if p in self.dirty or self._marks[p] < self._end]
 
     def steps(self, partitions: list[int], *, max_customers: int,
               max_partitions: int) -> list[list[int]]:
@@ -148,8 +152,10 @@ class ShardPersistence:
     def snapshot(self, customer: Callable[[str], CustomerState | None], now_ms: int,
                  partitions: Iterable[int] | None = None) -> int:
         """Save the changed customers of ``partitions`` (default: all) and raise their
-        journal marks to the last entry applied, atomically."""
-        last = self._last_seq
+        journal marks to the journal's end, atomically."""
+        if partitions is None:
+            self._end = max(self._end, self.store.journal_end())
+        last = self._end
         if partitions is None:
             chosen = [p for p in self.partitions if p in self.dirty or self._marks[p] < last]
         else:

@@ -177,6 +177,10 @@ class StateStore(Protocol):
         journal (0: none)."""
         ...
 
+    def journal_end(self) -> int:
+        """The sequence number of the newest entry in the journal (0: none)."""
+        ...
+
     def read_journal(self, after_seq: int = 0, limit: int | None = None) -> list[JournalEntry]:
         """Entries with ``seq > after_seq``, oldest first (every partition's: a reader keeps
         the events of its own partitions above their marks)."""

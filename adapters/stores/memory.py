@@ -124,6 +124,10 @@ class MemoryStateStore:
         with self._lock:
             return {p: self._marks.get(p, 0) for p in partitions}
 
+    def journal_end(self) -> int:
+        with self._lock:
+            return self._journal[-1].seq if self._journal else 0
+
     def read_journal(self, after_seq: int = 0, limit: int | None = None) -> list[JournalEntry]:
         if limit is not None:
             require_positive(limit, "limit")

@@ -79,6 +79,9 @@ class SqlStoreCommon(ABC):
                     break
                 after = page[-1][0]
 
+    def journal_end(self) -> int:
+        return int(self._read("SELECT coalesce(max(seq), 0) FROM journal_entries")[0][0])
+
     def record_treatment(self, row: TreatmentRow) -> bool:
         return self.record_treatments([row])[0]
 

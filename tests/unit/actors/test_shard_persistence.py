@@ -72,6 +72,22 @@ def test_a_turn_saves_only_its_partitions_and_raises_only_their_journal_marks(
     assert not persistence.store.read_journal()
 
 
+def test_an_idle_shard_does_not_hold_the_journal_of_a_busy_one(clock: Clock) -> None:
+    store, table = MemoryStateStore(), PartitionTable.round_robin(8, 2)
+    busy, idle = (ShardPersistence(store, i, table, snapshot_interval_s=1.0) for i in (0, 1))
+    customers = {c: CustomerState(c) for c in (f"c{i}" for i in range(40))
+                 if table.shard_of(c) == 0}
+    for _ in range(2):
+        busy.journal([event(c, "savings_withdrawal", amount=1.0) for c in customers])
+    busy.touched(customers)
+    busy.snapshot(customers.get, T0_MS)
+    assert len(store.read_journal()) == 2  # the idle shard's partitions have not passed them
+    clock.now += 1.0  # the idle shard's turns: its marks move to the journal's end
+    for partition in idle.due_partitions():
+        idle.snapshot({}.get, T0_MS, [partition])
+    assert store.read_journal() == []
+
+
 def test_a_failed_snapshot_leaves_the_customers_changed(clock: Clock) -> None:
     class FailingStore(MemoryStateStore):
         def save_snapshots(self, *args: Any, **kwargs: Any) -> None:

@@ -242,6 +242,7 @@ def test_journal_sequences_grow_across_partitions_and_reads_page(store: StateSto
     assert store.append_journal({1: epoch, 2: epoch}, b"b") == 2
     assert store.append_journal({2: epoch}, b"c") == 3
     assert [(e.seq, e.data) for e in store.read_journal()] == [(1, b"a"), (2, b"b"), (3, b"c")]
+    assert store.journal_end() == 3
     assert [e.seq for e in store.read_journal(after_seq=1)] == [2, 3]
     assert [e.seq for e in store.read_journal(after_seq=1, limit=1)] == [2]
     with pytest.raises(StoreUsageError):
@@ -271,7 +272,7 @@ def test_an_entry_stays_until_every_partitions_mark_passes_it(store: StateStore)
     store.save_snapshots({1: epoch}, [], journal_covered_to=first)  # a mark never goes down
     assert store.journal_marks([1]) == {1: second}
     store.save_snapshots({3: epoch}, [], journal_covered_to=second)
-    assert store.read_journal() == []
+    assert store.read_journal() == [] and store.journal_end() == 0
     # sequence numbers are never reused, whoever owns the partitions next
     newer = store.acquire_partitions([1, 2, 3], "next")
     assert store.append_journal({1: newer}, b"third") == second + 1
