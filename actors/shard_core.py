@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgpack
@@ -407,19 +407,21 @@ class ShardCore:
                     self.timers.schedule(customer.customer_id, customer.next_due_ms())
                 else:
                     ready.append(treatment)
-        if audit:
-            self.store.append_decisions(audit)
-        return self._fire_all(ready, now_ms)
+        return self._fire_all(ready, now_ms, audit)
 
-    def _fire_all(self, treatments: list[Treatment], now_ms: int) -> list[Treatment]:
-        """Ledger first (one transaction), then each send on its own."""
+    def _fire_all(self, treatments: list[Treatment], now_ms: int,
+                  audit: Sequence[DecisionRow] = ()) -> list[Treatment]:
+        """Ledger and decision audit first (one transaction), then each send on its own."""
         if not treatments:
+            if audit:
+                self.store.append_decisions(audit)
             return []
         if self.persistence is not None:  # treated keys and contacts live in customer state
             self.persistence.touched(t.customer_id for t in treatments)
         fresh = self.store.record_treatments([
             TreatmentRow(t.idempotency_key, t.treatment_id, t.customer_id, t.action_id,
-                         t.decided_at_ms, _pack(t.to_wire())) for t in treatments])
+                         t.decided_at_ms, _pack(t.to_wire())) for t in treatments],
+            decisions=audit)
         fired = []
         for treatment, is_new in zip(treatments, fresh, strict=True):
             self.budget_settled.append([treatment.idempotency_key, is_new])

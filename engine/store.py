@@ -202,8 +202,10 @@ class StateStore(Protocol):
         ...
 
     # -- treatment ledger and outbox --------------------------------------------------------
-    def record_treatments(self, rows: Sequence[TreatmentRow]) -> list[bool]:
-        """Record and enqueue each treatment; ``False`` where its key was already recorded."""
+    def record_treatments(self, rows: Sequence[TreatmentRow], *,
+                          decisions: Sequence[DecisionRow] = ()) -> list[bool]:
+        """Record and enqueue each treatment, and append ``decisions`` to the audit, in one
+        transaction; ``False`` where a treatment's key was already recorded."""
         ...
 
     def record_treatment(self, row: TreatmentRow) -> bool: ...

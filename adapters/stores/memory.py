@@ -170,9 +170,11 @@ class MemoryStateStore:
         return sorted(rows, key=_timer_order)[:limit]
 
     # -- treatment ledger and outbox --------------------------------------------------------
-    def record_treatments(self, rows: Sequence[TreatmentRow]) -> list[bool]:
+    def record_treatments(self, rows: Sequence[TreatmentRow], *,
+                          decisions: Sequence[DecisionRow] = ()) -> list[bool]:
         recorded: list[bool] = []
         with self._lock:
+            self._append_decisions(decisions)
             for row in rows:
                 if row.idempotency_key in self._treatments:
                     recorded.append(False)
@@ -249,9 +251,12 @@ class MemoryStateStore:
     # -- decision audit ---------------------------------------------------------------------
     def append_decisions(self, rows: Sequence[DecisionRow]) -> None:
         with self._lock:
-            for row in rows:
-                entry = (row.decided_at_ms, next(self._decision_counter), row)
-                self._decisions.setdefault(row.customer_id, []).append(entry)
+            self._append_decisions(rows)
+
+    def _append_decisions(self, rows: Sequence[DecisionRow]) -> None:
+        for row in rows:
+            entry = (row.decided_at_ms, next(self._decision_counter), row)
+            self._decisions.setdefault(row.customer_id, []).append(entry)
 
     def recent_decisions(self, customer_id: str, limit: int) -> list[DecisionRow]:
         require_positive(limit, "limit")

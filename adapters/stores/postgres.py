@@ -304,14 +304,17 @@ class PostgresStateStore(SqlStoreCommon):
         return [TimerRow(*row) for row in rows]
 
     # -- treatment ledger and outbox --------------------------------------------------------
-    def record_treatments(self, rows: Sequence[TreatmentRow]) -> list[bool]:
+    def record_treatments(self, rows: Sequence[TreatmentRow], *,
+                          decisions: Sequence[DecisionRow] = ()) -> list[bool]:
         if not rows:
+            self.append_decisions(decisions)
             return []
         first: dict[str, int] = {}
         for index, r in enumerate(rows):
             first.setdefault(r.idempotency_key, index)
         unique = [rows[index] for index in first.values()]
         with self._write() as cur:
+            _insert_decisions(cur, decisions)
             cur.execute(
                 "INSERT INTO treatments (idempotency_key, treatment_id, customer_id, action_id,"
                 " decided_at_ms, payload) SELECT * FROM unnest(%s::text[], %s::text[],"
@@ -337,14 +340,7 @@ class PostgresStateStore(SqlStoreCommon):
         if not rows:
             return
         with self._write() as cur:
-            cur.execute(
-                "INSERT INTO decisions (customer_id, decided_at_ms, data)"
-                " SELECT customer_id, decided_at_ms, data"
-                " FROM unnest(%s::text[], %s::bigint[], %s::bytea[]) WITH ORDINALITY"
-                " AS u (customer_id, decided_at_ms, data, n) ORDER BY n",
-                ([r.customer_id for r in rows], [r.decided_at_ms for r in rows],
-                 [r.data for r in rows]),
-            )
+            _insert_decisions(cur, rows)
 
     # -- dead letters -----------------------------------------------------------------------
     def dead_letter(self, rows: Sequence[DeadLetterRow]) -> None:
@@ -361,6 +357,18 @@ class PostgresStateStore(SqlStoreCommon):
             )
 
     # -- propensity models ------------------------------------------------------------------
+
+def _insert_decisions(cur: psycopg.Cursor[Any], rows: Sequence[DecisionRow]) -> None:
+    if rows:
+        cur.execute(
+            "INSERT INTO decisions (customer_id, decided_at_ms, data)"
+            " SELECT customer_id, decided_at_ms, data"
+            " FROM unnest(%s::text[], %s::bigint[], %s::bytea[]) WITH ORDINALITY"
+            " AS u (customer_id, decided_at_ms, data, n) ORDER BY n",
+            ([r.customer_id for r in rows], [r.decided_at_ms for r in rows],
+             [r.data for r in rows]),
+        )
+
 
 @contextmanager
 def _unavailable_on_driver_error() -> Iterator[None]:

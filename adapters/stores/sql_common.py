@@ -53,7 +53,8 @@ class SqlStoreCommon(ABC):
     def _check(self, cur: Any, partition_epochs: Mapping[int, int]) -> None: ...
 
     @abstractmethod
-    def record_treatments(self, rows: Sequence[TreatmentRow]) -> list[bool]: ...
+    def record_treatments(self, rows: Sequence[TreatmentRow], *,
+                          decisions: Sequence[DecisionRow] = ()) -> list[bool]: ...
 
     def _execute(self, cur: Any, sql: str, params: Sequence[Any]) -> int:
         cur.execute(self._sql(sql), params)

@@ -339,11 +339,14 @@ class SqliteStateStore(SqlStoreCommon):
         return [TimerRow(*row) for row in rows]
 
     # -- treatment ledger and outbox --------------------------------------------------------
-    def record_treatments(self, rows: Sequence[TreatmentRow]) -> list[bool]:
+    def record_treatments(self, rows: Sequence[TreatmentRow], *,
+                          decisions: Sequence[DecisionRow] = ()) -> list[bool]:
         recorded: list[bool] = []
         if not rows:
+            self.append_decisions(decisions)
             return recorded
         with self._write() as cur:
+            _insert_decisions(cur, decisions)
             for r in rows:
                 cur.execute(
                     "INSERT INTO treatments (idempotency_key, treatment_id, customer_id,"
@@ -366,10 +369,7 @@ class SqliteStateStore(SqlStoreCommon):
         if not rows:
             return
         with self._write() as cur:
-            cur.executemany(
-                "INSERT INTO decisions (customer_id, decided_at_ms, data) VALUES (?, ?, ?)",
-                [(r.customer_id, r.decided_at_ms, r.data) for r in rows],
-            )
+            _insert_decisions(cur, rows)
 
     # -- dead letters -----------------------------------------------------------------------
     def dead_letter(self, rows: Sequence[DeadLetterRow]) -> None:
@@ -383,6 +383,11 @@ class SqliteStateStore(SqlStoreCommon):
             )
 
     # -- propensity models ------------------------------------------------------------------
+
+def _insert_decisions(cur: sqlite3.Cursor, rows: Sequence[DecisionRow]) -> None:
+    cur.executemany("INSERT INTO decisions (customer_id, decided_at_ms, data) VALUES (?, ?, ?)",
+                    [(r.customer_id, r.decided_at_ms, r.data) for r in rows])
+
 
 def _migrate_journal(cur: sqlite3.Cursor) -> None:
     """A file written before the journal took one entry per batch: its per-partition entries

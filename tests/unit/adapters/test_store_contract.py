@@ -420,6 +420,17 @@ def test_recent_decisions_are_newest_first(store: StateStore) -> None:
     assert store.recent_decisions("nobody", 5) == []
 
 
+def test_treatments_and_their_decisions_are_recorded_together(store: StateStore) -> None:
+    assert store.record_treatments([treatment("k1"), treatment("k1")],
+                                   decisions=[DecisionRow("a", 100, b"why k1")]) == [True, False]
+    assert store.record_treatments([treatment("k1")],
+                                   decisions=[DecisionRow("a", 200, b"again")]) == [False]
+    assert store.record_treatments([], decisions=[DecisionRow("b", 300, b"nothing sent")]) == []
+    assert [d.data for d in store.recent_decisions("a", 5)] == [b"again", b"why k1"]
+    assert [d.data for d in store.recent_decisions("b", 5)] == [b"nothing sent"]
+    assert [i.idempotency_key for i in store.pending_outbox(5)] == ["k1"]
+
+
 def test_dead_letters_are_kept_and_read_newest_first(store: StateStore) -> None:
     assert store.dead_letter_count() == 0
     rows = [DeadLetterRow("event", "unknown signal type", "type", b"\x81\xa1x", 10),
