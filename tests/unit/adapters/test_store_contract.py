@@ -560,6 +560,34 @@ def test_sqlite_moves_a_per_partition_journal_to_one_entry_per_batch(tmp_path: P
         assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'journal'").fetchall()
 
 
+def test_postgres_moves_a_per_partition_journal_to_one_entry_per_batch(
+        postgres_url: str) -> None:
+    schema = f"shush_test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # the layout before the change
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"CREATE TABLE {schema}.partitions (partition INTEGER PRIMARY KEY,"
+                     " epoch BIGINT NOT NULL, owner TEXT NOT NULL,"
+                     " journal_seq BIGINT NOT NULL DEFAULT 0)")
+        conn.execute(f"CREATE TABLE {schema}.journal (partition INTEGER NOT NULL,"
+                     " seq BIGINT NOT NULL, data BYTEA NOT NULL, PRIMARY KEY (partition, seq))")
+        conn.execute(f"INSERT INTO {schema}.partitions VALUES (1, 3, 'shard-0', 2),"
+                     " (2, 3, 'shard-0', 1)")
+        conn.execute(f"INSERT INTO {schema}.journal VALUES (2, 1, '\\x20'), (1, 2, '\\x12'),"
+                     " (1, 1, '\\x11')")
+    store = PostgresStateStore(postgres_url, schema=schema)
+    try:
+        assert [e.data for e in store.read_journal()] == [b"\x11", b"\x12", b"\x20"]
+        assert store.journal_marks([1, 2]) == {1: 0, 2: 0}
+        assert store.append_journal({1: 3}, b"new") == 4
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            assert conn.execute("SELECT to_regclass(%s)", (f"{schema}.journal",)
+                                ).fetchone() == (None,)
+    finally:
+        store.close()
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
 def test_sqlite_runs_in_wal_mode_with_normal_sync(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     with SqliteStateStore(path) as store:
