@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,8 +10,9 @@ import pytest
 from shush.actors import shard_persistence
 from shush.actors.shard_persistence import ShardPersistence
 from shush.adapters.stores import MemoryStateStore
+from shush.adapters.stores.sqlite import SqliteStateStore
 from shush.engine.customer import CustomerState
-from shush.engine.errors import StoreUnavailable
+from shush.engine.errors import FencedError, StoreUnavailable
 from shush.engine.partitions import PartitionTable
 from tests.factories import T0_MS, event
 
@@ -86,6 +88,38 @@ def test_an_idle_shard_does_not_hold_the_journal_of_a_busy_one(clock: Clock) -> 
     for partition in idle.due_partitions():
         idle.snapshot({}.get, T0_MS, [partition])
     assert store.read_journal() == []
+
+
+def test_after_a_crash_each_new_shard_replays_its_partitions_above_their_marks(
+        clock: Clock, tmp_path: Path) -> None:
+    """One shard journals two batches and snapshots half its partitions in between; two
+    shards take over (the partitions move). Each replays exactly the events of its own
+    partitions that no snapshot covers, in order."""
+    store = SqliteStateStore(tmp_path / "state.db")
+    old = ShardPersistence(store, 0, PartitionTable.round_robin(8, 1), snapshot_interval_s=1.0)
+    customers = {f"c{i}": CustomerState(f"c{i}") for i in range(40)}
+    first = [event(c, "savings_withdrawal", amount=1.0) for c in customers]
+    old.journal(first)
+    old.touched(customers)
+    saved = sorted(old.dirty)[:4]
+    old.snapshot(customers.get, T0_MS, saved)  # these partitions now cover the first batch
+    second = [event(c, "savings_withdrawal", amount=2.0) for c in customers]
+    old.journal(second)  # ... and the shard dies before its next snapshot turn
+
+    new_table = PartitionTable.round_robin(8, 2)
+    new = [ShardPersistence(store, i, new_table, snapshot_interval_s=1.0) for i in (0, 1)]
+    with pytest.raises(FencedError):  # the old incarnation is fenced off
+        old.journal([event("c0", "savings_withdrawal", amount=3.0)])
+    for shard in new:
+        mine = set(shard.partitions)
+        expected = [e[0] for e in first if shard.partition(e[1]) in mine
+                    and shard.partition(e[1]) not in saved]
+        expected += [e[0] for e in second if shard.partition(e[1]) in mine]
+        assert [e[0] for e in shard.journaled_events()] == expected
+    for shard in new:
+        shard.snapshot({}.get, T0_MS, shard.partitions)
+    assert store.read_journal() == []
+    store.close()
 
 
 def test_a_failed_snapshot_leaves_the_customers_changed(clock: Clock) -> None:
