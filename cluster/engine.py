@@ -10,7 +10,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from ..actors import ray_calls
+from ..actors import heap, ray_calls
 from ..actors.supervisor import SUPERVISOR_NAME, SupervisorActor
 from ..adapters.channels.jsonl import JsonlChannel
 from ..adapters.grpc.gateway import EngineGateway
@@ -56,7 +56,13 @@ class Engine:
     def serve_grpc(self) -> int:
         """Start the gRPC server in a background thread; return its port."""
         self.server = BackgroundServer(self.gateway, self.config.grpc)
-        return self.server.start()
+        port = self.server.start()
+        # What is alive now (modules, Ray's and gRPC's state) lives as long as the process:
+        # out of the collector's sight, a full collection of the gateway's heap no longer
+        # rescans it (loadtest at 10,000 events/s, three runs each: submit -> treatment
+        # p99.9 74/64/70 ms against 75/101/156, inbound Decide p99 25/28/40 against 33/44/46).
+        heap.freeze_resident()
+        return port
 
     @property
     def target(self) -> str:
