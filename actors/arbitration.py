@@ -40,15 +40,13 @@ class ArbitrationActorBody:
         self.index = index
         self.save_interval_s = config.arbitration.save_interval_s
         self.scorer = scorer_for(catalog, policy, config.arbitration)
-        self.table = self.scorer.table
-        self.propensity = self.scorer.propensity
         self.budgets = BudgetBook(policy.budget_limits(), policy.budget_timezone)
         self.store = store_factory()
         self._model_key = f"{MODEL_NAME}-{index}"
         self._budget_key = f"{BUDGETS_NAME}-{index}"
         saved = self.store.load_model(self._model_key)
         if saved is not None:
-            self.propensity.load_snapshot(msgpack.unpackb(saved, strict_map_key=False))
+            self.scorer.propensity.load_snapshot(msgpack.unpackb(saved, strict_map_key=False))
         saved = self.store.load_model(self._budget_key)
         if saved is not None:
             self.budgets.load_snapshot(msgpack.unpackb(saved, strict_map_key=False))
@@ -109,7 +107,8 @@ class ArbitrationActorBody:
 
     def _save_if_due(self, force: bool = False) -> None:
         if force or time.monotonic() - self._last_save >= self.save_interval_s:
-            self.store.save_model(self._model_key, msgpack.packb(self.propensity.to_snapshot()))
+            self.store.save_model(self._model_key,
+                                  msgpack.packb(self.scorer.propensity.to_snapshot()))
             self.store.save_model(self._budget_key, msgpack.packb(self.budgets.to_snapshot()))
             self._last_save = time.monotonic()
 
@@ -117,17 +116,18 @@ class ArbitrationActorBody:
         self._save_if_due(force=True)
 
     async def propensities(self) -> dict[str, float]:
-        return dict(zip(self.table.ids, self.propensity.mean().tolist(), strict=True))
+        scorer = self.scorer
+        return dict(zip(scorer.table.ids, scorer.propensity.mean().tolist(), strict=True))
 
     async def set_lever(self, action_id: str, lever: float) -> None:
-        if action_id not in self.table.index:
+        if action_id not in self.scorer.table.index:
             raise CatalogError(f"unknown action {action_id!r}", field="action_id")
         if not lever >= 0:
             raise CatalogError(f"a lever must be >= 0, got {lever}", field="lever")
         self.scorer.set_lever(action_id, lever)
 
     async def levers(self) -> dict[str, float]:
-        return self.table.levers()
+        return self.scorer.table.levers()
 
     async def health(self) -> dict[str, Any]:
         return {"index": self.index, "scored": self.scored, "learned": self.learned}
