@@ -121,14 +121,18 @@ class ShardPersistence:
         self._last_step = now
         count = min(int(self._turns_owed), len(self.partitions))
         self._turns_owed -= count
-        if count:  # other shards' entries move the end too (see the module's docstring)
-            self._end = max(self._end, self.store.journal_end())
+        if count:
+            self._catch_up()
         if count == len(self.partitions):
             self._turns_owed = 0.0  # a long pause: one full round, no backlog of turns
         turn = [self.partitions[(self._cursor + i) % len(self.partitions)]
                 for i in range(count)]
         self._cursor = (self._cursor + count) % len(self.partitions)
         return [p for p in turn if p in self.dirty or self._marks[p] < self._end]
+
+    def _catch_up(self) -> None:
+        """Other shards' entries move the journal's end too (see the module's docstring)."""
+        self._end = max(self._end, self.store.journal_end())
 
     def steps(self, partitions: list[int], *, max_customers: int,
               max_partitions: int) -> list[list[int]]:
@@ -154,11 +158,11 @@ class ShardPersistence:
         """Save the changed customers of ``partitions`` (default: all) and raise their
         journal marks to the journal's end, atomically."""
         if partitions is None:
-            self._end = max(self._end, self.store.journal_end())
-        last = self._end
-        if partitions is None:
+            self._catch_up()
+            last = self._end
             chosen = [p for p in self.partitions if p in self.dirty or self._marks[p] < last]
         else:
+            last = self._end
             chosen = list(partitions)
         rows = []
         for partition in chosen:
