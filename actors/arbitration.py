@@ -6,7 +6,7 @@ Thompson sampling when ``arbitration.explore`` is on. A winner reserves its acti
 the shard commits the reservation when the treatment is written to the ledger (it will fire)
 or releases it (held out, refused at send time). The model and budgets are saved to the store.
 Shards keep a replica of the scorer (levers and learned counts, ``replica``) to answer inbound
-Decides without this hop, unless a candidate has a budget.
+Decides and small decision turns without this hop, unless a candidate has a budget.
 """
 
 from __future__ import annotations

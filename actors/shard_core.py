@@ -76,7 +76,7 @@ class ShardCore:
         self.binner = FeatureBinner(self.policy.features)
         self.cardinalities = tuple(spec.cardinality for spec in self.policy.features)
         self.tracker = OutcomeTracker(self.policy.outcomes)
-        # a replica of the arbitrator's scorer, for inbound Decide (with ``scoring``)
+        # a replica of the arbitrator's scorer, for inbound Decides and small decision turns
         self.scorer: Scorer | None = (scorer_for(catalog, self.policy, scoring)
                                       if scoring is not None else None)
         self.replica_stamp = ""  # the master state it holds ("" until the first one arrives)

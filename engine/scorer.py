@@ -2,8 +2,9 @@
 
 The arbitration actor owns the master ``Scorer``: it learns from outcomes and takes lever
 changes. Each shard keeps a replica (``to_replica`` / ``load_replica``) that answers inbound
-Decides without a remote call; the shard refreshes it when the master's ``version`` moves.
-Budgets are not here: a reservation needs the one book the arbitrator holds.
+Decides and small decision turns without a remote call; the shard refreshes it when the
+master's ``version`` moves. Budgets are not here: a reservation needs the one book the
+arbitrator holds.
 """
 
 from __future__ import annotations
