@@ -398,7 +398,7 @@ class ShardCore:
                 if fate == "holdout":
                     self.stats["holdouts"] += 1
                     self._track(customer, treatment, now_ms, holdout=True)
-                    self.budget_settled.append([treatment.idempotency_key, False])
+                    self._settle_budget(treatment.action_id, treatment.idempotency_key, False)
                 elif fate == "deferred":
                     self.stats["deferred"] += 1
                     customer.defer(treatment.idempotency_key,
@@ -424,7 +424,7 @@ class ShardCore:
             decisions=audit)
         fired = []
         for treatment, is_new in zip(treatments, fresh, strict=True):
-            self.budget_settled.append([treatment.idempotency_key, is_new])
+            self._settle_budget(treatment.action_id, treatment.idempotency_key, is_new)
             if not is_new:
                 continue
             customer = self.customer(treatment.customer_id)
@@ -483,7 +483,13 @@ class ShardCore:
             return
         best = _winning(verdict)
         token = idempotency_key(verdict.customer_id, best.action_id, best.moment_id)
-        self.budget_settled.append([token, presented])
+        self._settle_budget(best.action_id, token, presented)
+
+    def _settle_budget(self, action_id: str, token: str, spent: bool) -> None:
+        """Queue the settlement of a budget reservation for the arbitrator: spent, or given
+        back. Only budgeted actions have reservations, so the others queue nothing."""
+        if action_id in self.budgeted:
+            self.budget_settled.append([token, spent])
 
     def _track(self, customer: CustomerState, treatment: Treatment, now_ms: int, *,
                holdout: bool) -> None:
@@ -504,7 +510,7 @@ class ShardCore:
                 ready.append(treatment)
                 continue
             self.stats["dropped_at_send"] += 1
-            self.budget_settled.append([treatment.idempotency_key, False])
+            self._settle_budget(treatment.action_id, treatment.idempotency_key, False)
             log.info("shard %d: %s not sent: %s", self.index, treatment.idempotency_key,
                      removal.reason)
         return ready

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,16 @@ COMPETING_CATALOG: dict[str, Any] = {
          "prior_propensity": 0.5},
     ],
 }
+
+
+def with_budgets(budgets: dict[str, int], data: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
+    """``data`` (default: the competing catalog) with these daily volume budgets."""
+    catalog = copy.deepcopy(data or COMPETING_CATALOG)
+    actions = catalog.setdefault("policies", {}).setdefault("actions", {})
+    for action_id, per_day in budgets.items():
+        actions.setdefault(action_id, {})["budget_per_day"] = per_day
+    return catalog
 
 
 def write_catalog(directory: Path, data: dict[str, Any] | None = None,

@@ -20,7 +20,7 @@ from shush.engine.models import Treatment
 from shush.engine.partitions import PartitionTable
 from shush.engine.propensity import PropensityModel
 from shush.engine.scorer import Scorer
-from tests.factories import T0_MS, event, write_catalog
+from tests.factories import T0_MS, event, with_budgets, write_catalog
 
 
 @pytest.fixture
@@ -125,10 +125,10 @@ def test_inbound_candidates_include_evergreen_actions_and_fire_nothing(catalog: 
 
 
 def test_an_inbound_decide_gives_its_budget_back_unless_the_winner_is_presented(
-        catalog: Catalog) -> None:
+        tmp_path: Path) -> None:
     from shush.policies.budgets import BudgetBook, apply_budgets
 
-    h = Harness(catalog)
+    h = Harness(load_catalog([write_catalog(tmp_path, with_budgets({"card_upgrade": 1}))]))
     h.submit(event("gus", "profile_update", segment="mass"),
              event("hal", "profile_update", segment="mass"))
     book = BudgetBook({"card_upgrade": 1}, "UTC")
@@ -149,6 +149,17 @@ def test_an_inbound_decide_gives_its_budget_back_unless_the_winner_is_presented(
     assert [decide("gus", present=False) for _ in range(3)] == ["card_upgrade"] * 3
     assert decide("hal", present=True) == "card_upgrade"  # shown: the day's one unit is spent
     assert decide("gus", present=False) is None
+
+
+def test_only_budgeted_actions_queue_budget_settlements(tmp_path: Path) -> None:
+    h = Harness(load_catalog([write_catalog(tmp_path, with_budgets({"rate_offer": 5}))]))
+    h.submit(event("ann", "savings_withdrawal", amount=9000.0),
+             event("bob", "profile_update", segment="student"),
+             event("bob", "savings_withdrawal", amount=9000.0))
+    fired = {t.customer_id: t for t in h.sent}
+    assert {t.action_id for t in fired.values()} == {"advisor_call", "rate_offer"}
+    # ann's advisor call has no budget: nothing to settle; bob's rate offer spends its unit
+    assert h.core.take_learned()[1] == [[fired["bob"].idempotency_key, True]]
 
 
 def test_ledger_precedes_the_send_and_a_failed_send_stays_pending(catalog: Catalog) -> None:

@@ -16,7 +16,7 @@ from shush.engine.catalog import load_catalog
 from shush.engine.config import EngineConfig
 from shush.engine.partitions import PartitionTable
 from shush.engine.propensity import PropensityModel
-from tests.factories import event, write_catalog
+from tests.factories import event, with_budgets, write_catalog
 
 
 class HeldArbitration:
@@ -39,8 +39,9 @@ class HeldArbitration:
         return codec.encode_verdicts(arbitrate(sets, self.table, self.model.mean()))
 
 
-def _shard(tmp_path: Path) -> tuple[ShardActorBody, HeldArbitration, MemoryChannel]:
-    catalog = load_catalog([write_catalog(tmp_path)])
+def _shard(tmp_path: Path, catalog_data: dict[str, Any] | None = None
+           ) -> tuple[ShardActorBody, HeldArbitration, MemoryChannel]:
+    catalog = load_catalog([write_catalog(tmp_path, catalog_data)])
     config = EngineConfig(num_shards=1)
     channel = MemoryChannel()
     shard = ShardActorBody(0, config.model_dump_json(), catalog.to_wire(),
@@ -82,8 +83,9 @@ def test_batches_and_other_customers_do_not_wait_for_a_decision_in_flight(
 
 
 def test_budget_settlements_ride_along_with_the_next_arbitration(tmp_path: Path) -> None:
+    budgets = {"advisor_call": 100, "rate_offer": 100, "card_upgrade": 100}
     async def scenario() -> None:
-        shard, arbitration, channel = _shard(tmp_path)
+        shard, arbitration, channel = _shard(tmp_path, with_budgets(budgets))
         arbitration.release.set()
         await shard.submit(_withdrawal("x"))
         while not channel.sent:
