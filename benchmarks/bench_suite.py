@@ -35,6 +35,7 @@ from workload import bank_events
 from shush.adapters.channels.jsonl import read_jsonl
 from shush.adapters.client import AsyncShushClient
 from shush.cluster.config_loader import load_config
+from shush.cluster.machine_speed import describe, python_loop_ms
 from shush.engine.config import EngineConfig
 
 HERE = Path(__file__).resolve().parent
@@ -118,6 +119,7 @@ def main() -> None:
         return load_config(num_shards=shards, num_routers=routers, grpc={"port": 0},
                            data_dir=str(run_dir), channel={"path": str(run_dir / "t.jsonl")})
 
+    print(describe(python_loop_ms()))
     print(f"workload: {args.events:,} bank events over {args.customers:,} customers "
           f"(benchmarks/workload.py); batches of {args.batch}, {args.concurrency} in flight")
     core_s, core_treatments = pure_core(events, config(2, 2), args.batch, start_ms)

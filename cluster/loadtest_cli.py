@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from .machine_speed import describe, python_loop_ms
+
 console = Console()
 
 
@@ -55,7 +57,8 @@ def final_table(report: dict[str, Any]) -> Table:
     return table
 
 
-def summary_lines(report: dict[str, Any]) -> list[str]:
+def summary_lines(report: dict[str, Any], *, machine_loop_ms: float | None = None
+                  ) -> list[str]:
     t, e, r, tr = (report["throughput"], report["errors"], report["resources"],
                    report["treatments"])
     lines = [
@@ -70,6 +73,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         f"{_ms(r['gateway_cpu_pct_mean'])} %; whole machine {_ms(r['machine_cpu_pct_mean'])} %"
         f" of {r['cpu_count']} cores (load generator included)",
     ]
+    if machine_loop_ms is not None:
+        lines.append(describe(machine_loop_ms))
     if tr["missing"]:
         lines.append(f"missing treatments, first customers: {tr['missing_sample']}")
     if e["reasons"]:
@@ -202,6 +207,7 @@ def loadtest(target: str | None, embedded: bool, config_path: str | None, channe
         "trigger_fraction": trigger_fraction, "decide_rate_hz": decide_rate_hz,
         "drain_s": drain_s, "seed": seed}
 
+    loop_ms = python_loop_ms()  # before the engine starts: the machine as the run found it
     live = None if quiet else Live(console=console, refresh_per_second=2, transient=True)
 
     def on_progress(progress: Any) -> None:
@@ -248,6 +254,7 @@ def loadtest(target: str | None, embedded: bool, config_path: str | None, channe
         if live is not None:
             live.stop()
 
+    report["machine"] = {"python_loop_ms": loop_ms}
     if step_mode:
         sustainable = report["sustainable_eps"]
         console.print(f"[bold]sustainable throughput at p99 ≤ {p99_bound_ms:g} ms: "
@@ -256,7 +263,7 @@ def loadtest(target: str | None, embedded: bool, config_path: str | None, channe
     else:
         last = report
     console.print(final_table(last))
-    for line in summary_lines(last):
+    for line in summary_lines(last, machine_loop_ms=loop_ms):
         console.print(line)
     if json_path:
         Path(json_path).write_text(json.dumps(report, indent=2))

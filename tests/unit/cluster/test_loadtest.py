@@ -239,3 +239,19 @@ def test_sustainable_rate_is_the_last_passing_step() -> None:
              report(3_000, 2_900, 40.0), report(4_000, 4_000, 5.0)]
     assert lt.sustainable_eps(steps, 20) == 2_000
     assert lt.sustainable_eps(steps[2:], 20) is None
+
+
+def test_the_summary_names_the_machine_speed_it_was_given() -> None:
+    from shush.cluster.loadtest_cli import summary_lines
+
+    data = report(1_000, 1_000, 12.0)
+    assert not any("machine speed" in line for line in summary_lines(data))
+    [line] = [line for line in summary_lines(data, machine_loop_ms=123.4)
+              if "machine speed" in line]
+    assert "123.4 ms" in line
+
+
+def test_the_machine_speed_is_a_finite_time_in_ms() -> None:
+    from shush.cluster.machine_speed import python_loop_ms
+
+    assert 0 < python_loop_ms(repeats=1) < float("inf")
