@@ -114,3 +114,28 @@ def test_the_arbitrator_takes_what_rides_along_before_scoring(tmp_path: Path) ->
         settled=[["some-key", False]])))
     assert body.learned == 2  # the unknown action is left out
     assert [v.customer_id for v in codec.decode_verdicts(reply)] == ["x"]
+
+
+def test_a_turn_up_to_the_local_limit_is_scored_by_the_replica_a_larger_one_remotely(
+        tmp_path: Path) -> None:
+    from shush.actors.arbitration import ArbitrationActorBody
+    from shush.actors.shard import LOCAL_SCORING_MAX_SETS
+
+    async def scenario() -> None:
+        shard, arbitration, channel = _shard(tmp_path)
+        arbitration.release.set()
+        master = ArbitrationActorBody(0, EngineConfig().model_dump_json(),
+                                      load_catalog([write_catalog(tmp_path)]).to_wire(),
+                                      MemoryStateStore)
+        shard.core.load_replica(await master.replica(""))
+        now = int(time.time() * 1000)
+        for size, remote_calls in ((LOCAL_SCORING_MAX_SETS, 0), (LOCAL_SCORING_MAX_SETS + 1, 1)):
+            customers = [f"c{size}-{i}" for i in range(size)]
+            shard.core.apply_events([event(c, "savings_withdrawal", now, amount=7000.0)
+                                     for c in customers])
+            shard.core.take_awaiting()
+            assert await shard._decide_turn(customers, "triggered")
+            assert len(arbitration.reports) == remote_calls
+        assert len(channel.sent) == 2 * LOCAL_SCORING_MAX_SETS + 1
+
+    asyncio.run(scenario())
