@@ -23,6 +23,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -41,6 +42,18 @@ def _pack(data: Any) -> bytes:
 
 def _unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+@dataclass(slots=True)
+class SnapshotStep:
+    """A snapshot packed and not yet written (``ShardPersistence.pack_snapshot``)."""
+
+    partitions: list[int]
+    epochs: dict[int, int]  # the fence: these partitions' epochs
+    rows: list[SnapshotRow]
+    covered_to: int  # the journal's end when packed: every entry up to it was applied
+    taken: dict[int, set[str]]  # the dirty customers it saves, given back if it fails
+    needed: bool  # rows to save, or marks to raise
 
 
 class ShardPersistence:
@@ -156,7 +169,20 @@ class ShardPersistence:
     def snapshot(self, customer: Callable[[str], CustomerState | None], now_ms: int,
                  partitions: Iterable[int] | None = None) -> int:
         """Save the changed customers of ``partitions`` (default: all) and raise their
-        journal marks to the journal's end, atomically."""
+        journal marks to the journal's end, atomically; the number of customers saved."""
+        step = self.pack_snapshot(customer, now_ms, partitions)
+        try:
+            self.write_snapshot(step)
+        except BaseException:
+            self.settle_snapshot(step, saved=False)
+            raise
+        return self.settle_snapshot(step, saved=True)
+
+    def pack_snapshot(self, customer: Callable[[str], CustomerState | None], now_ms: int,
+                      partitions: Iterable[int] | None = None) -> SnapshotStep:
+        """The first part of ``snapshot``: the changed customers of ``partitions`` packed as
+        they are now, which leave the dirty set (a change made before the step is settled
+        marks its customer again)."""
         if partitions is None:
             self._catch_up()
             last = self._end
@@ -164,20 +190,36 @@ class ShardPersistence:
         else:
             last = self._end
             chosen = list(partitions)
+        taken = {p: self.dirty.pop(p) for p in chosen if p in self.dirty}
         rows = []
-        for partition in chosen:
-            for customer_id in self.dirty.get(partition, ()):
+        for partition, customer_ids in taken.items():
+            for customer_id in customer_ids:
                 state = customer(customer_id)
                 if state is not None:
                     rows.append(SnapshotRow(customer_id, partition,
                                             _pack(state.to_snapshot()), now_ms))
         marks = self._marks
-        if rows or any(marks[p] < last for p in chosen):  # fenced by these partitions only
-            self.store.save_snapshots({p: self.epochs[p] for p in chosen}, rows,
-                                      journal_covered_to=last or None)
-        for partition in chosen:  # saved: only now are they clean
-            self.dirty.pop(partition, None)
-            marks[partition] = max(marks[partition], last)
+        return SnapshotStep(chosen, {p: self.epochs[p] for p in chosen}, rows, last, taken,
+                            needed=bool(rows) or any(marks[p] < last for p in chosen))
+
+    def write_snapshot(self, step: SnapshotStep) -> None:
+        """The second part, the store's (one transaction, fenced by the step's partitions
+        only). It touches nothing else of this object, so it may run on another thread while
+        the shard answers calls; ``settle_snapshot`` follows it on the shard's own."""
+        if step.needed:
+            self.store.save_snapshots(step.epochs, step.rows,
+                                      journal_covered_to=step.covered_to or None)
+
+    def settle_snapshot(self, step: SnapshotStep, *, saved: bool) -> int:
+        """The last part: raise the marks of a saved step, or give a failed one's customers
+        back to the dirty set. The number of customers saved."""
+        if not saved:
+            for partition, customer_ids in step.taken.items():
+                self.dirty.setdefault(partition, set()).update(customer_ids)
+            return 0
+        marks = self._marks
+        for partition in step.partitions:
+            marks[partition] = max(marks[partition], step.covered_to)
         self.stats["snapshots"] += 1
-        self.stats["snapshot_rows"] += len(rows)
-        return len(rows)
+        self.stats["snapshot_rows"] += len(step.rows)
+        return len(step.rows)

@@ -149,3 +149,19 @@ def test_snapshot_steps_are_bounded_by_changed_customers_and_partitions() -> Non
         assert len(step) == 1 or changed <= 40
     assert persistence.steps(due, max_customers=0, max_partitions=99) == [[p] for p in due]
     assert persistence.steps([], max_customers=40, max_partitions=5) == []
+
+
+def test_a_customer_changed_while_its_snapshot_is_written_stays_changed(clock: Clock) -> None:
+    persistence = ShardPersistence(MemoryStateStore(), 0, PartitionTable.round_robin(8, 1),
+                                   snapshot_interval_s=1.0)
+    customers = _customers(persistence, 40)
+    partition = persistence.partition("c0")
+    step = persistence.pack_snapshot(customers.get, T0_MS, [partition])
+    assert partition not in persistence.dirty  # packed: these customers are taken
+    persistence.touched(["c0"])  # a decision changes c0 while the step is being written
+    persistence.write_snapshot(step)
+    assert persistence.settle_snapshot(step, saved=True) == len(
+        [c for c in customers if persistence.partition(c) == partition])
+    assert persistence.dirty[partition] == {"c0"}  # saved again at its partition's next turn
+    assert persistence.store.journal_marks([partition])[partition] == 1
+

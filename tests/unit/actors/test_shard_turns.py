@@ -139,3 +139,36 @@ def test_a_turn_up_to_the_local_limit_is_scored_by_the_replica_a_larger_one_remo
         assert len(channel.sent) == 2 * LOCAL_SCORING_MAX_SETS + 1
 
     asyncio.run(scenario())
+
+
+def test_a_decide_is_answered_while_a_snapshot_step_is_written(tmp_path: Path) -> None:
+    import threading
+
+    async def scenario() -> None:
+        shard, arbitration, _ = _shard(tmp_path)
+        arbitration.release.set()
+        await shard.submit(_withdrawal("x"))
+        writing, release = threading.Event(), threading.Event()
+        write = shard.persistence.write_snapshot
+
+        def slow_write(step: Any) -> None:
+            writing.set()
+            release.wait(5)
+            write(step)
+
+        persistence = shard.persistence
+        persistence.write_snapshot = slow_write  # type: ignore[method-assign]
+        persistence.due_partitions = lambda: list(persistence.dirty)  # type: ignore[method-assign]
+        snapshotting = asyncio.create_task(shard._snapshot_step())
+        while not writing.is_set():
+            await asyncio.sleep(0.001)
+        await asyncio.wait_for(shard.decide("y", None), 1)  # the loop is free
+        assert not snapshotting.done()  # and the step is still being written
+        batch = asyncio.create_task(shard.submit(_withdrawal("z")))
+        await asyncio.sleep(0.01)
+        assert not batch.done()  # a batch waits: the step holds the batch lock
+        release.set()
+        await asyncio.wait_for(asyncio.gather(snapshotting, batch), 2)
+        assert persistence.stats["snapshot_rows"] >= 1  # x, saved once the write went on
+
+    asyncio.run(scenario())
