@@ -46,14 +46,20 @@ def _unpack(data: bytes) -> Any:
 
 @dataclass(slots=True)
 class SnapshotStep:
-    """A snapshot packed and not yet written (``ShardPersistence.pack_snapshot``)."""
+    """A snapshot taken and not yet written (``ShardPersistence.take_snapshot``)."""
 
     partitions: list[int]
     epochs: dict[int, int]  # the fence: these partitions' epochs
-    rows: list[SnapshotRow]
-    covered_to: int  # the journal's end when packed: every entry up to it was applied
+    rows: list[SnapshotRow]  # packed so far
+    covered_to: int  # the journal's end when taken: every entry up to it was applied
     taken: dict[int, set[str]]  # the dirty customers it saves, given back if it fails
-    needed: bool  # rows to save, or marks to raise
+    pending: list[tuple[int, str]]  # (partition, customer) still to pack
+    marks_behind: bool  # some partition's journal mark is below ``covered_to``
+
+    @property
+    def needed(self) -> bool:
+        """Rows to save, or marks to raise."""
+        return bool(self.rows) or self.marks_behind
 
 
 class ShardPersistence:
@@ -181,8 +187,15 @@ class ShardPersistence:
     def pack_snapshot(self, customer: Callable[[str], CustomerState | None], now_ms: int,
                       partitions: Iterable[int] | None = None) -> SnapshotStep:
         """The first part of ``snapshot``: the changed customers of ``partitions`` packed as
-        they are now, which leave the dirty set (a change made before the step is settled
-        marks its customer again)."""
+        they are now (``take_snapshot``, then ``pack_rows`` until done)."""
+        step = self.take_snapshot(partitions)
+        self.pack_rows(step, customer, now_ms)
+        return step
+
+    def take_snapshot(self, partitions: Iterable[int] | None = None) -> SnapshotStep:
+        """A step for the changed customers of ``partitions`` (default: all), none packed yet.
+        They leave the dirty set now: a change made before the step is settled marks its
+        customer again."""
         if partitions is None:
             self._catch_up()
             last = self._end
@@ -191,16 +204,27 @@ class ShardPersistence:
             last = self._end
             chosen = list(partitions)
         taken = {p: self.dirty.pop(p) for p in chosen if p in self.dirty}
-        rows = []
-        for partition, customer_ids in taken.items():
-            for customer_id in customer_ids:
-                state = customer(customer_id)
-                if state is not None:
-                    rows.append(SnapshotRow(customer_id, partition,
-                                            _pack(state.to_snapshot()), now_ms))
         marks = self._marks
-        return SnapshotStep(chosen, {p: self.epochs[p] for p in chosen}, rows, last, taken,
-                            needed=bool(rows) or any(marks[p] < last for p in chosen))
+        return SnapshotStep(chosen, {p: self.epochs[p] for p in chosen}, [], last, taken,
+                            [(p, c) for p, ids in taken.items() for c in ids],
+                            marks_behind=any(marks[p] < last for p in chosen))
+
+    @staticmethod
+    def pack_rows(step: SnapshotStep, customer: Callable[[str], CustomerState | None],
+                  now_ms: int, limit: int | None = None) -> bool:
+        """Pack up to ``limit`` (default: all) of the step's customers, each as it is now;
+        ``True`` once every one is packed. Between calls the shard may answer other calls:
+        a customer is packed whole, in one call."""
+        pending = step.pending
+        count = len(pending) if limit is None else min(limit, len(pending))
+        rows = step.rows
+        for partition, customer_id in pending[len(pending) - count:]:
+            state = customer(customer_id)
+            if state is not None:
+                rows.append(SnapshotRow(customer_id, partition, _pack(state.to_snapshot()),
+                                        now_ms))
+        del pending[len(pending) - count:]
+        return not pending
 
     def write_snapshot(self, step: SnapshotStep) -> None:
         """The second part, the store's (one transaction, fenced by the step's partitions

@@ -165,3 +165,24 @@ def test_a_customer_changed_while_its_snapshot_is_written_stays_changed(clock: C
     assert persistence.dirty[partition] == {"c0"}  # saved again at its partition's next turn
     assert persistence.store.journal_marks([partition])[partition] == 1
 
+
+
+def test_a_step_packs_in_chunks_each_customer_as_it_is_when_packed(clock: Clock) -> None:
+    persistence = ShardPersistence(MemoryStateStore(), 0, PartitionTable.round_robin(8, 1),
+                                   snapshot_interval_s=1.0)
+    customers = _customers(persistence, 40)
+    step = persistence.take_snapshot()
+    assert not step.rows and len(step.pending) == 40 and not persistence.dirty
+    assert not persistence.pack_rows(step, customers.get, T0_MS, limit=16)
+    assert len(step.rows) == 16
+    later = step.pending[0][1]  # not packed yet: changed between two chunks
+    customers[later].profile["segment"] = "student"
+    while not persistence.pack_rows(step, customers.get, T0_MS, limit=16):
+        pass
+    assert len(step.rows) == 40 and not step.pending
+    persistence.write_snapshot(step)
+    assert persistence.settle_snapshot(step, saved=True) == 40
+    [row] = [r for r in persistence.store.load_snapshots(persistence.partitions)
+             if r.customer_id == later]
+    assert CustomerState.from_snapshot(shard_persistence._unpack(row.data)).profile == {
+        "segment": "student"}
