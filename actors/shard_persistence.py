@@ -176,21 +176,14 @@ class ShardPersistence:
                  partitions: Iterable[int] | None = None) -> int:
         """Save the changed customers of ``partitions`` (default: all) and raise their
         journal marks to the journal's end, atomically; the number of customers saved."""
-        step = self.pack_snapshot(customer, now_ms, partitions)
+        step = self.take_snapshot(partitions)
+        self.pack_rows(step, customer, now_ms)
         try:
             self.write_snapshot(step)
         except BaseException:
             self.settle_snapshot(step, saved=False)
             raise
         return self.settle_snapshot(step, saved=True)
-
-    def pack_snapshot(self, customer: Callable[[str], CustomerState | None], now_ms: int,
-                      partitions: Iterable[int] | None = None) -> SnapshotStep:
-        """The first part of ``snapshot``: the changed customers of ``partitions`` packed as
-        they are now (``take_snapshot``, then ``pack_rows`` until done)."""
-        step = self.take_snapshot(partitions)
-        self.pack_rows(step, customer, now_ms)
-        return step
 
     def take_snapshot(self, partitions: Iterable[int] | None = None) -> SnapshotStep:
         """A step for the changed customers of ``partitions`` (default: all), none packed yet.
@@ -227,16 +220,16 @@ class ShardPersistence:
         return not pending
 
     def write_snapshot(self, step: SnapshotStep) -> None:
-        """The second part, the store's (one transaction, fenced by the step's partitions
-        only). It touches nothing else of this object, so it may run on another thread while
-        the shard answers calls; ``settle_snapshot`` follows it on the shard's own."""
+        """Save a packed step: one transaction, fenced by the step's partitions only. It
+        touches nothing else of this object, so it may run on another thread while the
+        shard answers calls; ``settle_snapshot`` follows it on the shard's own."""
         if step.needed:
             self.store.save_snapshots(step.epochs, step.rows,
                                       journal_covered_to=step.covered_to or None)
 
     def settle_snapshot(self, step: SnapshotStep, *, saved: bool) -> int:
-        """The last part: raise the marks of a saved step, or give a failed one's customers
-        back to the dirty set. The number of customers saved."""
+        """After the write: raise the marks of a saved step, or give a failed one's
+        customers back to the dirty set. The number of customers saved."""
         if not saved:
             for partition, customer_ids in step.taken.items():
                 self.dirty.setdefault(partition, set()).update(customer_ids)

@@ -156,15 +156,15 @@ def test_a_customer_changed_while_its_snapshot_is_written_stays_changed(clock: C
                                    snapshot_interval_s=1.0)
     customers = _customers(persistence, 40)
     partition = persistence.partition("c0")
-    step = persistence.pack_snapshot(customers.get, T0_MS, [partition])
-    assert partition not in persistence.dirty  # packed: these customers are taken
+    step = persistence.take_snapshot([partition])
+    assert partition not in persistence.dirty  # taken: they leave the dirty set
+    assert persistence.pack_rows(step, customers.get, T0_MS)
     persistence.touched(["c0"])  # a decision changes c0 while the step is being written
     persistence.write_snapshot(step)
     assert persistence.settle_snapshot(step, saved=True) == len(
         [c for c in customers if persistence.partition(c) == partition])
     assert persistence.dirty[partition] == {"c0"}  # saved again at its partition's next turn
     assert persistence.store.journal_marks([partition])[partition] == 1
-
 
 
 def test_a_step_packs_in_chunks_each_customer_as_it_is_when_packed(clock: Clock) -> None:

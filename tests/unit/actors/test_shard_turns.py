@@ -84,6 +84,7 @@ def test_batches_and_other_customers_do_not_wait_for_a_decision_in_flight(
 
 def test_budget_settlements_ride_along_with_the_next_arbitration(tmp_path: Path) -> None:
     budgets = {"advisor_call": 100, "rate_offer": 100, "card_upgrade": 100}
+
     async def scenario() -> None:
         shard, arbitration, channel = _shard(tmp_path, with_budgets(budgets))
         arbitration.release.set()
