@@ -1,17 +1,14 @@
 """ShardActor: the Ray shell hosting many customer actors (see ``shard_core.ShardCore``).
 
 Everything runs on the actor's one event loop, and no state is touched across an ``await``:
-each step below is a synchronous turn, so turns never interleave. The one exception is the
-store's part of journal appends and snapshot steps: it runs on the shard's writer thread,
-under the batch lock, while the loop answers other calls (see ``_write``). Batches apply in
-arrival order (one at a time): journaled whole, then applied ``turn_events`` events per
-turn; between turns an inbound Decide, a decision round, timers or the sweep get the loop, so
-a large batch never holds them up (snapshots wait for the batch: they truncate the journal).
-A customer has at most one decision in flight — from candidates through arbitration (the
-only remote wait) to settling — so contact history is never read by two decisions at once.
-On start (and on every Ray restart) the shard acquires its partitions and rebuilds its
-customers from the store; a background task snapshots changed customers and retries failed
-sends from the outbox.
+each step below is a synchronous turn, so turns never interleave. Batches apply in arrival
+order (one at a time): journaled whole, then applied ``turn_events`` events per turn; between
+turns an inbound Decide, a decision round, timers or the sweep get the loop, so a large batch
+never holds them up (snapshots wait for the batch: they truncate the journal). A customer has
+at most one decision in flight — from candidates through arbitration (the only remote wait) to
+settling — so contact history is never read by two decisions at once. On start (and on every
+Ray restart) the shard acquires its partitions and rebuilds its customers from the store; a
+background task snapshots changed customers and retries failed sends from the outbox.
 """
 
 from __future__ import annotations
@@ -19,8 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable, Collection
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Collection
 from typing import Any
 
 import ray
@@ -85,7 +81,6 @@ class ShardActorBody:
         self._always_on_task: asyncio.Task[None] | None = None
         self._decider_task: asyncio.Task[None] | None = None
         self._decisions_due = asyncio.Event()
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"shard-{index}-writes")
 
     def _ensure_background(self) -> None:
         if self._background is None:
@@ -139,7 +134,7 @@ class ShardActorBody:
         step runs between batches (it takes the batch lock): a batch is journaled whole
         before its turns are applied, and a snapshot must not truncate the journal of events
         not yet applied. Calls that do not wait for the batch lock (Decides, decisions,
-        timers) go on between chunks of packing and while the writer thread writes."""
+        timers) go on between chunks of packing."""
         async with self._batches:
             self.core.passivate()
             due = self.persistence.due_partitions()
@@ -154,19 +149,11 @@ class ShardActorBody:
                     while not self.persistence.pack_rows(step, self.core.customers.get, now_ms,
                                                          SNAPSHOT_PACK_CHUNK):
                         await asyncio.sleep(0)  # a Decide waits for one chunk, not the step
-                    await self._write(self.persistence.write_snapshot, step)
+                    self.persistence.write_snapshot(step)
                 except BaseException:
                     self.persistence.settle_snapshot(step, saved=False)
                     raise
                 self.persistence.settle_snapshot(step, saved=True)
-
-    async def _write(self, write: Callable[..., None], *args: Any) -> None:
-        """Run a store write on the shard's writer thread. The event loop answers calls
-        meanwhile: the database drivers let go of the GIL while the database works, and a
-        wait for SQLite's write lock (another shard holding it) no longer stalls the loop.
-        Only journal appends and snapshot steps go here, each under the batch lock, so
-        they never overlap and keep their order."""
-        await asyncio.get_running_loop().run_in_executor(self._writer, write, *args)
 
     def _fence(self) -> None:
         log.critical("shard %d: a newer incarnation owns its partitions; refusing work",
@@ -185,8 +172,8 @@ class ShardActorBody:
         acks: list[list[Any]] = []
         async with self._batches:
             try:
-                if not self.fenced:  # the whole batch, in one transaction
-                    await self._write(self.core.journal, events)
+                if not self.fenced:
+                    self.core.journal(events)  # the whole batch, in one transaction
             except FencedError:
                 self._fence()
             for start in range(0, len(events), turn):

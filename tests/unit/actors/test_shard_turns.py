@@ -142,34 +142,34 @@ def test_a_turn_up_to_the_local_limit_is_scored_by_the_replica_a_larger_one_remo
     asyncio.run(scenario())
 
 
-def test_a_decide_is_answered_while_a_snapshot_step_is_written(tmp_path: Path) -> None:
-    import threading
+def test_a_decide_is_answered_between_chunks_of_a_snapshot_step(tmp_path: Path) -> None:
+    from shush.actors.shard import SNAPSHOT_PACK_CHUNK
 
     async def scenario() -> None:
         shard, arbitration, _ = _shard(tmp_path)
         arbitration.release.set()
-        await shard.submit(_withdrawal("x"))
-        writing, release = threading.Event(), threading.Event()
-        write = shard.persistence.write_snapshot
-
-        def slow_write(step: Any) -> None:
-            writing.set()
-            release.wait(5)
-            write(step)
-
+        now = int(time.time() * 1000)
+        await shard.submit(codec.pack(codec.EVENTS, [
+            event(f"c{i}", "balance_update", now, balance=500.0)
+            for i in range(3 * SNAPSHOT_PACK_CHUNK)]))
         persistence = shard.persistence
-        persistence.write_snapshot = slow_write  # type: ignore[method-assign]
         persistence.due_partitions = lambda: list(persistence.dirty)  # type: ignore[method-assign]
+        pack_rows = persistence.pack_rows
+        packed_before_decide: list[int] = []
+
+        def counting(step: Any, *args: Any) -> bool:
+            done = pack_rows(step, *args)
+            packed_before_decide.append(len(step.rows))
+            return done
+
+        persistence.pack_rows = counting  # type: ignore[method-assign]
         snapshotting = asyncio.create_task(shard._snapshot_step())
-        while not writing.is_set():
-            await asyncio.sleep(0.001)
-        await asyncio.wait_for(shard.decide("y", None), 1)  # the loop is free
-        assert not snapshotting.done()  # and the step is still being written
-        batch = asyncio.create_task(shard.submit(_withdrawal("z")))
-        await asyncio.sleep(0.01)
-        assert not batch.done()  # a batch waits: the step holds the batch lock
-        release.set()
-        await asyncio.wait_for(asyncio.gather(snapshotting, batch), 2)
-        assert persistence.stats["snapshot_rows"] >= 1  # x, saved once the write went on
+        while not packed_before_decide:  # the step takes the lock and packs a first chunk
+            await asyncio.sleep(0)
+        await shard.decide("y", None)
+        seen = list(packed_before_decide)
+        await snapshotting
+        assert seen and seen[-1] < 3 * SNAPSHOT_PACK_CHUNK  # answered mid-step
+        assert persistence.stats["snapshot_rows"] == 3 * SNAPSHOT_PACK_CHUNK
 
     asyncio.run(scenario())
