@@ -137,8 +137,8 @@ class ShardActorBody:
         timers) go on between chunks of packing."""
         async with self._batches:
             self.core.passivate()
-            due = self.persistence.due_partitions()
-        steps = self.persistence.steps(due, max_customers=SNAPSHOT_CUSTOMERS_PER_STEP,
+        steps = self.persistence.steps(self.persistence.due_partitions(),
+                                       max_customers=SNAPSHOT_CUSTOMERS_PER_STEP,
                                        max_partitions=SNAPSHOT_PARTITIONS_PER_STEP)
         for partitions in steps:
             await asyncio.sleep(0)  # calls that came in during the last step go first

@@ -191,11 +191,9 @@ class ShardPersistence:
         customer again."""
         if partitions is None:
             self._catch_up()
-            last = self._end
-            chosen = [p for p in self.partitions if p in self.dirty or self._marks[p] < last]
-        else:
-            last = self._end
-            chosen = list(partitions)
+        last = self._end
+        chosen = ([p for p in self.partitions if p in self.dirty or self._marks[p] < last]
+                  if partitions is None else list(partitions))
         taken = {p: self.dirty.pop(p) for p in chosen if p in self.dirty}
         marks = self._marks
         return SnapshotStep(chosen, {p: self.epochs[p] for p in chosen}, [], last, taken,
