@@ -70,6 +70,9 @@ class ShardActorBody:
                               self.config.arbitration)
         self.recovered = self.core.recover()
         heap.freeze_resident()
+        self.gc_pauses = heap.GcPauses()
+        self.gc_pauses.install()
+        self.freezer = heap.SurvivorFreezer(self.config.shard.full_collection_interval_s)
         self.arbitrators = ray_calls.ActorDirectory("arbitration", self.config.num_arbitrators,
                                                     self.config.namespace)
         self.arbitrator_index = index % self.config.num_arbitrators
@@ -124,6 +127,7 @@ class ShardActorBody:
                 self.core.redispatch()
                 await self._report_to_arbitration()
                 await self.refresh_replica()
+                self.freezer.tick()  # the collector sees one tick's allocations at most
             except FencedError:
                 self._fence()
             except Exception:  # loop boundary: maintenance never kills the shard
@@ -380,7 +384,8 @@ class ShardActorBody:
         self._ensure_background()
         return {"index": self.core.index, "customers": len(self.core.customers),
                 "fenced": self.fenced, "recovered": self.recovered, **self.core.stats,
-                **self.persistence.stats, "sweep": self.always_on.sweep_progress()}
+                **self.persistence.stats, "sweep": self.always_on.sweep_progress(),
+                "gc": {**self.gc_pauses.to_wire(), "cycles_found": self.freezer.cycles_found}}
 
 
 def _verdicts(reply: bytes, removals: dict[str, list[Removal]]) -> list[Verdict]:

@@ -41,7 +41,13 @@ import numpy as np
 import psutil
 
 from ..adapters.grpc import shush_pb2 as pb
-from .loadtest_measure import LatencyHistogram, LatencyMatcher, ResourceSampler, TreatmentTail
+from .loadtest_measure import (
+    LatencyHistogram,
+    LatencyMatcher,
+    ResourceSampler,
+    TreatmentTail,
+    gc_pauses_between,
+)
 from .loadtest_workload import (
     EventFactory,
     LoadSpec,
@@ -205,6 +211,7 @@ async def run_load(spec: LoadSpec, *, tag: str | None = None, extra_pids: Sequen
         profiles = list(population.profile_batches(1000, int(time.time() * 1000)))
         for offset in range(0, len(profiles), 4):
             await asyncio.gather(*(client.submit_batch(b) for b in profiles[offset:offset + 4]))
+        gc_before = await _shard_gc(client)
     profile_s = time.perf_counter() - started
 
     tail = TreatmentTail(spec.channel_path)
@@ -219,13 +226,24 @@ async def run_load(spec: LoadSpec, *, tag: str | None = None, extra_pids: Sequen
     for proc in procs + helpers:
         proc.start()
     try:
-        return await _coordinate(spec, population, tail, procs, helpers, start_at, go, out,
-                                 extra_pids, profile_s, on_progress)
+        report = await _coordinate(spec, population, tail, procs, helpers, start_at, go, out,
+                                   extra_pids, profile_s, on_progress)
+        async with AsyncShushClient(spec.target, timeout_s=spec.timeout_s) as client:
+            gc_after = await _shard_gc(client)
+        report["shard_gc"] = [gc_pauses_between(a, b)
+                              for a, b in zip(gc_before, gc_after, strict=False) if a and b]
+        return report
     finally:
         for proc in procs + helpers:
             proc.join(timeout=5)
             if proc.is_alive():
                 proc.terminate()
+
+
+async def _shard_gc(client: Any) -> list[dict[str, Any]]:
+    """Each shard's collector pause counts (empty for a shard that did not answer)."""
+    _, detail = await client.health()
+    return [shard.get("gc", {}) for shard in detail.get("shards", [])]
 
 
 async def _coordinate(spec: LoadSpec, population: Population, tail: TreatmentTail,

@@ -171,3 +171,21 @@ class LatencyMatcher:
         latency_ms = decided_ms - scheduled_ms
         self.total.record_ms(latency_ms)
         self.by_second[int(scheduled_ms / 1000 - self.start_wall_s)].record_ms(latency_ms)
+
+
+def gc_pauses_between(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """A shard's collector pauses between two of its health readings (``actors.heap.GcPauses``
+    wire form): per generation, how many, their total, and the bound of the longest's bucket."""
+    bounds = after["bounds_ms"]
+    out: dict[str, Any] = {"collections": [], "total_ms": [], "longest_ms": []}
+    for generation, (old, new) in enumerate(zip(before["buckets"], after["buckets"],
+                                                strict=True)):
+        counts = [b - a for a, b in zip(old, new, strict=True)]
+        out["collections"].append(sum(counts))
+        out["total_ms"].append(round(after["total_ms"][generation]
+                                     - before["total_ms"][generation], 1))
+        last = max((i for i, n in enumerate(counts) if n), default=None)
+        out["longest_ms"].append(None if last is None
+                                 else f"> {bounds[-1]}" if last == len(bounds)
+                                 else f"<= {bounds[last]}")
+    return out

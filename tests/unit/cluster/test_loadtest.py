@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from shush.cluster import loadtest as lt
-from shush.cluster.loadtest_measure import is_ray_process
+from shush.cluster.loadtest_measure import gc_pauses_between, is_ray_process
 from shush.cluster.loadtest_workload import SEGMENTS
 
 
@@ -255,3 +255,14 @@ def test_the_machine_speed_is_a_finite_time_in_ms() -> None:
     from shush.cluster.machine_speed import python_loop_ms
 
     assert 0 < python_loop_ms(repeats=1) < float("inf")
+
+
+def test_collector_pauses_between_two_readings() -> None:
+    bounds = [1, 2, 5, 10, 20, 50, 100, 200, 500]
+    before = {"bounds_ms": bounds, "total_ms": [10.0, 0.0, 300.0],
+              "buckets": [[5] + [0] * 9, [0] * 10, [0] * 9 + [1]]}
+    after = {"bounds_ms": bounds, "total_ms": [40.5, 0.0, 300.0],
+             "buckets": [[9, 0, 0, 1] + [0] * 6, [0] * 10, [0] * 9 + [1]]}
+    assert gc_pauses_between(before, after) == {
+        "collections": [5, 0, 0], "total_ms": [30.5, 0.0, 0.0],
+        "longest_ms": ["<= 10", None, None]}
