@@ -50,6 +50,7 @@ def pure_core(events: list[list[object]], config: EngineConfig, batch: int,
               for i in range(config.num_shards)]
     actions = ActionTable(catalog.actions)
     model = PropensityModel(actions.ids, catalog.actions)
+    freezer = heap.SurvivorFreezer(0)  # a shard freezes its heap every maintenance tick
     started = time.perf_counter()
     for offset in range(0, len(events), batch):
         chunk = events[offset:offset + batch]
@@ -64,6 +65,7 @@ def pure_core(events: list[list[object]], config: EngineConfig, batch: int,
             for trigger, customers in shard.take_awaiting().items():
                 sets, removals = shard.candidate_sets(customers, trigger=trigger)
                 shard.settle(arbitrate(sets, actions, model.mean()), removals, trigger)
+        freezer.tick()
     return time.perf_counter() - started, len(channel.sent)
 
 
