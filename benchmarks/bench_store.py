@@ -1,11 +1,13 @@
 """Snapshot throughput of the state stores: customers written and loaded per second.
 
     python benchmarks/bench_store.py [--customers 50000] [--snapshot-bytes 300] [--batch 1000]
-                                     [--postgres postgresql://postgres@127.0.0.1:5432/test]
+                                     [--step 256] [--postgres postgresql://postgres@127.0.0.1:5432/test]
 
 Writes go in batches (one transaction per ``save_snapshots`` call), as a shard flushes them;
-the load reads every partition back, as a restarted shard does. The SQLite file lives in a
-temporary directory; PostgreSQL (optional) uses a throwaway schema, dropped afterwards.
+the load reads every partition back, as a restarted shard does. Then the time of one snapshot
+step (``--step`` upserts in one call), alone and beside a thread that always wants the GIL, as
+a shard's writes run beside Ray's threads. The SQLite file lives in a temporary directory;
+PostgreSQL (optional) uses a throwaway schema, dropped afterwards.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -49,6 +52,35 @@ def load_rate(store: StateStore, expected: int) -> float:
     return loaded / elapsed
 
 
+def step_ms(store: StateStore, epochs: dict[int, int], rows: list[SnapshotRow], step: int,
+            *, busy_thread: bool) -> str:
+    """p50 / p90 / max of one ``save_snapshots`` call of ``step`` rows."""
+    stop = threading.Event()
+
+    def spin() -> None:  # pure Python: asks for the GIL whenever it lets go
+        while not stop.is_set():
+            sum(range(100))
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    if busy_thread:
+        spinner.start()
+    took: list[float] = []
+    try:
+        for start in range(0, len(rows) - step + 1, step):
+            chunk = rows[start:start + step]
+            mine = {r.partition: epochs[r.partition] for r in chunk}  # a step's partitions
+            started = time.perf_counter()
+            store.save_snapshots(mine, chunk)
+            took.append((time.perf_counter() - started) * 1000)
+    finally:
+        stop.set()
+        if busy_thread:
+            spinner.join()
+    took.sort()
+    return (f"p50 {took[len(took) // 2]:.2f} / p90 {took[len(took) * 9 // 10]:.2f} / "
+            f"max {took[-1]:.2f} ms")
+
+
 def bench(name: str, open_store: Callable[[], StateStore], args: argparse.Namespace) -> None:
     store = open_store()
     try:
@@ -59,10 +91,15 @@ def bench(name: str, open_store: Callable[[], StateStore], args: argparse.Namesp
         again = write_rate(store, epochs, make_rows(args.customers, args.snapshot_bytes, 2),
                            args.batch)
         loads = load_rate(store, args.customers)
+        rows = make_rows(min(args.customers, 64 * args.step), args.snapshot_bytes, 3)
+        alone = step_ms(store, epochs, rows, args.step, busy_thread=False)
+        beside = step_ms(store, epochs, rows, args.step, busy_thread=True)
     finally:
         store.close()
     print(f"{name:<10} insert {first:>10,.0f}/s   update {again:>10,.0f}/s"
           f"   load {loads:>10,.0f}/s   (customers/s)")
+    print(f"{'':<10} a step of {args.step} upserts: alone {alone}; beside a busy thread "
+          f"{beside}")
 
 
 def main() -> None:
@@ -70,6 +107,8 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=50_000)
     parser.add_argument("--snapshot-bytes", type=int, default=300)
     parser.add_argument("--batch", type=int, default=1000, help="snapshots per save call")
+    parser.add_argument("--step", type=int, default=256,
+                        help="snapshots per call in the step timing (a shard's snapshot step)")
     parser.add_argument("--postgres", default="", help="also bench PostgreSQL at this URL")
     args = parser.parse_args()
     print(f"{args.customers:,} customers, {args.snapshot_bytes}-byte snapshots,"
