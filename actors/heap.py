@@ -21,11 +21,9 @@ a rare full collection frees any that other code makes).
 
 from __future__ import annotations
 
-import bisect
 import gc
 import time
 from collections.abc import Callable
-from typing import Any
 
 YOUNG_THRESHOLD = 50_000
 OLDER_THRESHOLDS = (20, 20)
@@ -67,33 +65,3 @@ class SurvivorFreezer:
             self.cycles_found += gc.collect()
             self.next_full_s = self.clock() + self.interval_s
         gc.freeze()
-
-
-PAUSE_BOUNDS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500)
-
-
-class GcPauses:
-    """Counts this process's collector pauses per generation, in buckets of
-    ``PAUSE_BOUNDS_MS`` (the last bucket is everything longer), and their total time. The
-    counts only grow, so two readings subtract to the pauses between them."""
-
-    def __init__(self) -> None:
-        self.buckets = [[0] * (len(PAUSE_BOUNDS_MS) + 1) for _ in range(3)]
-        self.total_ms = [0.0, 0.0, 0.0]
-        self._started = 0.0
-
-    def install(self) -> None:
-        gc.callbacks.append(self._observe)
-
-    def _observe(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            self._started = time.perf_counter()
-            return
-        pause_ms = (time.perf_counter() - self._started) * 1000
-        generation = info["generation"]
-        self.total_ms[generation] += pause_ms
-        self.buckets[generation][bisect.bisect_left(PAUSE_BOUNDS_MS, pause_ms)] += 1
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"bounds_ms": list(PAUSE_BOUNDS_MS), "buckets": [list(b) for b in self.buckets],
-                "total_ms": [round(t, 3) for t in self.total_ms]}

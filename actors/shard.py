@@ -35,6 +35,7 @@ from .ports import ChannelFactory, StoreFactory
 from .shard_always_on import ShardAlwaysOn
 from .shard_core import ShardCore
 from .shard_persistence import ShardPersistence
+from .step_times import StepTimes
 
 log = logging.getLogger(__name__)
 # A snapshot step is one write transaction of at most this many partitions and about this many
@@ -70,8 +71,8 @@ class ShardActorBody:
                               self.config.arbitration)
         self.recovered = self.core.recover()
         heap.freeze_resident()
-        self.gc_pauses = heap.GcPauses()
-        self.gc_pauses.install()
+        self.steps = StepTimes()  # how long each kind of step holds the loop (health)
+        self.steps.time_collections()
         self.freezer = heap.SurvivorFreezer(self.config.shard.full_collection_interval_s)
         self.arbitrators = ray_calls.ActorDirectory("arbitration", self.config.num_arbitrators,
                                                     self.config.namespace)
@@ -121,7 +122,9 @@ class ShardActorBody:
         while not self.fenced:
             await asyncio.sleep(self.config.shard.timer_tick_s)
             try:
-                if self.core.tick():
+                with self.steps.timed("timers"):
+                    due = self.core.tick()
+                if due:
                     self._decisions_due.set()
                 await self._snapshot_step()
                 self.core.redispatch()
@@ -140,7 +143,8 @@ class ShardActorBody:
         not yet applied. Calls that do not wait for the batch lock (Decides, decisions,
         timers) go on between chunks of packing."""
         async with self._batches:
-            self.core.passivate()
+            with self.steps.timed("passivate"):
+                self.core.passivate()
         steps = self.persistence.steps(self.persistence.due_partitions(),
                                        max_customers=SNAPSHOT_CUSTOMERS_PER_STEP,
                                        max_partitions=SNAPSHOT_PARTITIONS_PER_STEP)
@@ -150,10 +154,15 @@ class ShardActorBody:
                 step = self.persistence.take_snapshot(partitions)
                 try:
                     now_ms = self.core.clock.now_ms()
-                    while not self.persistence.pack_rows(step, self.core.customers.get, now_ms,
-                                                         SNAPSHOT_PACK_CHUNK):
+                    while True:
+                        with self.steps.timed("snapshot pack"):
+                            packed = self.persistence.pack_rows(
+                                step, self.core.customers.get, now_ms, SNAPSHOT_PACK_CHUNK)
+                        if packed:
+                            break
                         await asyncio.sleep(0)  # a Decide waits for one chunk, not the step
-                    self.persistence.write_snapshot(step)
+                    with self.steps.timed("snapshot write"):
+                        self.persistence.write_snapshot(step)
                 except BaseException:
                     self.persistence.settle_snapshot(step, saved=False)
                     raise
@@ -177,7 +186,8 @@ class ShardActorBody:
         async with self._batches:
             try:
                 if not self.fenced:
-                    self.core.journal(events)  # the whole batch, in one transaction
+                    with self.steps.timed("journal"):
+                        self.core.journal(events)  # the whole batch, in one transaction
             except FencedError:
                 self._fence()
             for start in range(0, len(events), turn):
@@ -186,8 +196,9 @@ class ShardActorBody:
                 if self.fenced:
                     break
                 try:
-                    acks.extend(self.core.apply_events(events[start:start + turn],
-                                                       journal=False))
+                    with self.steps.timed("apply"):
+                        acks.extend(self.core.apply_events(events[start:start + turn],
+                                                           journal=False))
                     if self.core.clock.follows_events:
                         self.core.tick()  # time moved with the events: run what is due
                 except FencedError:
@@ -284,15 +295,18 @@ class ShardActorBody:
         against 0.7 ms scored here) and cost more CPU than the scoring. A larger turn goes
         to the arbitrator, which scores it on another core while the shard goes on applying
         events (scoring every turn here cost a closed-loop run a third of its throughput)."""
-        sets, removals = self.core.candidate_sets(customers, trigger=trigger)
-        verdicts = self.core.score_here(sets) if len(sets) <= LOCAL_SCORING_MAX_SETS else None
+        with self.steps.timed("candidates and scoring"):
+            sets, removals = self.core.candidate_sets(customers, trigger=trigger)
+            verdicts = (self.core.score_here(sets) if len(sets) <= LOCAL_SCORING_MAX_SETS
+                        else None)
         if verdicts is None:
             try:
                 reply = await self._arbitrate(sets)
             except EngineUnavailable:
                 return False
             verdicts = _verdicts(reply, removals)
-        self.core.settle(verdicts, removals, trigger)
+        with self.steps.timed("settle"):
+            self.core.settle(verdicts, removals, trigger)
         return True
 
     def _turns_of(self, items: list[Any]) -> list[list[Any]]:
@@ -353,9 +367,10 @@ class ShardActorBody:
         replica, or by the arbitrator when a candidate has a volume budget to reserve."""
         await self._claim([customer_id])
         try:
-            sets, removals = self.core.candidate_sets([customer_id], inbound=True,
-                                                      channel=channel)
-            local = self.core.score_here(sets)
+            with self.steps.timed("decide"):
+                sets, removals = self.core.candidate_sets([customer_id], inbound=True,
+                                                          channel=channel)
+                local = self.core.score_here(sets)
             verdict = (local if local is not None
                        else _verdicts(await self._arbitrate(sets), removals))[0]
             presented = self.core.present(verdict) if present else None
@@ -385,7 +400,7 @@ class ShardActorBody:
         return {"index": self.core.index, "customers": len(self.core.customers),
                 "fenced": self.fenced, "recovered": self.recovered, **self.core.stats,
                 **self.persistence.stats, "sweep": self.always_on.sweep_progress(),
-                "gc": {**self.gc_pauses.to_wire(), "cycles_found": self.freezer.cycles_found}}
+                "steps": self.steps.to_wire(), "gc_cycles_found": self.freezer.cycles_found}
 
 
 def _verdicts(reply: bytes, removals: dict[str, list[Removal]]) -> list[Verdict]:

@@ -46,7 +46,7 @@ from .loadtest_measure import (
     LatencyMatcher,
     ResourceSampler,
     TreatmentTail,
-    gc_pauses_between,
+    steps_between,
 )
 from .loadtest_workload import (
     EventFactory,
@@ -211,7 +211,7 @@ async def run_load(spec: LoadSpec, *, tag: str | None = None, extra_pids: Sequen
         profiles = list(population.profile_batches(1000, int(time.time() * 1000)))
         for offset in range(0, len(profiles), 4):
             await asyncio.gather(*(client.submit_batch(b) for b in profiles[offset:offset + 4]))
-        gc_before = await _shard_gc(client)
+        steps_before = await _shard_steps(client)
     profile_s = time.perf_counter() - started
 
     tail = TreatmentTail(spec.channel_path)
@@ -229,9 +229,9 @@ async def run_load(spec: LoadSpec, *, tag: str | None = None, extra_pids: Sequen
         report = await _coordinate(spec, population, tail, procs, helpers, start_at, go, out,
                                    extra_pids, profile_s, on_progress)
         async with AsyncShushClient(spec.target, timeout_s=spec.timeout_s) as client:
-            gc_after = await _shard_gc(client)
-        report["shard_gc"] = [gc_pauses_between(a, b)
-                              for a, b in zip(gc_before, gc_after, strict=False) if a and b]
+            steps_after = await _shard_steps(client)
+        report["shard_steps"] = [steps_between(a, b) if a and b else {}
+                                 for a, b in zip(steps_before, steps_after, strict=False)]
         return report
     finally:
         for proc in procs + helpers:
@@ -240,10 +240,10 @@ async def run_load(spec: LoadSpec, *, tag: str | None = None, extra_pids: Sequen
                 proc.terminate()
 
 
-async def _shard_gc(client: Any) -> list[dict[str, Any]]:
-    """Each shard's collector pause counts (empty for a shard that did not answer)."""
+async def _shard_steps(client: Any) -> list[dict[str, Any]]:
+    """Each shard's step times so far (empty for a shard that did not answer)."""
     _, detail = await client.health()
-    return [shard.get("gc", {}) for shard in detail.get("shards", [])]
+    return [shard.get("steps", {}) for shard in detail.get("shards", [])]
 
 
 async def _coordinate(spec: LoadSpec, population: Population, tail: TreatmentTail,

@@ -73,12 +73,14 @@ def summary_lines(report: dict[str, Any], *, machine_loop_ms: float | None = Non
         f"{_ms(r['gateway_cpu_pct_mean'])} %; whole machine {_ms(r['machine_cpu_pct_mean'])} %"
         f" of {r['cpu_count']} cores (load generator included)",
     ]
-    for index, pauses in enumerate(report.get("shard_gc", [])):
-        lines.append(f"shard {index} collector pauses: " + "; ".join(
-            f"{name} {count:,} ({total:,.0f} ms, longest {longest} ms)" if count
-            else f"{name} 0" for name, count, total, longest in zip(
-                ("young", "middle", "old"), pauses["collections"], pauses["total_ms"],
-                pauses["longest_ms"], strict=True)))
+    for index, steps in enumerate(report.get("shard_steps", [])):
+        lines.append(f"shard {index} loop steps, longest total first (count, p50 / p99 / max "
+                     f"bucket in ms): " + "; ".join(
+                         f"{name} {s['total_ms']:,.0f} ms ({s['count']:,}, {s['p50_ms']} / "
+                         f"{s['p99_ms']} / {s['longest_ms']})"
+                         for name, s in sorted(steps.items(), key=lambda kv: -kv[1]["total_ms"]))
+                     + ("" if any(name.startswith("gc ") for name in steps)
+                        else "; no collector pause"))
     if machine_loop_ms is not None:
         lines.append(describe(machine_loop_ms))
     if tr["missing"]:

@@ -4,6 +4,7 @@ file tail and the matching of treatments to the events that caused them."""
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -173,19 +174,29 @@ class LatencyMatcher:
         self.by_second[int(scheduled_ms / 1000 - self.start_wall_s)].record_ms(latency_ms)
 
 
-def gc_pauses_between(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """A shard's collector pauses between two of its health readings (``actors.heap.GcPauses``
-    wire form): per generation, how many, their total, and the bound of the longest's bucket."""
+def steps_between(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A shard's steps between two of its health readings (``actors.step_times`` wire form):
+    per kind of step, how many, their total time, and the bucket bounds their median, 99th
+    percentile and longest fell in ("<= 5" ms, or "> 500" past the last bound)."""
     bounds = after["bounds_ms"]
-    out: dict[str, Any] = {"collections": [], "total_ms": [], "longest_ms": []}
-    for generation, (old, new) in enumerate(zip(before["buckets"], after["buckets"],
-                                                strict=True)):
-        counts = [b - a for a, b in zip(old, new, strict=True)]
-        out["collections"].append(sum(counts))
-        out["total_ms"].append(round(after["total_ms"][generation]
-                                     - before["total_ms"][generation], 1))
-        last = max((i for i, n in enumerate(counts) if n), default=None)
-        out["longest_ms"].append(None if last is None
-                                 else f"> {bounds[-1]}" if last == len(bounds)
-                                 else f"<= {bounds[last]}")
+    earlier = before.get("steps", {})
+    out: dict[str, dict[str, Any]] = {}
+    for step, now in after["steps"].items():
+        then = earlier.get(step, {"counts": [0] * len(now["counts"]), "total_ms": 0.0})
+        counts = [b - a for a, b in zip(then["counts"], now["counts"], strict=True)]
+        n = sum(counts)
+        if not n:
+            continue
+
+        def bucket(rank: int, counts: list[int] = counts) -> str:
+            seen = 0
+            for i, count in enumerate(counts):
+                seen += count
+                if seen >= rank:
+                    return f"<= {bounds[i]}" if i < len(bounds) else f"> {bounds[-1]}"
+            raise AssertionError("rank beyond the counts")
+
+        out[step] = {"count": n, "total_ms": round(now["total_ms"] - then["total_ms"], 1),
+                     "p50_ms": bucket(math.ceil(n * 0.5)), "p99_ms": bucket(math.ceil(n * 0.99)),
+                     "longest_ms": bucket(n)}
     return out

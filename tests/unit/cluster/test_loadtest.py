@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from shush.cluster import loadtest as lt
-from shush.cluster.loadtest_measure import gc_pauses_between, is_ray_process
+from shush.cluster.loadtest_measure import is_ray_process, steps_between
 from shush.cluster.loadtest_workload import SEGMENTS
 
 
@@ -257,12 +257,17 @@ def test_the_machine_speed_is_a_finite_time_in_ms() -> None:
     assert 0 < python_loop_ms(repeats=1) < float("inf")
 
 
-def test_collector_pauses_between_two_readings() -> None:
+def test_a_shards_steps_between_two_readings() -> None:
     bounds = [1, 2, 5, 10, 20, 50, 100, 200, 500]
-    before = {"bounds_ms": bounds, "total_ms": [10.0, 0.0, 300.0],
-              "buckets": [[5] + [0] * 9, [0] * 10, [0] * 9 + [1]]}
-    after = {"bounds_ms": bounds, "total_ms": [40.5, 0.0, 300.0],
-             "buckets": [[9, 0, 0, 1] + [0] * 6, [0] * 10, [0] * 9 + [1]]}
-    assert gc_pauses_between(before, after) == {
-        "collections": [5, 0, 0], "total_ms": [30.5, 0.0, 0.0],
-        "longest_ms": ["<= 10", None, None]}
+    before = {"bounds_ms": bounds, "steps": {
+        "apply": {"counts": [5] + [0] * 9, "total_ms": 2.0},
+        "settle": {"counts": [3] + [0] * 9, "total_ms": 1.0}}}
+    after = {"bounds_ms": bounds, "steps": {
+        "apply": {"counts": [100, 0, 0, 5] + [0] * 5 + [1], "total_ms": 800.5},
+        "settle": {"counts": [3] + [0] * 9, "total_ms": 1.0},
+        "gc young": {"counts": [0, 0, 0, 0, 0, 2, 0, 0, 0, 0], "total_ms": 60.0}}}
+    assert steps_between(before, after) == {
+        "apply": {"count": 101, "total_ms": 798.5, "p50_ms": "<= 1", "p99_ms": "<= 10",
+                  "longest_ms": "> 500"},
+        "gc young": {"count": 2, "total_ms": 60.0, "p50_ms": "<= 50", "p99_ms": "<= 50",
+                     "longest_ms": "<= 50"}}
