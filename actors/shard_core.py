@@ -194,10 +194,13 @@ class ShardCore:
         batch: dict[str, CustomerState] = {}  # the customers of this batch, looked up once
         profiled: set[str] = set()  # those of them whose profile an event may change
         catalog = self.catalog
+        signals = catalog.signals
+        observe = self.clock.observe
+        accepted = moments_made = 0  # added to the stats once, after the loop
         for event in events:
             try:
                 signal = SignalRecord._make(event)
-                spec = catalog.signals.get(signal.type)
+                spec = signals.get(signal.type)
                 if spec is None:
                     raise ValueError(f"unknown signal type {signal.type!r}")
                 if spec.updates_profile:
@@ -220,12 +223,14 @@ class ShardCore:
                 self.stats["duplicates"] += 1
                 acks.append([codec.DUPLICATE, "duplicate event_id"])
                 continue
-            self.stats["events"] += 1
-            self.clock.observe(signal.occurred_at_ms)
+            accepted += 1
+            observe(signal.occurred_at_ms)
             if moments:
-                self.stats["moments"] += len(moments)
+                moments_made += len(moments)
                 self._await(signal.customer_id, "triggered")
             acks.append([codec.ACCEPTED, ""])
+        self.stats["events"] += accepted
+        self.stats["moments"] += moments_made
         for customer_id, customer in batch.items():
             self.timers.schedule(customer_id, customer.next_due_ms())
         if self.persistence is not None:

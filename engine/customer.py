@@ -105,24 +105,27 @@ class CustomerState:
         if signal.event_id in self._recent_set:
             return None
         t = signal.occurred_at_ms
-        watermark = self.watermark_ms(catalog)
-        if watermark is not None and t < watermark:
+        latest = self.last_event_ms
+        if latest is not None and t < (watermark := latest - catalog.settings.allowed_lateness_ms):
             raise LateEventError(event_id=signal.event_id, customer_id=self.customer_id,
                                  occurred_at_ms=t, watermark_ms=watermark)
         self._remember(signal.event_id)
         fired: list[Moment] = []
         if self.timers and min(self.timers.values()) <= t:
             fired.extend(self._run_timers(t, catalog))
-        spec = catalog.signals[signal.type]
-        if spec.updates_profile:
+        kind = signal.type
+        if catalog.signals[kind].updates_profile:
             self.profile.update(signal.attributes)
-        previous = self.last.get(signal.type)
+        previous = self.last.get(kind)
         if previous is None or previous.get("_at", 0) <= t:
-            self.last[signal.type] = {**signal.attributes, "_at": t}
-        if self.last_event_ms is None or t > self.last_event_ms:
+            self.last[kind] = {**signal.attributes, "_at": t}
+        if latest is None or t > latest:
             self.last_event_ms = t
-        for detector in catalog.detectors_by_signal.get(signal.type, ()):
-            state = self._state(detector)
+        states = self.detector_state
+        for detector in catalog.detectors_by_signal.get(kind, ()):
+            state = states.get(detector.id)
+            if state is None or state.get("v") != detector.version:
+                state = self._state(detector)
             moment = detector.detect(state, signal, self)
             if detector.uses_timer:
                 self._set_timer(detector, state)
@@ -135,8 +138,10 @@ class CustomerState:
     # -- timers ---------------------------------------------------------------------------
     def next_due_ms(self) -> int | None:
         """When the shard next has work here: a detector timer or a deferred send."""
+        if not self.deferred:  # the usual case: detector timers only, or nothing
+            return min(self.timers.values()) if self.timers else None
         due = [*self.timers.values(), *(at for at, _ in self.deferred.values())]
-        return min(due) if due else None
+        return min(due)
 
     def defer(self, key: str, at_ms: int, treatment: dict[str, Any]) -> None:
         """Keep a decided treatment to send at ``at_ms`` (quiet hours): a durable reminder."""

@@ -314,7 +314,7 @@ class HotColumns:
                     earliest = at if earliest == NEVER_MS else min(earliest, at)
         if earliest != NEVER_MS:
             first = arrays["first_seen"]
-            current = int(first[row])  # compare as Python ints: numpy scalars cost more
+            current = first.item(row)  # compare as Python ints: numpy scalars cost more
             if current == NEVER_MS or earliest < current:
                 first[row] = earliest
         if last_contact_ms is not None:
