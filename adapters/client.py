@@ -1,7 +1,8 @@
 """The Python client: ``ShushClient`` (blocking) and ``AsyncShushClient`` (asyncio).
 
 Both give every event a client-generated ``event_id`` (unless it has one), send events in
-batches, and retry safely: a retried batch carries the same ids, so the engine applies each
+batches (``SubmitPacked``: the engine's msgpack wire form, no protobuf message per event), and
+retry safely: a retried batch carries the same ids, so the engine applies each
 event once. Events the engine refuses for good come back as ``Rejection``s with the reason and
 the field; events it could not take this time (``RETRY``) are re-sent.
 
@@ -26,6 +27,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from ..engine import codec
 from ..engine.clock import to_ms
 from ..engine.models import Signal
 from .grpc import convert
@@ -107,8 +109,8 @@ def new_event_id() -> str:
     return uuid.uuid4().hex
 
 
-def to_proto_event(event: EventLike) -> pb.Event:
-    """Accept a ``Signal`` or a mapping; fill in ``event_id`` and ``occurred_at_ms``."""
+def _event_fields(event: EventLike) -> dict[str, Any]:
+    """A ``Signal`` or a mapping as a dict, ``event_id`` and ``occurred_at_ms`` filled in."""
     if isinstance(event, Signal):
         data: dict[str, Any] = event.model_dump()
     else:
@@ -121,7 +123,24 @@ def to_proto_event(event: EventLike) -> pb.Event:
                                   else time.time_ns() // 1_000_000)
     data.setdefault("customer_id", "")
     data.setdefault("type", "")
-    return convert.event_to_proto(data)
+    return data
+
+
+def to_proto_event(event: EventLike) -> pb.Event:
+    """Accept a ``Signal`` or a mapping; fill in ``event_id`` and ``occurred_at_ms``."""
+    return convert.event_to_proto(_event_fields(event))
+
+
+def to_wire_event(event: EventLike) -> list[Any]:
+    """``to_proto_event`` in the engine's wire form (what ``SubmitPacked`` carries)."""
+    data = _event_fields(event)
+    attributes = dict(data.get("attributes", {}))
+    for name, value in attributes.items():
+        if not isinstance(value, bool | int | float | str):
+            raise TypeError(f"attribute {name!r}: values are numbers, strings or booleans, "
+                            f"not {type(value).__name__}")
+    return [data["event_id"], data["customer_id"], data["type"], data["occurred_at_ms"],
+            data.get("source", ""), attributes]
 
 
 def _batches(events: Iterable[EventLike], size: int) -> Iterator[list[pb.Event]]:
@@ -135,9 +154,20 @@ def _batches(events: Iterable[EventLike], size: int) -> Iterator[list[pb.Event]]
         yield batch
 
 
-def _result(batch: Sequence[pb.Event], reply: pb.SubmitReply) -> tuple[SubmitResult, list[str]]:
+def _wire_batches(events: Iterable[EventLike], size: int) -> Iterator[list[list[Any]]]:
+    batch: list[list[Any]] = []
+    for event in events:
+        batch.append(to_wire_event(event))
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _result(event_ids: list[str], reply: pb.SubmitReply) -> tuple[SubmitResult, list[str]]:
     result = SubmitResult(accepted=reply.accepted, duplicates=reply.duplicates,
-                          event_ids=[e.event_id for e in batch])
+                          event_ids=event_ids)
     retry: list[str] = []
     for ack in reply.acks:
         if ack.status == pb.REJECTED:
@@ -254,18 +284,31 @@ class _ClientSettings:
     # Retry plans: generators that yield (request, pause before sending it) and receive each
     # reply; the blocking and the asyncio client drive the same plans.
     def _submit_plan(self, batch: list[pb.Event]) -> Plan[SubmitResult]:
-        total = SubmitResult(event_ids=[e.event_id for e in batch])
-        pending, pause_s = batch, 0.0
+        return self._retry_plan(batch, [e.event_id for e in batch],
+                                lambda events: pb.EventBatch(events=events))
+
+    def _packed_plan(self, batch: list[list[Any]]) -> Plan[SubmitResult]:
+        return self._retry_plan(batch, [str(e[0]) for e in batch],
+                                lambda events: pb.PackedEvents(
+                                    events=codec.pack(codec.EVENTS, events)))
+
+    def _retry_plan(self, batch: list[Any], event_ids: list[str],
+                    request: Any) -> Plan[SubmitResult]:
+        """Send ``batch``, then again what came back ``RETRY`` (same ids), with backoff."""
+        total = SubmitResult(event_ids=event_ids)
+        pending, pending_ids, pause_s = batch, event_ids, 0.0
         for attempt in range(self.max_attempts):
-            reply = yield pb.EventBatch(events=pending), pause_s
-            result, retry = _result(pending, reply)
+            reply = yield request(pending), pause_s
+            result, retry = _result(pending_ids, reply)
             total.accepted += result.accepted
             total.duplicates += result.duplicates
             total.rejected.extend(result.rejected)
             if not retry:
                 return total
             again = set(retry)
-            pending = [e for e in pending if e.event_id in again]
+            kept = [i for i, event_id in enumerate(pending_ids) if event_id in again]
+            pending = [pending[i] for i in kept]
+            pending_ids = [pending_ids[i] for i in kept]
             pause_s = _backoff_s(attempt, self.backoff_s)
         raise TimeoutError(f"{len(pending)} events still not taken after "
                            f"{self.max_attempts} attempts")
@@ -332,14 +375,19 @@ class ShushClient(_ClientSettings):
             time.sleep(pause_s)
             reply = self._call(method, request)
 
-    def _submit_batch(self, batch: list[pb.Event]) -> SubmitResult:
+    def submit_batch(self, batch: list[pb.Event]) -> SubmitResult:
+        """One batch of protobuf events (``SubmitEvents``), retried as ``submit`` does."""
         return self._drive(self._stub.SubmitEvents, self._submit_plan(batch))
+
+    def submit_wire(self, batch: list[list[Any]]) -> SubmitResult:
+        """One batch of wire events (``to_wire_event``) in one ``SubmitPacked`` call."""
+        return self._drive(self._stub.SubmitPacked, self._packed_plan(batch))
 
     def submit(self, events: Iterable[EventLike]) -> SubmitResult:
         """Send events in batches; return what was accepted, duplicated and rejected."""
         total = SubmitResult()
-        for batch in _batches(events, self.batch_size):
-            total.merge(self._submit_batch(batch))
+        for batch in _wire_batches(events, self.batch_size):
+            total.merge(self.submit_wire(batch))
         return total
 
     def send(self, event: EventLike) -> SubmitResult:
@@ -350,7 +398,7 @@ class ShushClient(_ClientSettings):
         batches = list(_batches(events, self.batch_size))
         reply = self._stub.StreamEvents(iter(pb.EventBatch(events=b) for b in batches),
                                         timeout=self.timeout_s, metadata=self._metadata)
-        result, _ = _result([e for b in batches for e in b], reply)
+        result, _ = _result([e.event_id for b in batches for e in b], reply)
         return result
 
     def record_outcomes(self, outcomes: Iterable[Mapping[str, Any]]) -> OutcomeResult:
@@ -452,12 +500,17 @@ class AsyncShushClient(_ClientSettings):
             reply = await self._call(method, request)
 
     async def submit_batch(self, batch: list[pb.Event]) -> SubmitResult:
+        """One batch of protobuf events (``SubmitEvents``), retried as ``submit`` does."""
         return await self._drive(self._stub.SubmitEvents, self._submit_plan(batch))
+
+    async def submit_wire(self, batch: list[list[Any]]) -> SubmitResult:
+        """One batch of wire events (``to_wire_event``) in one ``SubmitPacked`` call."""
+        return await self._drive(self._stub.SubmitPacked, self._packed_plan(batch))
 
     async def submit(self, events: Iterable[EventLike]) -> SubmitResult:
         total = SubmitResult()
-        for batch in _batches(events, self.batch_size):
-            total.merge(await self.submit_batch(batch))
+        for batch in _wire_batches(events, self.batch_size):
+            total.merge(await self.submit_wire(batch))
         return total
 
     async def stream(self, events: AsyncIterable[EventLike]) -> SubmitResult:
@@ -477,7 +530,7 @@ class AsyncShushClient(_ClientSettings):
 
         reply = await self._stub.StreamEvents(batches(), timeout=self.timeout_s,
                                               metadata=self._metadata)
-        return _result(sent, reply)[0]
+        return _result([e.event_id for e in sent], reply)[0]
 
     async def record_outcomes(self, outcomes: Iterable[Mapping[str, Any]]) -> OutcomeResult:
         return await self._drive(self._stub.RecordOutcome, self._outcomes_plan(outcomes))

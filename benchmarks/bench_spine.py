@@ -28,8 +28,6 @@ from shush.actors.shard_core import ShardCore
 from shush.adapters.channels.jsonl import read_jsonl
 from shush.adapters.channels.memory import MemoryChannel
 from shush.adapters.client import AsyncShushClient
-from shush.adapters.grpc import convert
-from shush.adapters.grpc import shush_pb2 as pb
 from shush.adapters.stores import MemoryStateStore
 from shush.cluster.config_loader import load_config, load_engine_catalog
 from shush.engine.arbitration import ActionTable, arbitrate
@@ -71,18 +69,15 @@ def pure_core(events: list[list[object]], config: EngineConfig, batch: int,
 
 async def end_to_end(events: list[list[object]], target: str, batch: int,
                      concurrency: int) -> float:
-    protos = [convert.event_to_proto({"event_id": e[0], "customer_id": e[1], "type": e[2],
-                                      "occurred_at_ms": e[3], "source": e[4],
-                                      "attributes": e[5]}) for e in events]
-    batches = [protos[i:i + batch] for i in range(0, len(protos), batch)]
+    batches = [events[i:i + batch] for i in range(0, len(events), batch)]
     async with AsyncShushClient(target, batch_size=batch) as client:
-        queue: asyncio.Queue[list[pb.Event]] = asyncio.Queue()
+        queue: asyncio.Queue[list[list[object]]] = asyncio.Queue()
         for b in batches:
             queue.put_nowait(b)
 
         async def worker() -> None:
             while not queue.empty():
-                result = await client.submit_batch(queue.get_nowait())
+                result = await client.submit_wire(queue.get_nowait())
                 assert not result.rejected, result.rejected[:3]
 
         started = time.perf_counter()

@@ -40,7 +40,6 @@ from typing import Any
 import numpy as np
 import psutil
 
-from ..adapters.grpc import shush_pb2 as pb
 from .loadtest_measure import (
     LatencyHistogram,
     LatencyMatcher,
@@ -117,7 +116,7 @@ async def _client(process: int, spec: LoadSpec, tag: str, population_size: int,
                 counters.sent += len(batch)
                 per_second[int(time.time() - start)][0] += len(batch)  # by actual send time
                 try:
-                    result = await client.submit_batch(batch)
+                    result = await client.submit_wire(batch)
                 except grpc.aio.AioRpcError as exc:
                     counters.rpc_errors += len(batch)
                     counters.count(exc.code().name)
@@ -158,9 +157,8 @@ async def _client(process: int, spec: LoadSpec, tag: str, population_size: int,
                                    "span_s": time.time() - start}))
 
 
-def _trigger_ids(batch: list[pb.Event]) -> list[str]:
-    return [e.event_id for e in batch
-            if e.type == "savings_withdrawal" and e.attributes["amount"].number >= 5_000]
+def _trigger_ids(batch: list[list[Any]]) -> list[str]:
+    return [e[0] for e in batch if e[2] == "savings_withdrawal" and e[5]["amount"] >= 5_000]
 
 
 # -- the coordinator -------------------------------------------------------------------------
@@ -210,7 +208,7 @@ async def run_load(spec: LoadSpec, *, tag: str | None = None, extra_pids: Sequen
     async with AsyncShushClient(spec.target, batch_size=1000, timeout_s=spec.timeout_s) as client:
         profiles = list(population.profile_batches(1000, int(time.time() * 1000)))
         for offset in range(0, len(profiles), 4):
-            await asyncio.gather(*(client.submit_batch(b) for b in profiles[offset:offset + 4]))
+            await asyncio.gather(*(client.submit_wire(b) for b in profiles[offset:offset + 4]))
         steps_before = await _shard_steps(client)
     profile_s = time.perf_counter() - started
 

@@ -7,10 +7,9 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-
-from ..adapters.grpc import shush_pb2 as pb
 
 TRIGGER_AMOUNT = 7_000.0  # >= 5,000: the bank catalog's large_withdrawal fires
 TRIGGER_MOMENT = "large_withdrawal"
@@ -90,16 +89,13 @@ class Population:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def profile_batches(self, batch_size: int, at_ms: int) -> Iterator[list[pb.Event]]:
+    def profile_batches(self, batch_size: int, at_ms: int) -> Iterator[list[list[Any]]]:
+        """Profile events of every customer, as wire events (``SubmitPacked``)."""
         for start in range(0, len(self.ids), batch_size):
-            yield [pb.Event(
-                event_id=f"{self.tag}-p{i}", customer_id=self.ids[i], type="profile_update",
-                occurred_at_ms=at_ms, source="loadtest",
-                attributes={"segment": pb.AttributeValue(text=SEGMENTS[self.segments[i]]),
-                            "age": pb.AttributeValue(integer=int(self.ages[i])),
-                            "zip": pb.AttributeValue(text=f"{self.zips[i]:05d}"),
-                            "country": pb.AttributeValue(text="NL")})
-                for i in range(start, min(start + batch_size, len(self.ids)))]
+            yield [[f"{self.tag}-p{i}", self.ids[i], "profile_update", at_ms, "loadtest",
+                    {"segment": str(SEGMENTS[self.segments[i]]), "age": int(self.ages[i]),
+                     "zip": f"{self.zips[i]:05d}", "country": "NL"}]
+                   for i in range(start, min(start + batch_size, len(self.ids)))]
 
 
 class EventFactory:
@@ -128,16 +124,17 @@ class EventFactory:
     def _next_trigger(self) -> int | None:
         return next(self._triggers, None)
 
-    def make_batch(self, k: int, size: int, at_ms: int) -> tuple[list[pb.Event],
+    def make_batch(self, k: int, size: int, at_ms: int) -> tuple[list[list[Any]],
                                                                    list[tuple[str, int]]]:
-        """Batch ``k``; returns the events and the (customer, scheduled ms) of its triggers."""
+        """Batch ``k``; returns the wire events and the (customer, scheduled ms) of its
+        triggers."""
         rng = np.random.default_rng([self.seed, self.process, k])
         kinds = rng.random(size)
         rows = rng.integers(*self._background, size)
         values = rng.uniform(200.0, 3_000.0, size)  # balances stay above the low-balance reset
         ids = self.population.ids
         prefix = f"{self.population.tag}-{self.process}-{k}-"
-        events: list[pb.Event] = []
+        events: list[list[Any]] = []
         triggers: list[tuple[str, int]] = []
         for i in range(size):
             kind = kinds[i]
@@ -162,6 +159,5 @@ class EventFactory:
 
 
 def _event(event_id: str, customer: str, type_: str, at_ms: int, attribute: str,
-           value: float) -> pb.Event:
-    return pb.Event(event_id=event_id, customer_id=customer, type=type_, occurred_at_ms=at_ms,
-                    source="loadtest", attributes={attribute: pb.AttributeValue(number=value)})
+           value: float) -> list[Any]:
+    return [event_id, customer, type_, at_ms, "loadtest", {attribute: value}]

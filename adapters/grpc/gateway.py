@@ -58,7 +58,11 @@ class EngineGateway:
             raise
 
     async def submit(self, events: list[list[Any]]) -> list[list[Any]]:
-        reply = await self._call_router("submit", codec.pack(codec.EVENTS, events),
+        return await self.submit_packed(codec.pack(codec.EVENTS, events))
+
+    async def submit_packed(self, batch: bytes) -> list[list[Any]]:
+        """An events envelope (``engine.codec``), handed to a router as it is."""
+        reply = await self._call_router("submit", batch,
                                         timeout_s=self.config.call_timeout_s * 2)
         return self._acks(reply)
 

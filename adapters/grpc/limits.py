@@ -56,6 +56,32 @@ def check_events(events: Sequence[pb.Event], config: GrpcConfig) -> None:
                 _check_text(value.text, config, f"{where}.attributes.{name}")
 
 
+def check_wire_events(events: Sequence[Any], config: GrpcConfig) -> None:
+    """``check_events`` for events in the engine's wire form (``SubmitPacked``). An item
+    that is not a wire event at all is left to the router, which refuses that one event with
+    its reason; only the sizes a whole request is refused for are checked here."""
+    check_count(len(events), config, "events")
+    for i, event in enumerate(events):
+        if not isinstance(event, list) or len(event) != 6:
+            continue
+        where = f"events[{i}]"
+        for index, name in ((2, "type"), (4, "source")):
+            if isinstance(event[index], str):
+                _check_text(event[index], config, f"{where}.{name}")
+        attributes = event[5]
+        if not isinstance(attributes, dict):
+            continue
+        if len(attributes) > config.max_attributes_per_event:
+            raise RequestRejected(f"{len(attributes)} attributes, at most "
+                                  f"{config.max_attributes_per_event}",
+                                  field=f"{where}.attributes")
+        for name, value in attributes.items():
+            if isinstance(name, str):
+                _check_text(name, config, f"{where}.attributes")
+            if isinstance(value, str):
+                _check_text(value, config, f"{where}.attributes.{name}")
+
+
 def _check_id(value: str, field: str) -> None:
     if not 0 < len(value) <= MAX_ID_LENGTH:
         raise RequestRejected(f"must be a non-empty string of at most {MAX_ID_LENGTH} "

@@ -20,8 +20,9 @@ from typing import TypeVar
 import grpc
 import uvloop
 
+from ...engine import codec
 from ...engine.config import GrpcConfig
-from ...engine.errors import BackpressureError, ConfigError, EventRejected, ShushError
+from ...engine.errors import BackpressureError, CodecError, ConfigError, EventRejected, ShushError
 from . import convert, limits
 from . import shush_pb2 as pb
 from . import shush_pb2_grpc as pb_grpc
@@ -55,7 +56,22 @@ class ShushServicer(pb_grpc.ShushServicer):
         if not events:
             return pb.SubmitReply()
         acks = await self.gateway.submit([convert.event_to_wire(e) for e in events])
-        return convert.acks_to_reply(events, acks)
+        return convert.acks_to_reply((e.event_id for e in events), acks)
+
+    async def SubmitPacked(self, request: pb.PackedEvents,
+                           context: grpc.aio.ServicerContext) -> pb.SubmitReply:
+        async def work() -> pb.SubmitReply:
+            try:
+                events = codec.unpack(request.events, codec.EVENTS)
+            except CodecError as exc:
+                raise limits.RequestRejected(str(exc), field="events") from exc
+            limits.check_wire_events(events, self.config)
+            if not events:
+                return pb.SubmitReply()
+            acks = await self.gateway.submit_packed(request.events)
+            return convert.acks_to_reply(map(convert.wire_event_id, events), acks)
+
+        return await self._guard(context, work)
 
     async def SubmitEvents(self, request: pb.EventBatch,
                            context: grpc.aio.ServicerContext) -> pb.SubmitReply:

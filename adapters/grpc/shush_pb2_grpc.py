@@ -44,6 +44,11 @@ class ShushStub:
                 request_serializer=shush__pb2.EventBatch.SerializeToString,
                 response_deserializer=shush__pb2.SubmitReply.FromString,
                 _registered_method=True)
+        self.SubmitPacked = channel.unary_unary(
+                '/shush.v1.Shush/SubmitPacked',
+                request_serializer=shush__pb2.PackedEvents.SerializeToString,
+                response_deserializer=shush__pb2.SubmitReply.FromString,
+                _registered_method=True)
         self.Decide = channel.unary_unary(
                 '/shush.v1.Shush/Decide',
                 request_serializer=shush__pb2.DecideRequest.SerializeToString,
@@ -101,6 +106,12 @@ class ShushServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamEvents(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitPacked(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -172,6 +183,11 @@ def add_ShushServicer_to_server(servicer, server):
             'StreamEvents': grpc.stream_unary_rpc_method_handler(
                     servicer.StreamEvents,
                     request_deserializer=shush__pb2.EventBatch.FromString,
+                    response_serializer=shush__pb2.SubmitReply.SerializeToString,
+            ),
+            'SubmitPacked': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitPacked,
+                    request_deserializer=shush__pb2.PackedEvents.FromString,
                     response_serializer=shush__pb2.SubmitReply.SerializeToString,
             ),
             'Decide': grpc.unary_unary_rpc_method_handler(
@@ -273,6 +289,33 @@ class Shush:
             target,
             '/shush.v1.Shush/StreamEvents',
             shush__pb2.EventBatch.SerializeToString,
+            shush__pb2.SubmitReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitPacked(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shush.v1.Shush/SubmitPacked',
+            shush__pb2.PackedEvents.SerializeToString,
             shush__pb2.SubmitReply.FromString,
             options,
             channel_credentials,

@@ -30,6 +30,9 @@ class FakeGateway:
         self.calls.append(("submit", events))
         return [[codec.ACCEPTED, ""] for _ in events]
 
+    async def submit_packed(self, batch: bytes) -> list[list[Any]]:
+        return await self.submit(codec.unpack(batch, codec.EVENTS))
+
     async def record_outcomes(self, outcomes: list[list[Any]]) -> list[list[Any]]:
         self.calls.append(("record_outcomes", outcomes))
         if self.record_outcomes_missing:

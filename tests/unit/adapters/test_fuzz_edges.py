@@ -242,8 +242,8 @@ def test_token_soup_compiles_and_evaluates_or_raises_an_expression_error(source:
 
 
 # -- raw protobuf bytes into the gRPC methods --------------------------------------------------
-METHODS = ["SubmitEvents", "Decide", "Health", "RecordOutcome", "SetLever", "GetLevers",
-           "Explain"]
+METHODS = ["SubmitEvents", "SubmitPacked", "Decide", "Health", "RecordOutcome", "SetLever",
+           "GetLevers", "Explain"]
 
 
 @pytest.fixture(scope="module")

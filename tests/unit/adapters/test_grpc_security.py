@@ -55,8 +55,8 @@ def _client(target: str, **kwargs: Any) -> ShushClient:
 # -- roles ------------------------------------------------------------------------------------
 def test_the_role_table_names_real_methods_and_closes_new_ones_by_default() -> None:
     assert SUBMITTER_METHODS <= SERVICE_METHODS
-    assert SUBMITTER_METHODS == {"SubmitEvents", "StreamEvents", "Decide", "RecordOutcome",
-                                 "Health"}
+    assert SUBMITTER_METHODS == {"SubmitEvents", "SubmitPacked", "StreamEvents", "Decide",
+                                 "RecordOutcome", "Health"}
     for method in SERVICE_METHODS | {"RunEmergency", "LoadCatalog"}:
         assert allowed("operator", method)
         assert allowed("submitter", method) == (method in SUBMITTER_METHODS)
@@ -220,6 +220,19 @@ def test_a_request_over_a_limit_is_refused_whole_naming_the_field(
     code, details = _submit_refused(events)
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert details.startswith(field)
+
+
+def test_packed_events_reach_the_gateway_as_sent_and_garbage_is_refused() -> None:
+    with serving(GrpcConfig()) as (target, gateway), _client(target) as client:
+        result = client.submit([EVENT, {**EVENT, "event_id": "e2"}])
+        garbage = _code(lambda: client._stub.SubmitPacked(pb.PackedEvents(events=b"\xc1"),
+                                                          timeout=5))
+    assert result.accepted == 2
+    [(method, events)] = gateway.calls
+    assert method == "submit" and len(events[0][0]) == 32 and events[1][0] == "e2"
+    assert events[0][1:3] == ["alice", "savings_withdrawal"] and events[0][3] > 0
+    assert events[0][4:] == ["", {"amount": 1.0}]
+    assert garbage[0] == grpc.StatusCode.INVALID_ARGUMENT and garbage[1].startswith("events:")
 
 
 def test_a_message_over_the_byte_limit_is_refused_by_grpc() -> None:

@@ -71,18 +71,17 @@ def test_trigger_customers_get_no_background_events() -> None:
         events, triggers = factory.make_batch(k, 200, 0)
         trigger_customers = {c for c, _ in triggers}
         assert trigger_customers <= kept
-        assert all(e.customer_id not in kept for e in events
-                   if e.customer_id not in trigger_customers)
-        assert sum(e.customer_id in kept for e in events) == len(triggers)
+        assert all(e[1] not in kept for e in events if e[1] not in trigger_customers)
+        assert sum(e[1] in kept for e in events) == len(triggers)
 
 
 def test_profiles_cover_every_customer_once() -> None:
     population = lt.Population(1_050, tag="t")
     batches = list(population.profile_batches(500, 1_000))
     assert [len(b) for b in batches] == [500, 500, 50]
-    customers = [e.customer_id for b in batches for e in b]
+    customers = [e[1] for b in batches for e in b]
     assert customers == population.ids
-    assert batches[0][0].attributes["segment"].text in SEGMENTS
+    assert batches[0][0][5]["segment"] in SEGMENTS
 
 
 def test_each_trigger_is_a_fresh_customer_and_a_large_withdrawal() -> None:
@@ -93,12 +92,12 @@ def test_each_trigger_is_a_fresh_customer_and_a_large_withdrawal() -> None:
         for k in range(20):
             events, triggers = factory.make_batch(k, 100, 5_000)
             assert len(events) == 100
-            large = [e for e in events if e.type == "savings_withdrawal"
-                     and e.attributes["amount"].number >= 5_000]
-            assert [e.customer_id for e in large] == [c for c, _ in triggers]
+            large = [e for e in events if e[2] == "savings_withdrawal"
+                     and e[5]["amount"] >= 5_000]
+            assert [e[1] for e in large] == [c for c, _ in triggers]
             assert all(at == 5_000 for _, at in triggers)
             seen.extend(c for c, _ in triggers)
-            assert len({e.event_id for e in events}) == 100
+            assert len({e[0] for e in events}) == 100
     assert len(seen) > 300
     assert len(set(seen)) == len(seen)  # never the same customer twice, across processes
 
@@ -108,10 +107,10 @@ def test_background_events_never_cross_a_detector_threshold() -> None:
     events, triggers = factory.make_batch(0, 2_000, 0)
     assert not triggers
     for event in events:
-        if event.type == "balance_update":
-            assert event.attributes["balance"].number >= 200
+        if event[2] == "balance_update":
+            assert event[5]["balance"] >= 200
         else:
-            assert event.attributes["amount"].number < 5_000
+            assert event[5]["amount"] < 5_000
 
 
 def test_an_exhausted_pool_becomes_small_withdrawals_and_is_counted() -> None:
