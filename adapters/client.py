@@ -19,7 +19,15 @@ import json
 import random
 import time
 import uuid
-from collections.abc import AsyncIterable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -143,21 +151,12 @@ def to_wire_event(event: EventLike) -> list[Any]:
             data.get("source", ""), attributes]
 
 
-def _batches(events: Iterable[EventLike], size: int) -> Iterator[list[pb.Event]]:
-    batch: list[pb.Event] = []
+def _batches(events: Iterable[EventLike], size: int,
+             form: Callable[[EventLike], T]) -> Iterator[list[T]]:
+    """Events in batches of ``size``, each event in the ``form`` of its request."""
+    batch: list[T] = []
     for event in events:
-        batch.append(to_proto_event(event))
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _wire_batches(events: Iterable[EventLike], size: int) -> Iterator[list[list[Any]]]:
-    batch: list[list[Any]] = []
-    for event in events:
-        batch.append(to_wire_event(event))
+        batch.append(form(event))
         if len(batch) >= size:
             yield batch
             batch = []
@@ -386,7 +385,7 @@ class ShushClient(_ClientSettings):
     def submit(self, events: Iterable[EventLike]) -> SubmitResult:
         """Send events in batches; return what was accepted, duplicated and rejected."""
         total = SubmitResult()
-        for batch in _wire_batches(events, self.batch_size):
+        for batch in _batches(events, self.batch_size, to_wire_event):
             total.merge(self.submit_wire(batch))
         return total
 
@@ -395,7 +394,7 @@ class ShushClient(_ClientSettings):
 
     def stream(self, events: Iterable[EventLike]) -> SubmitResult:
         """One client stream of batches (no per-batch retry: use ``submit`` for that)."""
-        batches = list(_batches(events, self.batch_size))
+        batches = list(_batches(events, self.batch_size, to_proto_event))
         reply = self._stub.StreamEvents(iter(pb.EventBatch(events=b) for b in batches),
                                         timeout=self.timeout_s, metadata=self._metadata)
         result, _ = _result([e.event_id for b in batches for e in b], reply)
@@ -509,7 +508,7 @@ class AsyncShushClient(_ClientSettings):
 
     async def submit(self, events: Iterable[EventLike]) -> SubmitResult:
         total = SubmitResult()
-        for batch in _wire_batches(events, self.batch_size):
+        for batch in _batches(events, self.batch_size, to_wire_event):
             total.merge(await self.submit_wire(batch))
         return total
 

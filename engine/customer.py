@@ -91,12 +91,6 @@ class CustomerState:
         self._recent_ids.append(event_id)
         self._recent_set.add(event_id)
 
-    def watermark_ms(self, catalog: Catalog) -> int | None:
-        """Events before this time are too late; ``None`` before the first event."""
-        if self.last_event_ms is None:
-            return None
-        return self.last_event_ms - catalog.settings.allowed_lateness_ms
-
     def apply(self, signal: SignalRecord, catalog: Catalog) -> list[Moment] | None:
         """Take one signal in; return the new moments, or ``None`` for a duplicate.
 
