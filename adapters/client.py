@@ -2,9 +2,9 @@
 
 Both give every event a client-generated ``event_id`` (unless it has one), send events in
 batches (``SubmitPacked``: the engine's msgpack wire form, no protobuf message per event), and
-retry safely: a retried batch carries the same ids, so the engine applies each
-event once. Events the engine refuses for good come back as ``Rejection``s with the reason and
-the field; events it could not take this time (``RETRY``) are re-sent.
+retry safely: a retried batch carries the same ids, so the engine applies each event once.
+Events the engine refuses for good come back as ``Rejection``s with the reason and the field;
+events it could not take this time (``RETRY``) are re-sent.
 
 Security: ``api_key=`` sends ``authorization: Bearer <key>`` with every call; TLS is on when
 ``tls=True`` or any certificate is given (``root_certificates`` to trust a private CA,
@@ -144,9 +144,7 @@ def to_wire_event(event: EventLike) -> list[Any]:
     data = _event_fields(event)
     attributes = dict(data.get("attributes", {}))
     for name, value in attributes.items():
-        if not isinstance(value, bool | int | float | str):
-            raise TypeError(f"attribute {name!r}: values are numbers, strings or booleans, "
-                            f"not {type(value).__name__}")
+        convert.require_attribute_value(name, value)
     return [data["event_id"], data["customer_id"], data["type"], data["occurred_at_ms"],
             data.get("source", ""), attributes]
 

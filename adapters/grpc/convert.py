@@ -17,17 +17,22 @@ _ACK = {codec.ACCEPTED: pb.ACCEPTED, codec.DUPLICATE: pb.DUPLICATE,
         codec.REJECTED: pb.REJECTED, codec.RETRY: pb.RETRY}
 
 
-def attribute_to_proto(value: Any) -> pb.AttributeValue:
+def require_attribute_value(name: str, value: Any) -> None:
+    """An attribute value the engine takes (either request form), or ``TypeError``."""
+    if not isinstance(value, bool | int | float | str):
+        raise TypeError(f"attribute {name!r}: values are numbers, strings or booleans, not "
+                        f"{type(value).__name__}")
+
+
+def attribute_to_proto(name: str, value: Any) -> pb.AttributeValue:
+    require_attribute_value(name, value)
     if isinstance(value, bool):
         return pb.AttributeValue(flag=value)
     if isinstance(value, int):
         return pb.AttributeValue(integer=value)
     if isinstance(value, float):
         return pb.AttributeValue(number=value)
-    if isinstance(value, str):
-        return pb.AttributeValue(text=value)
-    raise TypeError(f"attribute values are numbers, strings or booleans, not "
-                    f"{type(value).__name__}")
+    return pb.AttributeValue(text=value)
 
 
 def attribute_from_proto(value: pb.AttributeValue) -> Any:
@@ -39,7 +44,7 @@ def event_to_proto(event: Mapping[str, Any]) -> pb.Event:
     return pb.Event(
         event_id=event["event_id"], customer_id=event["customer_id"], type=event["type"],
         occurred_at_ms=event["occurred_at_ms"], source=event.get("source", ""),
-        attributes={k: attribute_to_proto(v) for k, v in event.get("attributes", {}).items()})
+        attributes={k: attribute_to_proto(k, v) for k, v in event.get("attributes", {}).items()})
 
 
 def wire_event_id(event: Any) -> str:
