@@ -6,6 +6,7 @@ supervisor, which creates every other actor, and optionally serves gRPC.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from ..adapters.stores.dead_letters import open_dead_letters
 from ..engine.catalog import Catalog
 from ..engine.config import EngineConfig
 from ..engine.outcomes import IGNORED
+from ..engine.store import claim_partition_count
 from ..policies.policy_config import catalog_policies
 from .config_loader import load_engine_catalog
 
@@ -40,7 +42,8 @@ class Engine:
         catalog = load_engine_catalog(config)
         config.data_dir.mkdir(parents=True, exist_ok=True)
         url = config.resolved_store_url
-        make_store(url).close()  # fail fast on a bad URL or an unreachable database
+        with contextlib.closing(make_store(url)) as store:  # fail fast: bad URL, no database,
+            claim_partition_count(store, config.num_partitions)  # or another partition count
         channel_factory = functools.partial(JsonlChannel, Path(config.channel.path).resolve())
         dead_letter_factory = functools.partial(open_dead_letters, url)
         store_factory = functools.partial(make_store, url)

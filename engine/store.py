@@ -17,6 +17,9 @@ Rules every implementation keeps (the contract suite in
   Sequence numbers grow across the store and are never reused, even after truncation. Each
   partition has a mark: its snapshots cover the journal up to that sequence number. An entry
   is deleted once every partition's mark has passed it.
+- **A customer's partition never changes.** A snapshot upsert keeps the row's partition (an
+  upsert that rewrote it cost SQLite an index update per row, a third of the write), so a
+  store keeps the partition count it was first used with (``claim_partition_count``).
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-from .errors import FencedError, StoreUsageError
+from .errors import ConfigError, FencedError, StoreUsageError
 
 OutboxStatus = Literal["pending", "dispatched", "failed"]
+PARTITION_COUNT_KEY = "partition-count"  # in the models table: the count the store was made with
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,3 +301,17 @@ def last_wins_snapshots(rows: Iterable[SnapshotRow]) -> list[SnapshotRow]:
 def last_wins_timers(rows: Iterable[TimerRow]) -> list[TimerRow]:
     """One row per ``(customer_id, timer_id)``, the last of the batch."""
     return list({(row.customer_id, row.timer_id): row for row in rows}.values())
+
+
+def claim_partition_count(store: StateStore, num_partitions: int) -> None:
+    """Record the store's partition count on first use; refuse a config that differs later:
+    its customers would hash to other partitions than their snapshots, journal marks and
+    timers were written under."""
+    saved = store.load_model(PARTITION_COUNT_KEY)
+    if saved is None:
+        store.save_model(PARTITION_COUNT_KEY, str(num_partitions).encode())
+    elif int(saved) != num_partitions:
+        raise ConfigError(
+            f"the store holds customers in {int(saved)} partitions and the config asks for "
+            f"{num_partitions}; a store keeps its partition count (set num_partitions: "
+            f"{int(saved)}, or start on a new store)", field="num_partitions")

@@ -86,12 +86,9 @@ class MemoryStateStore:
         require_epochs(partition_epochs, (row.partition for row in rows), "rows")
         with self._lock:
             self._check(partition_epochs)
-            for row in last_wins_snapshots(rows):
-                previous = self._partition_of.get(row.customer_id)
-                if previous is not None and previous != row.partition:
-                    del self._snapshots[previous][row.customer_id]
-                self._snapshots.setdefault(row.partition, {})[row.customer_id] = row
-                self._partition_of[row.customer_id] = row.partition
+            for row in last_wins_snapshots(rows):  # a customer keeps its first partition
+                partition = self._partition_of.setdefault(row.customer_id, row.partition)
+                self._snapshots.setdefault(partition, {})[row.customer_id] = row
             if journal_covered_to is not None:
                 for partition in partition_epochs:
                     self._marks[partition] = max(self._marks.get(partition, 0),

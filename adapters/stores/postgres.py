@@ -219,7 +219,7 @@ class PostgresStateStore(SqlStoreCommon):
                 cur.execute(
                     "INSERT INTO snapshots (customer_id, partition, data, updated_at_ms)"
                     " SELECT * FROM unnest(%s::text[], %s::int[], %s::bytea[], %s::bigint[])"
-                    " ON CONFLICT (customer_id) DO UPDATE SET partition = excluded.partition,"
+                    " ON CONFLICT (customer_id) DO UPDATE SET"
                     " data = excluded.data, updated_at_ms = excluded.updated_at_ms",
                     ([r.customer_id for r in unique], [r.partition for r in unique],
                      [r.data for r in unique], [r.updated_at_ms for r in unique]),

@@ -262,8 +262,7 @@ class SqliteStateStore(SqlStoreCommon):
             cur.executemany(
                 "INSERT INTO snapshots (customer_id, partition, data, updated_at_ms)"
                 " VALUES (?, ?, ?, ?) ON CONFLICT (customer_id) DO UPDATE SET"
-                " partition = excluded.partition, data = excluded.data,"
-                " updated_at_ms = excluded.updated_at_ms",
+                " data = excluded.data, updated_at_ms = excluded.updated_at_ms",
                 [(r.customer_id, r.partition, r.data, r.updated_at_ms)
                  for r in last_wins_snapshots(rows)],
             )

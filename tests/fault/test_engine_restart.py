@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from shush.actors import ray_calls
+from shush.engine.errors import ConfigError
 from tests.factories import event_dict
 from tests.integration.conftest import RunningEngine, start_engine
 
@@ -84,3 +85,14 @@ def test_a_crashed_shard_rebuilds_from_the_journal(ray_session: None, tmp_path: 
     finally:
         running.client.close()
         running.engine.stop()
+
+
+def test_a_store_refuses_a_new_partition_count(ray_session: None, tmp_path: Path) -> None:
+    """Its customers would hash to partitions their snapshots and journal marks are not in."""
+    first, _ = scenario()
+    running = start_engine(tmp_path)
+    _run(running, first, 2)
+    running.client.close()
+    running.engine.stop()
+    with pytest.raises(ConfigError, match="holds customers in 1024 partitions"):
+        start_engine(tmp_path, num_partitions=512)

@@ -38,6 +38,7 @@ from shush.adapters.stores import (
 from shush.adapters.stores.postgres import PostgresStateStore
 from shush.adapters.stores.sqlite import SqliteStateStore
 from shush.engine.errors import ConfigError, ShushError
+from shush.engine.store import claim_partition_count
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 PAGE_SIZE = 3  # small, so that paging is exercised by a handful of rows
@@ -223,6 +224,23 @@ def test_snapshots_upsert_and_the_last_row_of_a_batch_wins(store: StateStore) ->
     assert store.load_snapshot("b") == snap("b", 2, b"b1")
     assert store.load_snapshot("nobody") is None
     store.save_snapshots({1: epoch}, [])  # an empty batch is a no-op
+
+
+def test_a_customer_keeps_the_partition_of_its_first_snapshot(store: StateStore) -> None:
+    epoch = store.acquire_partitions([1, 2], "shard")
+    store.save_snapshots({1: epoch}, [snap("a", 1, b"a1")])
+    store.save_snapshots({2: epoch}, [snap("a", 2, b"a2")])  # only a new partition count does this
+    assert [r.data for r in store.load_snapshots([1])] == [b"a2"]
+    assert list(store.load_snapshots([2])) == []
+
+
+def test_a_store_keeps_the_partition_count_it_was_first_used_with(store: StateStore) -> None:
+    claim_partition_count(store, 1024)
+    claim_partition_count(store, 1024)  # the same count again: fine
+    with pytest.raises(ConfigError) as caught:
+        claim_partition_count(store, 512)
+    assert caught.value.field == "num_partitions"
+    assert "1024 partitions" in str(caught.value) and "asks for 512" in str(caught.value)
 
 
 def test_load_snapshots_pages_through_partitions_in_order(store: StateStore) -> None:
