@@ -1,7 +1,8 @@
 """Plain-data forms of the moments a customer snapshot holds: a moment travels as a list in
 field order (compact: a customer may hold dozens). ``SNAPSHOT_VERSION`` changes when the layout
 does; version 1 also held the customer's recent decisions, which the decision audit keeps now
-(a version-1 snapshot still loads, its decisions ignored).
+(a version-1 snapshot still loads, its decisions ignored). Version 3 keeps 8-byte digests of
+the recent event ids, not the ids (versions 1 and 2 load, their ids digested).
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from typing import Any
 
 from .models import Moment
 
-SNAPSHOT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+SNAPSHOT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 _MOMENT_FIELDS = ("moment_id", "name", "customer_id", "occurred_at_ms", "urgency",
                   "half_life_s", "ttl_s", "detector_id", "evidence")

@@ -1,0 +1,62 @@
+"""A customer drops duplicate event ids by their 8-byte digests, in a ring of its last N."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from shush.engine.customer import DIGEST_BYTES, CustomerState, RecentIds, event_digest
+from tests.unit.engine.detectors.detector_kit import T0, make_catalog, signal
+
+CATALOG = make_catalog({"id": "big", "kind": "threshold", "signal": "a", "attribute": "x",
+                        "op": ">", "value": 10, "moment": "big"})
+
+
+def test_the_ring_forgets_the_oldest_id_first() -> None:
+    ring = RecentIds(3)
+    for name in ("e1", "e2", "e3", "e4"):
+        ring.add(event_digest(name))
+    assert [event_digest(n) in ring for n in ("e1", "e2", "e3", "e4")] == [False, True, True,
+                                                                          True]
+    ring.add(event_digest("e5"))
+    assert event_digest("e2") not in ring and event_digest("e5") in ring
+    assert len(ring) == 3
+    again = RecentIds(3, ring.oldest_first())  # a snapshot keeps the order of eviction
+    again.add(event_digest("e6"))
+    assert event_digest("e3") not in again and event_digest("e4") in again
+
+
+def test_a_match_across_two_digests_is_not_a_hit() -> None:
+    ring = RecentIds(2, bytes(range(16)))
+    assert bytes(range(4, 12)) not in ring  # the tail of one digest and the head of the next
+    assert bytes(range(8, 16)) in ring
+
+
+def test_a_smaller_size_keeps_the_newest_digests() -> None:
+    digests = [event_digest(f"e{i}") for i in range(5)]
+    ring = RecentIds(2, b"".join(digests))
+    assert [d in ring for d in digests] == [False, False, False, True, True]
+
+
+def test_digests_of_a_torn_length_are_refused() -> None:
+    with pytest.raises(ValueError, match="not a multiple of 8"):
+        RecentIds(4, b"\x00" * (DIGEST_BYTES + 3))
+
+
+def test_a_customer_drops_duplicates_across_a_snapshot() -> None:
+    customer = CustomerState("c1", dedup_ids=4)
+    assert customer.apply(signal("a", T0, "e1", x=20), CATALOG) is not None
+    assert customer.apply(signal("a", T0 + 1, "e1", x=20), CATALOG) is None
+    data = msgpack.unpackb(msgpack.packb(customer.to_snapshot()), raw=False)
+    assert len(data["recent"]) == DIGEST_BYTES  # one digest, not the id
+    back = CustomerState.from_snapshot(data)
+    assert back.seen("e1") and not back.seen("e2")
+    assert back.apply(signal("a", T0 + 2, "e1", x=20), CATALOG) is None
+
+
+def test_a_version_2_snapshot_loads_with_its_ids_digested() -> None:
+    data = CustomerState("c1", dedup_ids=2).to_snapshot()
+    del data["recent"]
+    data.update(v=2, recent_ids=["e1", "e2", "e3"])  # more than dedup_ids: the newest stay
+    back = CustomerState.from_snapshot(data)
+    assert [back.seen(e) for e in ("e1", "e2", "e3")] == [False, True, True]
