@@ -5,7 +5,8 @@
 The catalog spreads 50 detectors of every signal-driven and timer kind over 5 signal types
 (about 10 detectors per event). Events are random, in time order per customer, with a timer
 tick every simulated minute. Prints µs per event (apply + timers), µs per detector evaluation,
-and the msgpack snapshot size per customer (mean and max).
+the msgpack snapshot size per customer (mean and max), and the memory a customer takes once
+activated from its snapshot (tracemalloc).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import random
 import statistics
 import time
+import tracemalloc
 from typing import Any
 
 import msgpack
@@ -100,8 +102,13 @@ def main() -> None:
                 wheel.schedule(cid, customers[cid].next_due_ms())
             next_tick += 60_000
     elapsed = time.perf_counter() - start
-    sizes = [len(msgpack.packb(c.to_snapshot(), use_bin_type=True))
-             for c in customers.values()]
+    packed = [msgpack.packb(c.to_snapshot(), use_bin_type=True) for c in customers.values()]
+    sizes = [len(p) for p in packed]
+    tracemalloc.start()
+    activated = [CustomerState.from_snapshot(msgpack.unpackb(p, raw=False, strict_map_key=False))
+                 for p in packed]
+    resident = tracemalloc.get_traced_memory()[0] / len(activated)
+    tracemalloc.stop()
     print(f"catalog: {len(cat.detectors)} detectors, "
           f"{evaluations / len(events):.1f} detector evaluations per event")
     print(f"events: {len(events):,} over {len(customers):,} customers, "
@@ -110,7 +117,7 @@ def main() -> None:
           f"({elapsed / evaluations * 1e6:.2f} µs per detector evaluation, "
           f"{len(events) / elapsed:,.0f} events/s on one core)")
     print(f"state per customer (msgpack snapshot): mean {statistics.mean(sizes):,.0f} B, "
-          f"max {max(sizes):,} B")
+          f"max {max(sizes):,} B; in memory once activated: {resident:,.0f} B")
 
 
 if __name__ == "__main__":
