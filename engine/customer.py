@@ -324,7 +324,7 @@ class CustomerState:
         state.last = {k: dict(v) for k, v in data["last"].items()}
         state.detector_state = {k: dict(v) for k, v in data["detector_state"].items()}
         state.timers = {k: int(v) for k, v in data["timers"].items()}
-        state.moments = [moment_from(m) for m in data["moments"]]
+        state.moments = [moment_from(m, state.customer_id) for m in data["moments"]]
         state.treated = dict(data["treated"])
         if "recent" in data:
             state._recent = RecentIds(data["dedup_ids"], data["recent"])

@@ -7,6 +7,7 @@ the recent event ids, not the ids (versions 1 and 2 load, their ids digested).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from .models import Moment
@@ -24,10 +25,15 @@ def moment_to(moment: Moment) -> list[Any]:
             list(moment.evidence)]
 
 
-def moment_from(data: list[Any]) -> Moment:
+def moment_from(data: list[Any], customer_id: str) -> Moment:
+    """A moment of ``customer_id``'s snapshot. Its customer id is that string, and its name and
+    detector id are interned: as unpacked, each moment held its own copies of the three (~170
+    of a moment's ~340 bytes; 64 moments are a busy customer's largest state)."""
     if len(data) != len(_MOMENT_FIELDS):
         raise ValueError(f"a snapshot moment has {len(_MOMENT_FIELDS)} fields, got {len(data)}")
-    fields = dict(zip(_MOMENT_FIELDS, data, strict=True))
-    fields["evidence"] = tuple(fields["evidence"])
-    return Moment(**fields)
+    moment_id, name, owner, occurred_at_ms, urgency, half_life_s, ttl_s, detector_id, \
+        evidence = data
+    return Moment(moment_id, sys.intern(name), customer_id if owner == customer_id else owner,
+                  occurred_at_ms, urgency, half_life_s, ttl_s, sys.intern(detector_id),
+                  tuple(evidence))
 

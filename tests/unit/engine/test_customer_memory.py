@@ -1,6 +1,9 @@
-"""A customer drops duplicate event ids by their 8-byte digests, in a ring of its last N."""
+"""What a customer keeps in memory: digests of its recent event ids (a ring of the last N, to
+drop duplicates), and moments restored from a snapshot that share their strings."""
 
 from __future__ import annotations
+
+import sys
 
 import msgpack
 import pytest
@@ -60,3 +63,14 @@ def test_a_version_2_snapshot_loads_with_its_ids_digested() -> None:
     data.update(v=2, recent_ids=["e1", "e2", "e3"])  # more than dedup_ids: the newest stay
     back = CustomerState.from_snapshot(data)
     assert [back.seen(e) for e in ("e1", "e2", "e3")] == [False, True, True]
+
+
+def test_restored_moments_share_their_customer_id_and_interned_names() -> None:
+    customer = CustomerState("cust")  # the kit's signals are this customer's
+    customer.apply(signal("a", T0, "e1", x=20), CATALOG)
+    data = msgpack.unpackb(msgpack.packb(customer.to_snapshot()), raw=False)
+    back = CustomerState.from_snapshot(data)
+    [moment] = back.moments
+    assert moment == customer.moments[0]
+    assert moment.customer_id is back.customer_id
+    assert moment.name is sys.intern("big") and moment.detector_id is sys.intern("big")
