@@ -212,7 +212,7 @@ class ShardPersistence:
         for partition, customer_id in pending[len(pending) - count:]:
             state = customer(customer_id)
             if state is not None:
-                rows.append(SnapshotRow(customer_id, partition, _pack(state.to_snapshot()),
+                rows.append(SnapshotRow(customer_id, partition, state.pack_snapshot(),
                                         now_ms))
         del pending[len(pending) - count:]
         return not pending

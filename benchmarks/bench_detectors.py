@@ -102,7 +102,7 @@ def main() -> None:
                 wheel.schedule(cid, customers[cid].next_due_ms())
             next_tick += 60_000
     elapsed = time.perf_counter() - start
-    packed = [msgpack.packb(c.to_snapshot(), use_bin_type=True) for c in customers.values()]
+    packed = [c.pack_snapshot() for c in customers.values()]
     sizes = [len(p) for p in packed]
     tracemalloc.start()
     activated = [CustomerState.from_snapshot(msgpack.unpackb(p, raw=False, strict_map_key=False))

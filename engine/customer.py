@@ -36,10 +36,13 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import msgpack
+
 from .catalog import Catalog
 from .contact_history import ContactHistory
 from .customer_snapshot import READABLE_VERSIONS, SNAPSHOT_VERSION, moment_from, moment_to
 from .detectors import BaseDetector
+from .detectors.float_buffer import packable, plain
 from .errors import EventRejected
 from .models import Moment
 from .signals import SignalRecord
@@ -60,6 +63,8 @@ class LateEventError(EventRejected):
 
 
 DIGEST_BYTES = 8
+# float buffers (``detectors.float_buffer``) as bytes; anything else is not snapshot data
+_SNAPSHOT_PACKER = msgpack.Packer(use_bin_type=True, default=packable)
 
 
 def event_digest(event_id: str) -> bytes:
@@ -295,13 +300,23 @@ class CustomerState:
 
     # -- snapshots ------------------------------------------------------------------------
     def to_snapshot(self) -> dict[str, Any]:
-        """Everything, as msgpack-ready plain data (str keys, lists, scalars)."""
+        """Everything, as msgpack-ready plain data (str keys, lists, scalars, bytes)."""
+        return self._snapshot({detector_id: plain(state)
+                               for detector_id, state in self.detector_state.items()})
+
+    def pack_snapshot(self) -> bytes:
+        """``to_snapshot`` packed with msgpack, without copying the detectors' state to turn
+        its float buffers into bytes: the packer does that as it meets them."""
+        packed: bytes = _SNAPSHOT_PACKER.pack(self._snapshot(self.detector_state))
+        return packed
+
+    def _snapshot(self, detector_state: dict[str, dict[str, Any]]) -> dict[str, Any]:
         return {
             "v": SNAPSHOT_VERSION,
             "customer_id": self.customer_id,
             "profile": self.profile,
             "last": self.last,
-            "detector_state": self.detector_state,
+            "detector_state": detector_state,
             "timers": self.timers,
             "moments": [moment_to(m) for m in self.moments],
             "treated": self.treated,

@@ -16,6 +16,7 @@ from pydantic import Field
 from ..models import Moment
 from ..signals import SignalRecord
 from .base import COMPARISONS, CustomerView, NumericSignalDetector
+from .float_buffer import float_buffer
 
 DAY_MS = 86_400_000
 
@@ -31,8 +32,8 @@ class ForecastDetector(NumericSignalDetector):
 
     def projection(self, state: dict[str, Any]) -> float | None:
         """The fitted value ``horizon_s`` after the newest point, or ``None``."""
-        pts: list[list[float]] = state.get("pts", [])
-        n = len(pts)
+        days = float_buffer(state, "pt")
+        n = len(days)
         if n < self.min_points:
             return None
         st, sv, stt, stv = state["st"], state["sv"], state["stt"], state["stv"]
@@ -41,7 +42,7 @@ class ForecastDetector(NumericSignalDetector):
             return None
         slope = (n * stv - st * sv) / denom
         intercept = (sv - slope * st) / n
-        ahead = pts[-1][0] + self.horizon_s * 1000 / DAY_MS
+        ahead = days[-1] + self.horizon_s * 1000 / DAY_MS
         return float(intercept + slope * ahead)
 
     def detect(self, state: dict[str, Any], signal: SignalRecord,
@@ -52,12 +53,15 @@ class ForecastDetector(NumericSignalDetector):
         t = signal.occurred_at_ms
         origin = state.setdefault("o", t)
         day = (t - origin) / DAY_MS
-        pts: list[list[float]] = state.setdefault("pts", [])
-        pts.append([day, x])
+        if "pts" in state:  # written before the points were two arrays: [[day, x], ...]
+            pairs = state.pop("pts")
+            state["pt"], state["px"] = [p[0] for p in pairs], [p[1] for p in pairs]
+        days, values = float_buffer(state, "pt"), float_buffer(state, "px")
+        days.append(day)
+        values.append(x)
         self._add(state, day, x, 1.0)
-        if len(pts) > self.points:
-            old_day, old_x = pts.pop(0)
-            self._add(state, old_day, old_x, -1.0)
+        if len(days) > self.points:
+            self._add(state, days.pop(0), values.pop(0), -1.0)
         projected = self.projection(state)
         if projected is None:
             return None

@@ -18,6 +18,7 @@ from pydantic import Field, model_validator
 from ..models import Moment
 from ..signals import SignalRecord
 from .base import CustomerView, NumericSignalDetector
+from .float_buffer import float_buffer
 
 DAY_MS = 86_400_000
 
@@ -61,7 +62,7 @@ class TrendDetector(NumericSignalDetector):
         return score <= -threshold if self.direction == "down" else score >= threshold
 
     def _zscore(self, state: dict[str, Any], x: float) -> bool | None:
-        buf: list[float] = state.setdefault("buf", [])
+        buf = float_buffer(state, "buf")
         n = len(buf)
         hit: bool | None = None
         if n >= self.min_points:
