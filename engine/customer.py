@@ -63,8 +63,6 @@ class LateEventError(EventRejected):
 
 
 DIGEST_BYTES = 8
-# float buffers (``detectors.float_buffer``) as bytes; anything else is not snapshot data
-_SNAPSHOT_PACKER = msgpack.Packer(use_bin_type=True, default=packable)
 
 
 def event_digest(event_id: str) -> bytes:
@@ -307,7 +305,8 @@ class CustomerState:
     def pack_snapshot(self) -> bytes:
         """``to_snapshot`` packed with msgpack, without copying the detectors' state to turn
         its float buffers into bytes: the packer does that as it meets them."""
-        packed: bytes = _SNAPSHOT_PACKER.pack(self._snapshot(self.detector_state))
+        packed: bytes = msgpack.packb(self._snapshot(self.detector_state), use_bin_type=True,
+                                      default=packable)  # a Packer of its own: thread-safe
         return packed
 
     def _snapshot(self, detector_state: dict[str, dict[str, Any]]) -> dict[str, Any]:
