@@ -74,3 +74,19 @@ def test_restored_moments_share_their_customer_id_and_interned_names() -> None:
     assert moment == customer.moments[0]
     assert moment.customer_id is back.customer_id
     assert moment.name is sys.intern("big") and moment.detector_id is sys.intern("big")
+    [twin] = CustomerState.from_snapshot(data).moments
+    assert twin.half_life_s is moment.half_life_s and twin.ttl_s is moment.ttl_s
+
+
+def test_snapshot_moments_leave_out_their_customer_and_older_ones_still_load() -> None:
+    customer = CustomerState("cust")
+    customer.apply(signal("a", T0, "e1", x=20), CATALOG)
+    data = customer.to_snapshot()
+    [packed] = data["moments"]
+    assert "cust" not in packed  # the snapshot holds its customer's id once
+    moment = customer.moments[0]
+    data["v"] = 2  # a version-2 moment repeats the customer's id, second
+    data["moments"] = [[packed[0], packed[1], "cust", *packed[2:]]]
+    data["recent_ids"] = ["e1"]
+    del data["recent"]
+    assert CustomerState.from_snapshot(data).moments == [moment]
