@@ -86,12 +86,12 @@ class ShardPersistence:
     # -- recovery -------------------------------------------------------------------------
     def load_customers(self) -> Iterator[CustomerState]:
         for row in self.store.load_snapshots(self.partitions):
-            yield CustomerState.from_snapshot(_unpack(row.data))
+            yield CustomerState.from_packed(row.data)
 
     def load_customer(self, customer_id: str) -> CustomerState | None:
         """Activate one passivated customer from its snapshot."""
         row = self.store.load_snapshot(customer_id)
-        return None if row is None else CustomerState.from_snapshot(_unpack(row.data))
+        return None if row is None else CustomerState.from_packed(row.data)
 
     def journaled_events(self, page: int = 1000) -> Iterator[list[Any]]:
         """The events of this shard's partitions journaled after their marks, in order."""

@@ -18,8 +18,6 @@ import time
 import tracemalloc
 from typing import Any
 
-import msgpack
-
 from shush.engine.catalog import Catalog
 from shush.engine.customer import CustomerState
 from shush.engine.signals import SignalRecord
@@ -105,8 +103,7 @@ def main() -> None:
     packed = [c.pack_snapshot() for c in customers.values()]
     sizes = [len(p) for p in packed]
     tracemalloc.start()
-    activated = [CustomerState.from_snapshot(msgpack.unpackb(p, raw=False, strict_map_key=False))
-                 for p in packed]
+    activated = [CustomerState.from_packed(p) for p in packed]
     resident = tracemalloc.get_traced_memory()[0] / len(activated)
     tracemalloc.stop()
     print(f"catalog: {len(cat.detectors)} detectors, "

@@ -16,7 +16,9 @@ The API the shard uses (all times are ms since the epoch)::
     moments = customer.on_time(now_ms, catalog)  # fire the timers due at now_ms (engine clock)
     customer.timers                            # {detector_id: due_ms}: the durable reminders
     customer.compact(now_ms, catalog)          # forget expired windows/partials (passivation)
-    data = customer.to_snapshot()              # msgpack-ready plain data, and back:
+    packed = customer.pack_snapshot()          # msgpack bytes, and back:
+    customer = CustomerState.from_packed(packed)
+    data = customer.to_snapshot()              # the same as plain data, and back:
     customer = CustomerState.from_snapshot(data)
 
 Lateness: the watermark is the latest event time seen minus ``settings.allowed_lateness_s``.
@@ -326,6 +328,11 @@ class CustomerState:
             "deferred": {k: [at, t] for k, (at, t) in self.deferred.items()},
             "undecided": self.undecided,
         }
+
+    @classmethod
+    def from_packed(cls, packed: bytes) -> CustomerState:
+        """A customer from ``pack_snapshot`` output."""
+        return cls.from_snapshot(msgpack.unpackb(packed, raw=False, strict_map_key=False))
 
     @classmethod
     def from_snapshot(cls, data: dict[str, Any]) -> CustomerState:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 from array import array
 
-import msgpack
 from detector_kit import DAY, T0, make_catalog, signal
 
 from shush.engine.customer import CustomerState
@@ -33,8 +32,7 @@ def _feed(customer: CustomerState, values: list[float], start: int) -> list[tupl
 
 
 def _restored(customer: CustomerState) -> CustomerState:
-    return CustomerState.from_snapshot(
-        msgpack.unpackb(customer.pack_snapshot(), raw=False, strict_map_key=False))
+    return CustomerState.from_packed(customer.pack_snapshot())
 
 
 def test_a_restored_customer_fires_as_one_that_never_stopped() -> None:
