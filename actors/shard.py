@@ -62,7 +62,8 @@ class ShardActorBody:
         self.config = EngineConfig.model_validate_json(config_json)
         store = store_factory()
         self.persistence = ShardPersistence(store, index, PartitionTable.from_wire(table_wire),
-                                            self.config.shard.snapshot_interval_s)
+                                            self.config.shard.snapshot_interval_s,
+                                            self.config.shard.max_replay_events)
         catalog = Catalog.from_wire(catalog_wire)
         self.always_on = ShardAlwaysOn(self.config.sweep, self.config.runs,
                                        self.config.num_shards, catalog)

@@ -9,9 +9,12 @@
   every partition's mark has passed). The end may be another shard's entry: entries written
   since this shard acquired its partitions hold none of its events, and older ones were
   replayed on start. So an idle shard's marks keep up, and never hold a busy shard's entries.
-  Each partition has its turn once per ``snapshot_interval_s``, the turns spread evenly over
-  that interval, so the work comes in small steps instead of one stall that holds up every
-  call to the shard.
+  Each partition has its turn once per ``snapshot_interval_s``, or sooner: once per
+  ``max_replay_events`` events journaled by the shard, so that a restart replays at most about
+  that many. The turns are spread evenly, so the work comes in small steps instead of one stall
+  that holds up every call to the shard. Snapshots cost most when customers rarely repeat (a
+  customer changed several times between its turns is saved once), and a crash is rare: the
+  cadence follows what a restart may replay, not a fixed period.
 - One entry per batch, not one per partition the batch touches: at 125 events a batch
   touched ~110 of a shard's 512 partitions, and writing their entries was a fifth of the
   shard's work.
@@ -64,7 +67,7 @@ class SnapshotStep:
 
 class ShardPersistence:
     def __init__(self, store: StateStore, shard_index: int, table: PartitionTable,
-                 snapshot_interval_s: float) -> None:
+                 snapshot_interval_s: float, max_replay_events: int | None = None) -> None:
         self.store = store
         self.num_partitions = table.num_partitions
         self.partitions = table.partitions_of(shard_index)
@@ -72,6 +75,8 @@ class ShardPersistence:
         epoch = store.acquire_partitions(self.partitions, self.owner)
         self.epochs = {p: epoch for p in self.partitions}
         self.snapshot_interval_s = snapshot_interval_s
+        self.max_replay_events = max_replay_events  # None: the interval alone
+        self._events_since = 0  # events journaled since the last ``due_partitions``
         self.dirty: dict[int, set[str]] = {}  # partition -> customers changed since saved
         self._marks = store.journal_marks(self.partitions)  # partition -> journal covered to
         self._end = 0  # the journal's end as last seen: every entry up to it is applied
@@ -118,6 +123,7 @@ class ShardPersistence:
         touched = {partition_of(event[1], self.num_partitions) for event in events}
         self._end = self.store.append_journal({p: epochs[p] for p in touched}, _pack(events))
         self.stats["journaled"] += len(events)
+        self._events_since += len(events)
 
     def touched(self, customer_ids: Iterable[str]) -> None:
         dirty = self.dirty
@@ -131,13 +137,17 @@ class ShardPersistence:
 
     def due_partitions(self) -> list[int]:
         """The partitions whose snapshot turn has come since the last call, with something to
-        save or truncate: every partition has a turn once per ``snapshot_interval_s``."""
+        save or truncate: every partition has a turn once per ``snapshot_interval_s``, or
+        once per ``max_replay_events`` journaled events when that comes first."""
         if not self.partitions:
             return []
         now = time.monotonic()
-        self._turns_owed += ((now - self._last_step) / self.snapshot_interval_s
-                             * len(self.partitions))
+        share = (now - self._last_step) / self.snapshot_interval_s  # of a round of turns
+        if self.max_replay_events is not None:
+            share = max(share, self._events_since / self.max_replay_events)
+        self._turns_owed += share * len(self.partitions)
         self._last_step = now
+        self._events_since = 0
         count = min(int(self._turns_owed), len(self.partitions))
         self._turns_owed -= count
         if count:

@@ -67,10 +67,13 @@ class ShardConfig(_Frozen):
         0.25, description="How often due timers are fired (absence windows, follow-ups)"
     )
     snapshot_interval_s: PositiveFloat = Field(
-        5.0, description="How often changed customers are snapshotted (the journal between; "
-        "a restart replays at most this much). A customer changed several times in an "
-        "interval is saved once (1 s took 14 % more CPU in the Ray processes at 3,000 "
-        "events/s)")
+        60.0, description="Longest time between two snapshots of a changed customer (the "
+        "journal keeps its events between). A customer changed several times in an interval "
+        "is saved once, so a longer one costs less when customers repeat")
+    max_replay_events: PositiveInt = Field(
+        100_000, description="Events a restarted shard replays at most, about: the shard "
+        "snapshots each partition once per this many journaled events when that comes "
+        "before snapshot_interval_s (100,000 replay in ~3-5 s on one core)")
     turn_events: PositiveInt = Field(
         256, description="Events of a batch applied before other calls get a turn (an "
         "inbound Decide waits for one turn, not for the whole batch)"

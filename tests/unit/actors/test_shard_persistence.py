@@ -58,6 +58,22 @@ def test_each_partition_has_its_turn_once_per_interval_spread_over_it(clock: Clo
     assert not persistence.store.read_journal()  # every partition's mark passed the entry
 
 
+def test_a_busy_shard_has_its_turns_sooner_so_that_a_restart_replays_little(
+        clock: Clock) -> None:
+    persistence = ShardPersistence(MemoryStateStore(), 0, PartitionTable.round_robin(8, 1),
+                                   snapshot_interval_s=3600.0, max_replay_events=80)
+    _customers(persistence, 20)  # a quarter of max_replay_events, in no time
+    assert len(persistence.due_partitions()) == 2  # a quarter of the turns
+    clock.now += 60.0  # a minute of an hour-long interval, nothing journaled: no turn
+    assert persistence.due_partitions() == []
+    _customers(persistence, 60)
+    assert len(persistence.due_partitions()) == 6  # the rest of the round
+    interval_only = ShardPersistence(MemoryStateStore(), 0, PartitionTable.round_robin(8, 1),
+                                     snapshot_interval_s=3600.0)
+    _customers(interval_only, 80)
+    assert interval_only.due_partitions() == []
+
+
 def test_a_turn_saves_only_its_partitions_and_raises_only_their_journal_marks(
         clock: Clock) -> None:
     persistence = ShardPersistence(MemoryStateStore(), 0, PartitionTable.round_robin(8, 1),
