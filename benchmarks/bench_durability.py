@@ -1,6 +1,7 @@
 """What durability costs a shard, in one process: snapshot size per customer, snapshot write
-rate, activation rate (a passivated customer read back from the store and rebuilt), and the
-memory a shard holds per customer, resident and once passivated (idle).
+rate, replay rate (a restarted shard replaying its journal, which ``shard.max_replay_events``
+bounds), activation rate (a passivated customer read back from the store and rebuilt), and
+the memory a shard holds per customer, resident and once passivated (idle).
 
     python benchmarks/bench_durability.py [--events 100000] [--customers 20000]
 
@@ -39,10 +40,14 @@ from shush.engine.propensity import PropensityModel
 def run(url: str, events: list[list[object]], start_ms: int) -> dict[str, float]:
     catalog = load_engine_catalog(load_config())
     store = make_store(url)
-    persistence = ShardPersistence(store, 0, PartitionTable.round_robin(1024, 1), 3600.0)
     clock = ManualClock(start_ms)
-    core = ShardCore(0, catalog, ShardConfig(max_resident_customers=10**9), clock,
-                     MemoryChannel(), store, persistence)
+
+    def shard() -> tuple[ShardCore, ShardPersistence]:
+        persistence = ShardPersistence(store, 0, PartitionTable.round_robin(1024, 1), 3600.0)
+        return ShardCore(0, catalog, ShardConfig(max_resident_customers=10**9), clock,
+                         MemoryChannel(), store, persistence), persistence
+
+    core, persistence = shard()
     table = ActionTable(catalog.actions)
     p = PropensityModel(table.ids, catalog.actions).mean()
     started = time.perf_counter()
@@ -54,6 +59,10 @@ def run(url: str, events: list[list[object]], start_ms: int) -> dict[str, float]
             sets, removals = core.candidate_sets(customers, trigger=trigger)
             core.settle(arbitrate(sets, table, p), removals, trigger)
     apply_s = time.perf_counter() - started
+    started = time.perf_counter()
+    core, persistence = shard()  # a restart: the journal holds every event, no snapshot yet
+    replayed = core.recover()["replayed"]
+    replay_s = time.perf_counter() - started
     customers = list(core.customers)
     started = time.perf_counter()
     persistence.snapshot(core.customers.get, clock.now_ms())
@@ -70,6 +79,7 @@ def run(url: str, events: list[list[object]], start_ms: int) -> dict[str, float]
             "snapshot_bytes_mean": sum(sizes) / len(sizes),
             "snapshot_bytes_max": max(sizes),
             "snapshots_per_s": len(customers) / snapshot_s,
+            "replayed_per_s": replayed / replay_s,
             "activations_per_s": len(customers) / activate_s}
 
 
@@ -120,6 +130,7 @@ def main() -> None:
         print(f"{label:16}: {r['events_per_s']:>8,.0f} events/s (journal + ledger); "
               f"{r['customers']:,} customers, snapshot {r['snapshot_bytes_mean']:,.0f} B mean "
               f"/ {r['snapshot_bytes_max']:,} B max, {r['snapshots_per_s']:,.0f} snapshots/s, "
+              f"restart replays {r['replayed_per_s']:,.0f} events/s, "
               f"{r['activations_per_s']:,.0f} activations/s")
     m = memory_per_customer(f"sqlite:///{workdir / 'memory.db'}", events, start_ms)
     print(f"{'memory':16}: {m['resident_bytes']:,.0f} B per resident customer, "
