@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
@@ -59,6 +59,26 @@ async def call(handle: ActorHandle, method: str, *args: Any, timeout_s: float,
     """Await one actor method with a deadline."""
     with _translated(method, timeout_s, what):
         return await asyncio.wait_for(getattr(handle, method).remote(*args), timeout_s)
+
+
+Liveness = Literal["alive", "restarting", "dead"]
+
+
+async def probe(handle: ActorHandle, method: str, *, timeout_s: float) -> Liveness:
+    """How an actor answers a cheap call: ``alive``; ``restarting`` when Ray is restarting it
+    (its constructor may take seconds: reloading snapshots, replaying the journal) or it did
+    not answer in time; ``dead`` when Ray will not restart it."""
+    try:
+        await asyncio.wait_for(getattr(handle, method).remote(), timeout_s)
+    except ray.exceptions.ActorUnavailableError:
+        return "restarting"
+    except (TimeoutError, GetTimeoutError):
+        return "restarting"
+    except RayActorError:  # ActorDiedError: killed for good, or out of restarts
+        return "dead"
+    except RayTaskError:  # the method failed, but the actor answered
+        return "alive"
+    return "alive"
 
 
 def call_blocking(handle: ActorHandle, method: str, *args: Any, timeout_s: float,

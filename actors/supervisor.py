@@ -33,7 +33,38 @@ log = logging.getLogger(__name__)
 
 SUPERVISOR_NAME = "supervisor"
 SCHEDULE_KEY = "schedule-last-fired"
-RECREATE_AFTER_CHECKS = 3
+RECREATE_AFTER_CHECKS = 3  # checks in a row that find an actor dead before it is re-created
+
+
+class DownActors:
+    """Which actors the supervisor should re-create, from what each health check found.
+
+    Ray restarts a crashed actor itself (``max_restarts``), and while the constructor runs
+    (a shard reloading its snapshots and replaying its journal) every call to it fails as
+    unavailable. Re-creating it then would kill a recovery in progress, and a recovery longer
+    than a few checks would never end. So an actor is re-created when Ray will not restart it
+    (found dead on ``RECREATE_AFTER_CHECKS`` checks in a row), or when it has been unreachable
+    for ``recreate_after_s`` (a restart that hangs)."""
+
+    def __init__(self, recreate_after_s: float) -> None:
+        self.recreate_after_s = recreate_after_s
+        self._dead_checks: dict[tuple[str, int], int] = {}
+        self._down_since: dict[tuple[str, int], float] = {}
+
+    def check(self, key: tuple[str, int], liveness: ray_calls.Liveness, now_s: float) -> bool:
+        """Record one check of ``key``; ``True``: re-create it now."""
+        if liveness == "alive":
+            self._dead_checks.pop(key, None)
+            self._down_since.pop(key, None)
+            return False
+        since = self._down_since.setdefault(key, now_s)
+        dead = self._dead_checks[key] = (self._dead_checks.get(key, 0) + 1
+                                         if liveness == "dead" else 0)
+        if dead >= RECREATE_AFTER_CHECKS or now_s - since >= self.recreate_after_s:
+            self._dead_checks.pop(key, None)
+            self._down_since.pop(key, None)
+            return True
+        return False
 
 
 class SupervisorActorBody:
@@ -52,7 +83,7 @@ class SupervisorActorBody:
         self.routers: list[Any] = []
         self.restarts = {"arbitration": 0, "shard": 0, "router": 0}
         self._health_task: asyncio.Task[None] | None = None
-        self._failures: dict[tuple[str, int], int] = {}
+        self._down = DownActors(self.config.recreate_after_s)
         self.store = store_factory()
         saved = self.store.load_model(SCHEDULE_KEY)
         self.schedule = RunSchedule(self.config.scheduled_runs, int(time.time() * 1000),
@@ -106,28 +137,19 @@ class SupervisorActorBody:
             except Exception:  # loop boundary
                 log.exception("supervisor: a scheduled run failed to start")
 
-    async def _alive(self, handle: Any) -> bool:
-        try:
-            await ray_calls.call(handle, "health", timeout_s=self.config.call_timeout_s)
-            return True
-        except EngineUnavailable:
-            return False
-
     async def check_once(self) -> dict[str, int]:
         """Ping every actor; re-create the ones that are gone; return what was replaced."""
         replaced = {"arbitration": 0, "shard": 0, "router": 0}
         for kind, group, create in (("arbitration", self.arbitrators, self._create_arbitrator),
                                     ("shard", self.shards, self._create_shard),
                                     ("router", self.routers, self._create_router)):
-            alive = await asyncio.gather(*(self._alive(h) for h in group))
-            for i, ok in enumerate(alive):
-                key = (kind, i)
-                self._failures[key] = 0 if ok else self._failures.get(key, 0) + 1
-                # Ray restarts a crashed actor itself (max_restarts); only one that stays
-                # unreachable for several checks is gone for good and re-created here.
-                if self._failures[key] >= RECREATE_AFTER_CHECKS:
-                    self._failures[key] = 0
-                    log.warning("supervisor: %s %d is gone; re-creating it", kind, i)
+            found = await asyncio.gather(*(
+                ray_calls.probe(h, "health", timeout_s=self.config.call_timeout_s)
+                for h in group))
+            for i, liveness in enumerate(found):
+                if self._down.check((kind, i), liveness, time.monotonic()):
+                    log.warning("supervisor: %s %d is gone (%s); re-creating it",
+                                kind, i, liveness)
                     ray_calls.kill(group[i])
                     group[i] = create(i)
                     replaced[kind] += 1

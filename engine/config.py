@@ -180,6 +180,10 @@ class EngineConfig(_Frozen):
     )
     call_timeout_s: PositiveFloat = Field(30.0, description="Longest wait on any actor call")
     health_interval_s: PositiveFloat = Field(1.0, description="Supervisor health-check period")
+    recreate_after_s: PositiveFloat = Field(
+        120.0, description="How long an actor Ray is restarting may stay unreachable before "
+        "the supervisor re-creates it (a restarting shard reloads its snapshots and replays "
+        "up to shard.max_replay_events first)")
     router: RouterConfig = RouterConfig()
     shard: ShardConfig = ShardConfig()
     arbitration: ArbitrationConfig = ArbitrationConfig()
