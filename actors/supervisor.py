@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 SUPERVISOR_NAME = "supervisor"
 SCHEDULE_KEY = "schedule-last-fired"
 RECREATE_AFTER_CHECKS = 3  # checks in a row that find an actor dead before it is re-created
+PURGE_PAUSE_S = 0.05  # between two chunks of a purge: the shards write in between
 
 
 class DownActors:
@@ -85,6 +86,8 @@ class SupervisorActorBody:
         self._health_task: asyncio.Task[None] | None = None
         self._down = DownActors(self.config.recreate_after_s)
         self.store = store_factory()
+        self.purged = {"decisions": 0, "treatments": 0}  # rows past their retention, so far
+        self._purge_task: asyncio.Task[None] | None = None
         saved = self.store.load_model(SCHEDULE_KEY)
         self.schedule = RunSchedule(self.config.scheduled_runs, int(time.time() * 1000),
                                     msgpack.unpackb(saved) if saved else None)
@@ -121,6 +124,8 @@ class SupervisorActorBody:
                                    for a in self.arbitrators + self.shards + self.routers))
         if self._health_task is None:
             self._health_task = asyncio.get_running_loop().create_task(self._health_loop())
+        if self._purge_task is None:
+            self._purge_task = asyncio.get_running_loop().create_task(self._purge_loop())
         return {"routers": len(self.routers), "shards": len(self.shards),
                 "arbitrators": len(self.arbitrators)}
 
@@ -155,6 +160,38 @@ class SupervisorActorBody:
                     replaced[kind] += 1
                     self.restarts[kind] += 1
         return replaced  # peers find a re-created actor by its name
+
+    # -- retention ------------------------------------------------------------------------
+    async def _purge_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.retention.purge_interval_s)
+            try:
+                await self.purge_history(int(time.time() * 1000))
+            except Exception:  # loop boundary: the next turn tries again
+                log.exception("supervisor: purging history failed")
+
+    async def purge_history(self, now_ms: int) -> dict[str, int]:
+        """Delete the audited decisions and settled treatments past their retention, a chunk
+        per transaction, with a pause between chunks for the shards' writes."""
+        retention = self.config.retention
+        chunk = retention.purge_chunk_rows
+        purged = {}
+        for kind, days, purge in (("decisions", retention.decisions_days,
+                                   self.store.purge_decisions),
+                                  ("treatments", retention.treatments_days,
+                                   self.store.purge_treatments)):
+            if days is None:
+                continue
+            before_ms = now_ms - int(days * 86_400_000)
+            purged[kind] = 0
+            while True:
+                deleted = purge(before_ms, chunk)
+                purged[kind] += deleted
+                if deleted < chunk:
+                    break
+                await asyncio.sleep(PURGE_PAUSE_S)
+            self.purged[kind] += purged[kind]
+        return purged
 
     # -- queries and operator calls -------------------------------------------------------
     async def get_routers(self) -> list[Any]:
@@ -235,15 +272,16 @@ class SupervisorActorBody:
 
         groups = {"routers": self.routers, "shards": self.shards,
                   "arbitrators": self.arbitrators}
-        out: dict[str, Any] = {"restarts": dict(self.restarts)}
+        out: dict[str, Any] = {"restarts": dict(self.restarts), "purged": dict(self.purged)}
         for key, group in groups.items():
             out[key] = list(await asyncio.gather(*(report(h) for h in group)))
         return out
 
     async def shutdown(self) -> None:
         """Stop supervising, snapshot every shard, then stop every actor."""
-        if self._health_task is not None:
-            self._health_task.cancel()
+        for task in (self._health_task, self._purge_task):
+            if task is not None:
+                task.cancel()
         flushed = await asyncio.gather(
             *(ray_calls.call(s, "flush", timeout_s=self.config.call_timeout_s)
               for s in self.shards), return_exceptions=True)

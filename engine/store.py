@@ -242,6 +242,17 @@ class StateStore(Protocol):
         """Newest first (by decision time, then by order of appending)."""
         ...
 
+    def purge_decisions(self, before_ms: int, limit: int) -> int:
+        """Delete up to ``limit`` audited decisions made before ``before_ms``, oldest first,
+        in one transaction; return how many."""
+        ...
+
+    def purge_treatments(self, before_ms: int, limit: int) -> int:
+        """Delete up to ``limit`` treatments decided before ``before_ms`` whose send is settled
+        (dispatched or failed), with their outbox rows, oldest first, in one transaction;
+        return how many. A pending one stays, whatever its age."""
+        ...
+
     # -- dead letters -----------------------------------------------------------------------
     def dead_letter(self, rows: Sequence[DeadLetterRow]) -> None: ...
 

@@ -262,6 +262,31 @@ class MemoryStateStore:
         entries.sort(key=lambda entry: (entry[0], entry[1]), reverse=True)
         return [row for _, _, row in entries[:limit]]
 
+    def purge_decisions(self, before_ms: int, limit: int) -> int:
+        require_positive(limit, "limit")
+        with self._lock:
+            old = sorted((entry for entries in self._decisions.values() for entry in entries
+                          if entry[0] < before_ms), key=lambda entry: (entry[0], entry[1]))
+            doomed = {entry[1] for entry in old[:limit]}
+            for customer_id, entries in list(self._decisions.items()):
+                kept = [entry for entry in entries if entry[1] not in doomed]
+                if kept:
+                    self._decisions[customer_id] = kept
+                else:
+                    del self._decisions[customer_id]
+            return len(doomed)
+
+    def purge_treatments(self, before_ms: int, limit: int) -> int:
+        require_positive(limit, "limit")
+        with self._lock:
+            old = sorted((row for key, row in self._treatments.items()
+                          if row.decided_at_ms < before_ms
+                          and self._outbox[key].status != "pending"),
+                         key=lambda row: row.decided_at_ms)[:limit]
+            for row in old:
+                del self._treatments[row.idempotency_key], self._outbox[row.idempotency_key]
+            return len(old)
+
     # -- dead letters -----------------------------------------------------------------------
     def dead_letter(self, rows: Sequence[DeadLetterRow]) -> None:
         with self._lock:

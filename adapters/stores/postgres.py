@@ -92,6 +92,8 @@ CREATE TABLE IF NOT EXISTS decisions (
     data BYTEA NOT NULL
 );
 CREATE INDEX IF NOT EXISTS decisions_by_customer ON decisions (customer_id, decided_at_ms, id);
+CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (decided_at_ms);
+CREATE INDEX IF NOT EXISTS treatments_by_time ON treatments (decided_at_ms);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id BIGSERIAL PRIMARY KEY,
     kind TEXT NOT NULL,

@@ -138,6 +138,27 @@ class SqlStoreCommon(ABC):
             (customer_id, limit))
         return [DecisionRow(*row) for row in rows]
 
+    def purge_decisions(self, before_ms: int, limit: int) -> int:
+        require_positive(limit, "limit")
+        with self._write() as cur:
+            return self._execute(
+                cur, "DELETE FROM decisions WHERE id IN (SELECT id FROM decisions"
+                " WHERE decided_at_ms < ? ORDER BY decided_at_ms LIMIT ?)", (before_ms, limit))
+
+    def purge_treatments(self, before_ms: int, limit: int) -> int:
+        require_positive(limit, "limit")
+        with self._write() as cur:
+            cur.execute(self._sql(
+                "SELECT t.idempotency_key FROM treatments t"
+                " JOIN outbox o ON o.idempotency_key = t.idempotency_key"
+                " WHERE t.decided_at_ms < ? AND o.status <> 'pending'"
+                " ORDER BY t.decided_at_ms LIMIT ?"), (before_ms, limit))
+            keys = [(row[0],) for row in cur.fetchall()]
+            for table in ("outbox", "treatments"):  # the outbox row refers to its treatment
+                cur.executemany(self._sql(f"DELETE FROM {table} WHERE idempotency_key = ?"),
+                                keys)
+            return len(keys)
+
     def read_dead_letters(self, limit: int) -> list[DeadLetterRow]:
         require_positive(limit, "limit")
         rows = self._read(self._sql("SELECT kind, reason, field, payload, at_ms FROM dead_letters"

@@ -450,6 +450,38 @@ def test_treatments_and_their_decisions_are_recorded_together(store: StateStore)
     assert [i.idempotency_key for i in store.pending_outbox(5)] == ["k1"]
 
 
+
+def test_decisions_past_their_retention_are_purged_oldest_first(store: StateStore) -> None:
+    store.append_decisions([DecisionRow("a", 100, b"d1"), DecisionRow("b", 150, b"b1"),
+                            DecisionRow("a", 300, b"d3"), DecisionRow("a", 200, b"d2")])
+    assert store.purge_decisions(before_ms=250, limit=2) == 2  # d1, then b1
+    assert [d.data for d in store.recent_decisions("a", 10)] == [b"d3", b"d2"]
+    assert store.recent_decisions("b", 10) == []
+    assert store.purge_decisions(before_ms=250, limit=10) == 1  # d2; d3 is recent
+    assert store.purge_decisions(before_ms=250, limit=10) == 0
+    assert [d.data for d in store.recent_decisions("a", 10)] == [b"d3"]
+    with pytest.raises(StoreUsageError):
+        store.purge_decisions(before_ms=250, limit=0)
+
+
+def test_settled_treatments_past_their_retention_are_purged(store: StateStore) -> None:
+    store.record_treatments([treatment("sent", decided_at_ms=100),
+                             treatment("failed", decided_at_ms=110),
+                             treatment("pending", decided_at_ms=90),
+                             treatment("recent", decided_at_ms=400)])
+    store.mark_dispatched(["sent", "recent"], at_ms=120)
+    store.mark_failed("failed", "HTTP 410", 3)
+    assert store.purge_treatments(before_ms=300, limit=1) == 1  # the oldest settled: "sent"
+    assert not store.has_treatment("sent") and store.outbox_item("sent") is None
+    assert store.purge_treatments(before_ms=300, limit=10) == 1  # "failed"
+    assert store.purge_treatments(before_ms=300, limit=10) == 0  # a pending send stays
+    assert store.treatment_count() == 2
+    assert [i.idempotency_key for i in store.pending_outbox(10)] == ["pending"]
+    assert store.has_treatment("recent")
+    assert store.record_treatments([treatment("sent")]) == [True]  # the key is free again
+    with pytest.raises(StoreUsageError):
+        store.purge_treatments(before_ms=300, limit=0)
+
 def test_dead_letters_are_kept_and_read_newest_first(store: StateStore) -> None:
     assert store.dead_letter_count() == 0
     rows = [DeadLetterRow("event", "unknown signal type", "type", b"\x81\xa1x", 10),
