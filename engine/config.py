@@ -175,7 +175,9 @@ class RetentionConfig(_Frozen):
     purge_interval_s: PositiveFloat = Field(
         60.0, description="How often the supervisor purges what is past its retention")
     purge_chunk_rows: PositiveInt = Field(
-        1000, description="Rows deleted per transaction: the shards' writes go in between")
+        200, description="Rows deleted per transaction, the shards' writes going in between "
+        "(SQLite, 100,000 treatments: a chunk of 200 holds the write lock ~3.5 ms, of "
+        "1,000 ~18 ms)")
 
 
 class EngineConfig(_Frozen):
