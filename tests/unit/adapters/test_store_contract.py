@@ -683,9 +683,9 @@ def test_sqlite_checkpoints_off_the_commit_path(tmp_path: Path) -> None:
 
 def test_sqlite_keeps_the_wal_bounded_under_writes_that_never_pause(tmp_path: Path) -> None:
     """A PASSIVE checkpoint never completes while writers keep appending, and SQLite only
-    rewinds a WAL that a checkpoint completed: at 10,000 events/s the WAL grew ~18 MB a
-    second. Past ``wal_restart_bytes`` the checkpointer forces the rewind, and the file is
-    cut back to that size."""
+    rewinds a WAL that a checkpoint completed: without a pause in the writes the WAL grows
+    without end. Past ``wal_restart_bytes`` the checkpointer forces the rewind, and the file
+    is cut back to that size."""
     path = tmp_path / "state.db"
     with SqliteStateStore(path, checkpoint_interval_s=0.02, wal_restart_bytes=256 * 1024
                           ) as store:
