@@ -86,7 +86,8 @@ class SupervisorActorBody:
         self._health_task: asyncio.Task[None] | None = None
         self._down = DownActors(self.config.recreate_after_s)
         self.store = store_factory()
-        self.purged = {"decisions": 0, "treatments": 0}  # rows past their retention, so far
+        # rows past their retention, so far
+        self.purged = {"decisions": 0, "treatments": 0, "dead_letters": 0}
         self._purge_task: asyncio.Task[None] | None = None
         saved = self.store.load_model(SCHEDULE_KEY)
         self.schedule = RunSchedule(self.config.scheduled_runs, int(time.time() * 1000),
@@ -171,15 +172,18 @@ class SupervisorActorBody:
                 log.exception("supervisor: purging history failed")
 
     async def purge_history(self, now_ms: int) -> dict[str, int]:
-        """Delete the audited decisions and settled treatments past their retention, a chunk
-        per transaction, with a pause between chunks for the shards' writes."""
+        """Delete the audited decisions, settled treatments and dead letters past their
+        retention, a chunk per transaction, with a pause between chunks for the shards'
+        writes."""
         retention = self.config.retention
         chunk = retention.purge_chunk_rows
         purged = {}
         for kind, days, purge in (("decisions", retention.decisions_days,
                                    self.store.purge_decisions),
                                   ("treatments", retention.treatments_days,
-                                   self.store.purge_treatments)):
+                                   self.store.purge_treatments),
+                                  ("dead_letters", retention.dead_letters_days,
+                                   self.store.purge_dead_letters)):
             if days is None:
                 continue
             before_ms = now_ms - int(days * 86_400_000)

@@ -260,6 +260,11 @@ class StateStore(Protocol):
         """Newest first (order of writing)."""
         ...
 
+    def purge_dead_letters(self, before_ms: int, limit: int) -> int:
+        """Delete up to ``limit`` dead letters written before ``before_ms``, oldest first, in
+        one transaction; return how many."""
+        ...
+
     def dead_letter_count(self) -> int: ...
 
     # -- propensity models ------------------------------------------------------------------

@@ -297,6 +297,16 @@ class MemoryStateStore:
         with self._lock:
             return self._dead_letters[::-1][:limit]
 
+    def purge_dead_letters(self, before_ms: int, limit: int) -> int:
+        require_positive(limit, "limit")
+        with self._lock:
+            old = sorted((i for i, row in enumerate(self._dead_letters) if row.at_ms < before_ms),
+                         key=lambda i: self._dead_letters[i].at_ms)[:limit]
+            doomed = set(old)
+            self._dead_letters = [row for i, row in enumerate(self._dead_letters)
+                                  if i not in doomed]
+            return len(doomed)
+
     def dead_letter_count(self) -> int:
         with self._lock:
             return len(self._dead_letters)

@@ -102,6 +102,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     payload BYTEA NOT NULL,
     at_ms BIGINT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS dead_letters_by_time ON dead_letters (at_ms);
 CREATE TABLE IF NOT EXISTS models (
     name TEXT PRIMARY KEY,
     data BYTEA NOT NULL

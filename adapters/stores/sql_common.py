@@ -165,6 +165,13 @@ class SqlStoreCommon(ABC):
                                     " ORDER BY id DESC LIMIT ?"), (limit,))
         return [DeadLetterRow(*row) for row in rows]
 
+    def purge_dead_letters(self, before_ms: int, limit: int) -> int:
+        require_positive(limit, "limit")
+        with self._write() as cur:
+            return self._execute(
+                cur, "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters"
+                " WHERE at_ms < ? ORDER BY at_ms LIMIT ?)", (before_ms, limit))
+
     def dead_letter_count(self) -> int:
         return int(self._read("SELECT count(*) FROM dead_letters")[0][0])
 

@@ -118,6 +118,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     payload BLOB NOT NULL,
     at_ms INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS dead_letters_by_time ON dead_letters (at_ms);
 CREATE TABLE IF NOT EXISTS models (
     name TEXT PRIMARY KEY,
     data BLOB NOT NULL

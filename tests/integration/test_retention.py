@@ -34,7 +34,7 @@ def test_the_supervisor_purges_decisions_and_sent_treatments_past_retention(
                                                        and purged.get("treatments")):
                 time.sleep(0.2)
                 purged = running.client.health()[1]["purged"]
-            assert purged == {"decisions": 1, "treatments": 1}
+            assert purged == {"decisions": 1, "treatments": 1, "dead_letters": 0}
             assert not store.has_treatment(treatment["idempotency_key"])
             assert store.recent_decisions(alice, 10) == []
         finally:

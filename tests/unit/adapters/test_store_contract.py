@@ -482,6 +482,19 @@ def test_settled_treatments_past_their_retention_are_purged(store: StateStore) -
     with pytest.raises(StoreUsageError):
         store.purge_treatments(before_ms=300, limit=0)
 
+def test_dead_letters_past_their_retention_are_purged_oldest_first(store: StateStore) -> None:
+    store.dead_letter([DeadLetterRow("event", "late", "", b"a", 300),
+                       DeadLetterRow("event", "bad type", "type", b"b", 100),
+                       DeadLetterRow("outcome", "unknown", "treatment_id", b"c", 200)])
+    assert store.purge_dead_letters(before_ms=250, limit=1) == 1  # b, the oldest
+    assert [r.payload for r in store.read_dead_letters(10)] == [b"c", b"a"]
+    assert store.purge_dead_letters(before_ms=250, limit=10) == 1
+    assert store.purge_dead_letters(before_ms=250, limit=10) == 0
+    assert [r.payload for r in store.read_dead_letters(10)] == [b"a"]
+    with pytest.raises(StoreUsageError):
+        store.purge_dead_letters(before_ms=250, limit=0)
+
+
 def test_dead_letters_are_kept_and_read_newest_first(store: StateStore) -> None:
     assert store.dead_letter_count() == 0
     rows = [DeadLetterRow("event", "unknown signal type", "type", b"\x81\xa1x", 10),
