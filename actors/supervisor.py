@@ -177,7 +177,7 @@ class SupervisorActorBody:
         writes."""
         retention = self.config.retention
         chunk = retention.purge_chunk_rows
-        purged = {}
+        purged: dict[str, int] = {}
         for kind, days, purge in (("decisions", retention.decisions_days,
                                    self.store.purge_decisions),
                                   ("treatments", retention.treatments_days,
