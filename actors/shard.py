@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Collection
 from typing import Any
 
@@ -83,6 +84,7 @@ class ShardActorBody:
         self._turns = asyncio.Condition()  # guards _in_decision
         self._in_decision: set[str] = set()  # customers between candidates and settling
         self._background: asyncio.Task[None] | None = None
+        self._replica_due = 0.0  # monotonic time of the next scorer replica refresh
         self._always_on_task: asyncio.Task[None] | None = None
         self._decider_task: asyncio.Task[None] | None = None
         self._decisions_due = asyncio.Event()
@@ -130,7 +132,8 @@ class ShardActorBody:
                 await self._snapshot_step()
                 self.core.redispatch()
                 await self._report_to_arbitration()
-                await self.refresh_replica()
+                if time.monotonic() >= self._replica_due:
+                    await self.refresh_replica()
                 self.freezer.tick()  # the collector sees one tick's allocations at most
             except FencedError:
                 self._fence()
@@ -350,8 +353,9 @@ class ShardActorBody:
         return [dataclasses.asdict(r) for r in self.core.resolutions]
 
     async def refresh_replica(self) -> None:
-        """Bring the scorer replica up to the arbitrator's levers and learned counts (each
-        maintenance tick, and at once after a lever change)."""
+        """Bring the scorer replica up to the arbitrator's levers and learned counts (every
+        ``arbitration.replica_refresh_s``, and at once after a lever change)."""
+        self._replica_due = time.monotonic() + self.config.arbitration.replica_refresh_s
         try:
             reply = await self.arbitrators.call(self.arbitrator_index, "replica",
                                                 self.core.replica_stamp,

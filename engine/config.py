@@ -92,6 +92,9 @@ class ArbitrationConfig(_Frozen):
         True, description="Thompson sampling: draw P from its posterior (off: the mean)"
     )
     save_interval_s: PositiveFloat = Field(5.0, description="How often models are saved")
+    replica_refresh_s: PositiveFloat = Field(
+        1.0, description="How often a shard brings its scorer replica up to the arbitrator's "
+        "learned counts (a lever change reaches every replica at once)")
 
 
 Role = Literal["submitter", "operator"]
