@@ -70,9 +70,7 @@ async def probe(handle: ActorHandle, method: str, *, timeout_s: float) -> Livene
     not answer in time; ``dead`` when Ray will not restart it."""
     try:
         await asyncio.wait_for(getattr(handle, method).remote(), timeout_s)
-    except ray.exceptions.ActorUnavailableError:
-        return "restarting"
-    except (TimeoutError, GetTimeoutError):
+    except (ray.exceptions.ActorUnavailableError, TimeoutError, GetTimeoutError):
         return "restarting"
     except RayActorError:  # ActorDiedError: killed for good, or out of restarts
         return "dead"

@@ -139,11 +139,16 @@ class SqlStoreCommon(ABC):
         return [DecisionRow(*row) for row in rows]
 
     def purge_decisions(self, before_ms: int, limit: int) -> int:
+        return self._purge_oldest("decisions", "decided_at_ms", before_ms, limit)
+
+    def _purge_oldest(self, table: str, time_column: str, before_ms: int, limit: int) -> int:
+        """Delete up to ``limit`` rows of ``table`` (keyed by ``id``) older than ``before_ms``,
+        oldest first, in one transaction."""
         require_positive(limit, "limit")
         with self._write() as cur:
             return self._execute(
-                cur, "DELETE FROM decisions WHERE id IN (SELECT id FROM decisions"
-                " WHERE decided_at_ms < ? ORDER BY decided_at_ms LIMIT ?)", (before_ms, limit))
+                cur, f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table}"
+                f" WHERE {time_column} < ? ORDER BY {time_column} LIMIT ?)", (before_ms, limit))
 
     def purge_treatments(self, before_ms: int, limit: int) -> int:
         require_positive(limit, "limit")
@@ -166,11 +171,7 @@ class SqlStoreCommon(ABC):
         return [DeadLetterRow(*row) for row in rows]
 
     def purge_dead_letters(self, before_ms: int, limit: int) -> int:
-        require_positive(limit, "limit")
-        with self._write() as cur:
-            return self._execute(
-                cur, "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters"
-                " WHERE at_ms < ? ORDER BY at_ms LIMIT ?)", (before_ms, limit))
+        return self._purge_oldest("dead_letters", "at_ms", before_ms, limit)
 
     def dead_letter_count(self) -> int:
         return int(self._read("SELECT count(*) FROM dead_letters")[0][0])
