@@ -92,6 +92,7 @@ class Catalog:
                  settings: CatalogSettings | None = None,
                  policies: Mapping[str, Any] | None = None) -> None:
         self.settings = settings or CatalogSettings()
+        self.allowed_lateness_ms = self.settings.allowed_lateness_ms  # read on every event
         self.policies: dict[str, Any] = dict(policies or {})
         self.external_moments: list[str] = []
         self.signals: dict[str, SignalType] = {s.type: s for s in signals}

@@ -144,26 +144,30 @@ class CustomerState:
         Raises ``LateEventError`` for an event older than the watermark (nothing changes).
         """
         digest = event_digest(signal.event_id)
-        if digest in self._recent:
+        recent = self._recent
+        if digest in recent:
             return None
         t = signal.occurred_at_ms
         latest = self.last_event_ms
-        if latest is not None and t < (watermark := latest - catalog.settings.allowed_lateness_ms):
+        if latest is not None and t < (watermark := latest - catalog.allowed_lateness_ms):
             raise LateEventError(event_id=signal.event_id, customer_id=self.customer_id,
                                  occurred_at_ms=t, watermark_ms=watermark)
-        self._recent.add(digest)
+        recent.add(digest)
         fired: list[Moment] = []
-        if self.timers and min(self.timers.values()) <= t:
+        timers = self.timers
+        if timers and min(timers.values()) <= t:
             fired.extend(self._run_timers(t, catalog))
         kind = signal.type
+        attributes = signal.attributes
         if catalog.signals[kind].updates_profile:
-            self.profile.update(signal.attributes)
+            self.profile.update(attributes)
         previous = self.last.get(kind)
         if previous is None or previous.get("_at", 0) <= t:
-            self.last[kind] = {**signal.attributes, "_at": t}
+            self.last[kind] = {**attributes, "_at": t}
         if latest is None or t > latest:
             self.last_event_ms = t
         states = self.detector_state
+        timed = False  # only a detector with a timer can have set one that is already due
         for detector in catalog.detectors_by_signal.get(kind, ()):
             state = states.get(detector.id)
             if state is None or state.get("v") != detector.version:
@@ -171,9 +175,10 @@ class CustomerState:
             moment = detector.detect(state, signal, self)
             if detector.uses_timer:
                 self._set_timer(detector, state)
+                timed = True
             if moment is not None:
                 fired.append(moment)
-        if self.timers and min(self.timers.values()) <= t:  # e.g. a milestone already due
+        if timed and timers and min(timers.values()) <= t:  # e.g. a milestone already due
             fired.extend(self._run_timers(t, catalog))
         return self._keep(fired, catalog)
 
