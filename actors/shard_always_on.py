@@ -11,7 +11,7 @@ triggered traffic keeps flowing.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,12 +74,17 @@ class ShardAlwaysOn:
 
     # -- columns --------------------------------------------------------------------------
     def observe(self, customers: Iterable[CustomerState],
-                profiled: Container[str] | None = None) -> None:
+                profiled: Container[str] | None = None,
+                earliest_event_ms: Mapping[str, int] | None = None) -> None:
         """Copy changed customers into the hot columns; with ``profiled``, only those
-        customers' profiles changed."""
+        customers' profiles changed; with ``earliest_event_ms``, the earliest time of the
+        events each customer has just taken."""
         hot = self.hot
         for customer in customers:
-            hot.update(customer, profile=profiled is None or customer.customer_id in profiled)
+            customer_id = customer.customer_id
+            hot.update(customer, profile=profiled is None or customer_id in profiled,
+                       earliest_event_ms=None if earliest_event_ms is None
+                       else earliest_event_ms.get(customer_id))
 
     def contacted(self, customer_id: str, at_ms: int) -> None:
         self.hot.set_contact(customer_id, at_ms)

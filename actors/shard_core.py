@@ -193,6 +193,7 @@ class ShardCore:
         acks: list[list[Any]] = []
         batch: dict[str, CustomerState] = {}  # the customers of this batch, looked up once
         profiled: set[str] = set()  # those of them whose profile an event may change
+        earliest: dict[str, int] = {}  # the earliest event each of them took (hot columns)
         catalog = self.catalog
         signals = catalog.signals
         observe = self.clock.observe
@@ -224,7 +225,11 @@ class ShardCore:
                 acks.append([codec.DUPLICATE, "duplicate event_id"])
                 continue
             accepted += 1
-            observe(signal.occurred_at_ms)
+            t = signal.occurred_at_ms
+            observe(t)
+            first = earliest.get(signal.customer_id)
+            if first is None or t < first:
+                earliest[signal.customer_id] = t
             if moments:
                 moments_made += len(moments)
                 self._await(signal.customer_id, "triggered")
@@ -236,7 +241,7 @@ class ShardCore:
         if self.persistence is not None:
             self.persistence.touched(batch)
         if self.always_on is not None:
-            self.always_on.observe(batch.values(), profiled)
+            self.always_on.observe(batch.values(), profiled, earliest)
         return acks
 
     def _await(self, customer_id: str, trigger: Trigger) -> None:

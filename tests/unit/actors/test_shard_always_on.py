@@ -135,3 +135,20 @@ def test_a_run_selects_by_the_zip_a_customer_moved_to_among_other_events(
         assert h.always_on.start_run(run, T0_MS + 10).selected == expected
     assert h.always_on.hot.ids(PopulationFilter(zips=("30301",)).select(h.always_on.hot)) == [
         "mover"]
+
+
+def test_first_seen_is_the_earliest_event_a_shard_took_not_each_types_latest(
+        catalog: Catalog) -> None:
+    h = Harness(catalog, SweepConfig())
+    # Two deposits in the customer's first batch: the earlier one is when it was first seen.
+    h.submit(event("c", "deposit", T0_MS + 5, amount=1.0),
+             event("c", "deposit", T0_MS, amount=2.0))
+    hot = h.always_on.hot
+    row = hot.row_of("c")
+    assert row is not None and hot.first_seen[row] == T0_MS
+    h.submit(event("c", "deposit", T0_MS + 9, "dup", amount=1.0),
+             event("c", "deposit", T0_MS + 9, "dup", amount=1.0))  # a duplicate
+    h.submit(event("c", "address", T0_MS - 2 * DAY_MS, zip="10001"))  # too late: rejected
+    assert hot.first_seen[row] == T0_MS
+    h.submit(event("c", "address", T0_MS - 3, zip="10001"))  # a new type, within lateness
+    assert hot.first_seen[row] == T0_MS - 3
