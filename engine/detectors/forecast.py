@@ -59,9 +59,15 @@ class ForecastDetector(NumericSignalDetector):
         days, values = float_buffer(state, "pt"), float_buffer(state, "px")
         days.append(day)
         values.append(x)
-        self._add(state, day, x, 1.0)
-        if len(days) > self.points:
-            self._add(state, days.pop(0), values.pop(0), -1.0)
+        old_day = old_x = 0.0
+        if len(days) > self.points:  # the oldest point leaves the fit as this one joins
+            old_day, old_x = days.pop(0), values.pop(0)
+        # The running sums, updated in one step: the same floats as adding the new point and
+        # then subtracting the old one (a - b is a + -b), at half the dictionary traffic.
+        state["st"] = state.get("st", 0.0) + day - old_day
+        state["sv"] = state.get("sv", 0.0) + x - old_x
+        state["stt"] = state.get("stt", 0.0) + day * day - old_day * old_day
+        state["stv"] = state.get("stv", 0.0) + day * x - old_day * old_x
         projected = self.projection(state)
         if projected is None:
             return None
@@ -70,10 +76,3 @@ class ForecastDetector(NumericSignalDetector):
         if self.gate(state, crossing, t):
             return self.make_moment(state, signal, (signal.event_id,))
         return None
-
-    @staticmethod
-    def _add(state: dict[str, Any], day: float, x: float, sign: float) -> None:
-        state["st"] = state.get("st", 0.0) + sign * day
-        state["sv"] = state.get("sv", 0.0) + sign * x
-        state["stt"] = state.get("stt", 0.0) + sign * day * day
-        state["stv"] = state.get("stv", 0.0) + sign * day * x

@@ -73,12 +73,9 @@ class TrendDetector(NumericSignalDetector):
                 assert self.z_threshold is not None
                 hit = self._beyond((x - mean) / std, self.z_threshold)
         buf.append(x)
-        state["s"] = state.get("s", 0.0) + x
-        state["ss"] = state.get("ss", 0.0) + x * x
-        if len(buf) > self.points:
-            old = buf.pop(0)
-            state["s"] -= old
-            state["ss"] -= old * old
+        old = buf.pop(0) if len(buf) > self.points else 0.0
+        state["s"] = state.get("s", 0.0) + x - old  # the same floats as adding, then removing
+        state["ss"] = state.get("ss", 0.0) + x * x - old * old
         return hit
 
     def _slope(self, state: dict[str, Any], x: float, t: int) -> bool | None:
