@@ -289,6 +289,7 @@ async def _coordinate(spec: LoadSpec, population: Population, tail: TreatmentTai
             if len(done) < len(procs):
                 raise RuntimeError("a client process died; see its output above")
         await asyncio.sleep(0.1)
+    sampler.sample()  # CPU by role up to the end of the drain
     for helper in helpers:  # the Decide process ends with its last report
         await asyncio.get_running_loop().run_in_executor(None, helper.join, spec.timeout_s)
     _drain_queue(out, totals, matcher, done)
@@ -299,7 +300,7 @@ async def _coordinate(spec: LoadSpec, population: Population, tail: TreatmentTai
         lag.add(LatencyHistogram.decode(histograms["lag"]))
     return build_report(spec, totals=totals, matcher=matcher, ack=ack, lag=lag,
                         decide=totals.decide, decide_errors=totals.decide_errors,
-                        samples=samples,
+                        samples=samples, cpu_seconds=sampler.cpu_seconds(),
                         population=len(population), profile_s=profile_s, span_s=span_s)
 
 
@@ -422,7 +423,8 @@ def _mean(values: Sequence[float]) -> float | None:
 def build_report(spec: LoadSpec, *, totals: _Totals, matcher: LatencyMatcher,
                  ack: LatencyHistogram, lag: LatencyHistogram, decide: LatencyHistogram,
                  decide_errors: dict[str, int], samples: list[dict[str, float]],
-                 population: int, profile_s: float, span_s: float) -> dict[str, Any]:
+                 cpu_seconds: dict[str, float], population: int, profile_s: float,
+                 span_s: float) -> dict[str, Any]:
     c = totals.counters
     seconds = sorted(s for s in totals.per_second if 0 <= s < math.ceil(span_s))
     timeline = []
@@ -440,7 +442,7 @@ def build_report(spec: LoadSpec, *, totals: _Totals, matcher: LatencyMatcher,
         missing_sample=sorted(matcher.pending)[:10],
         e2e=matcher.total.summary(), ack=ack.summary(), lag=lag.summary(),
         decide=decide.summary(), decide_errors=decide_errors, samples=samples,
-        timeline=timeline)
+        cpu_seconds=cpu_seconds, timeline=timeline)
 
 
 def report_dict(*, spec: LoadSpec, population: int, profile_s: float, span_s: float,
@@ -448,8 +450,8 @@ def report_dict(*, spec: LoadSpec, population: int, profile_s: float, span_s: fl
                 triggers: int, unmatched: int, missing_sample: list[str], e2e: dict[str, Any],
                 ack: dict[str, Any], lag: dict[str, Any], decide: dict[str, Any],
                 decide_errors: dict[str, int],
-                samples: list[dict[str, float]], timeline: list[dict[str, Any]]
-                ) -> dict[str, Any]:
+                samples: list[dict[str, float]], timeline: list[dict[str, Any]],
+                cpu_seconds: dict[str, float] | None = None) -> dict[str, Any]:
     """The JSON report: plain dicts, lists and numbers.
 
     Rates divide by ``span_s``, from the scheduled start to the last reply: an engine that
@@ -490,9 +492,22 @@ def report_dict(*, spec: LoadSpec, population: int, profile_s: float, span_s: fl
                       "gateway_cpu_pct_mean": _mean(gateway_cpu),
                       "machine_cpu_pct_mean": _mean(machine_cpu),
                       "cpu_count": psutil.cpu_count(),
+                      "cpu_seconds": cpu_seconds or {},
+                      "cpu_us_per_event": cpu_per_event(cpu_seconds or {},
+                                                        counters.get("accepted", 0)),
                       "samples": samples},
         "timeline": timeline,
     }
+
+
+def cpu_per_event(cpu_seconds: dict[str, float], accepted: int) -> dict[str, float]:
+    """CPU µs per accepted event, by role and in all: what the engine's work costs whatever
+    the rate, where CPU % only says how busy the machine was."""
+    if not accepted:
+        return {}
+    per_event = {role: round(s * 1e6 / accepted, 1) for role, s in cpu_seconds.items()}
+    per_event["all"] = round(sum(cpu_seconds.values()) * 1e6 / accepted, 1)
+    return per_event
 
 
 # -- step mode -------------------------------------------------------------------------------

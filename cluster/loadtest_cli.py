@@ -73,6 +73,12 @@ def summary_lines(report: dict[str, Any], *, machine_loop_ms: float | None = Non
         f"{_ms(r['gateway_cpu_pct_mean'])} %; whole machine {_ms(r['machine_cpu_pct_mean'])} %"
         f" of {r['cpu_count']} cores (load generator included)",
     ]
+    per_event = r.get("cpu_us_per_event") or {}
+    if per_event:
+        roles = sorted((role for role in per_event if role != "all"),
+                       key=lambda role: -per_event[role])
+        lines.append("CPU per accepted event (µs): " + ", ".join(
+            f"{role} {per_event[role]:,.1f}" for role in roles) + f"; all {per_event['all']:,.1f}")
     for index, steps in enumerate(report.get("shard_steps", [])):
         lines.append(f"shard {index} loop steps, longest total first (count, p50 / p99 / max "
                      f"bucket in ms): " + "; ".join(

@@ -67,16 +67,54 @@ def is_ray_process(name: str, cmdline: Sequence[str]) -> bool:
         name.startswith("ray::")
 
 
-class ResourceSampler:
-    """CPU (% of one core, summed) and RSS of the Ray processes and of extra pids.
+ACTOR_ROLES = (("ShardActor", "shards"), ("RouterActor", "routers"),
+               ("ArbitrationActor", "arbitrators"), ("SupervisorActor", "supervisor"))
+GATEWAY_ROLE = "gateway"
+LOAD_ROLE = "load generator"
 
-    With ``extra_pids`` (an embedded engine's process), only Ray processes descending from
-    them count, so other Ray sessions on the machine stay out; otherwise every Ray process.
+
+def process_role(cmdline: Sequence[str]) -> str:
+    """What a Ray process does for the engine, by its title (``ray::ShardActorBody.submit``):
+    an actor kind, or ``ray`` for Ray's own processes (raylet, GCS, agents, idle workers)."""
+    joined = " ".join(cmdline)
+    return next((role for name, role in ACTOR_ROLES if f"ray::{name}" in joined), "ray")
+
+
+class ResourceSampler:
+    """CPU (% of one core, summed) and RSS of the Ray processes and of extra pids, and the
+    CPU time each role has used since the first sample (``cpu_seconds``).
+
+    With ``extra_pids`` (an embedded engine's process: the gateway), the processes descending
+    from them count (Ray's, its Python daemons included), so other Ray sessions on the machine
+    stay out; otherwise every Ray process. The load generator is this process and its other
+    children.
     """
 
     def __init__(self, extra_pids: Sequence[int] = ()) -> None:
         self.extra_pids = set(extra_pids)
         self._procs: dict[int, psutil.Process] = {}
+        self._cpu_seen: dict[int, float] = {}  # each process's CPU time at its last sample
+        self._cpu_seconds: dict[str, float] = defaultdict(float)
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds by role since the first sample: the load test divides them by the
+        events accepted, a figure that holds across rates (CPU % does not)."""
+        return {role: round(seconds, 3) for role, seconds in sorted(self._cpu_seconds.items())}
+
+    def _add_cpu(self, proc: psutil.Process, role: str) -> None:
+        times = proc.cpu_times()
+        total = times.user + times.system
+        last = self._cpu_seen.get(proc.pid)
+        self._cpu_seen[proc.pid] = total
+        if last is not None:
+            self._cpu_seconds[role] += max(0.0, total - last)
+        else:
+            self._cpu_seconds.setdefault(role, 0.0)
+
+    def _load_generator(self, engine_pids: set[int]) -> list[psutil.Process]:
+        me = psutil.Process()
+        return [me, *(c for c in me.children(recursive=True)
+                      if c.pid not in self.extra_pids and c.pid not in engine_pids)]
 
     def _scope(self) -> set[int] | None:
         if not self.extra_pids:
@@ -97,7 +135,7 @@ class ResourceSampler:
         for proc in psutil.process_iter(["pid", "name", "cmdline"]):
             pid = proc.info["pid"]
             extra = pid in self.extra_pids
-            if not extra and ((scope is not None and pid not in scope) or not is_ray_process(
+            if not extra and (pid not in scope if scope is not None else not is_ray_process(
                     proc.info["name"] or "", proc.info["cmdline"] or ())):
                 continue
             known = self._procs.setdefault(pid, proc)
@@ -105,14 +143,24 @@ class ResourceSampler:
             try:
                 cpu = known.cpu_percent(None)
                 rss = float(known.memory_info().rss)
+                self._add_cpu(known, GATEWAY_ROLE if extra
+                              else process_role(proc.info["cmdline"] or ()))
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
             if extra:
                 extra_cpu, extra_rss = extra_cpu + cpu, extra_rss + rss
             else:
                 ray_cpu, ray_rss, count = ray_cpu + cpu, ray_rss + rss, count + 1
+        for proc in self._load_generator(scope or seen):
+            seen.add(proc.pid)
+            try:
+                self._add_cpu(proc, LOAD_ROLE)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
         for pid in set(self._procs) - seen:
             del self._procs[pid]
+        for pid in set(self._cpu_seen) - seen:
+            del self._cpu_seen[pid]
         return {"ray_cpu_pct": ray_cpu, "ray_rss_mb": ray_rss / 1e6, "ray_processes": count,
                 "gateway_cpu_pct": extra_cpu, "gateway_rss_mb": extra_rss / 1e6,
                 "machine_cpu_pct": psutil.cpu_percent(None) * (psutil.cpu_count() or 1)}

@@ -190,19 +190,25 @@ def test_ray_processes_are_recognised() -> None:
 
 # -- report and steps -------------------------------------------------------------------------
 
+REPORT_ARGS: dict[str, Any] = dict(
+    spec=spec(rate_eps=1_000), population=100, profile_s=0.5, span_s=10.0,
+    counters={"sent": 10_000, "accepted": 10_000}, reasons={}, pool_exhausted=0, triggers=10,
+    unmatched=0, missing_sample=[], e2e=lt.LatencyHistogram().summary(),
+    ack=lt.LatencyHistogram().summary(), lag=lt.LatencyHistogram().summary(),
+    decide=lt.LatencyHistogram().summary(), decide_errors={},
+    samples=[{"ray_cpu_pct": 100.0, "ray_rss_mb": 900.0, "gateway_cpu_pct": 5.0,
+              "machine_cpu_pct": 150.0}],
+    timeline=[{"t_s": 0, "sent": 10, "accepted": 10}])
+
+
 def report(rate: float, accepted: float, p99: float | None, missing: int = 0,
            span_s: float = 10.0) -> dict[str, Any]:
     e2e = {"count": 10, "p50": p99, "p95": p99, "p99": p99, "p99_9": p99, "max": p99,
            "mean": p99}
-    return lt.report_dict(
-        spec=spec(rate_eps=rate), population=100, profile_s=0.5, span_s=span_s,
-        counters={"sent": int(rate * 10), "accepted": int(accepted * 10)}, reasons={},
-        pool_exhausted=0, triggers=10 + missing, unmatched=missing, missing_sample=[],
-        e2e=e2e, ack=lt.LatencyHistogram().summary(), lag=lt.LatencyHistogram().summary(),
-        decide=lt.LatencyHistogram().summary(), decide_errors={},
-        samples=[{"ray_cpu_pct": 100.0, "ray_rss_mb": 900.0, "gateway_cpu_pct": 5.0,
-                  "machine_cpu_pct": 150.0}],
-        timeline=[{"t_s": 0, "sent": 10, "accepted": 10}])
+    return lt.report_dict(**{
+        **REPORT_ARGS, "spec": spec(rate_eps=rate), "span_s": span_s, "e2e": e2e,
+        "counters": {"sent": int(rate * 10), "accepted": int(accepted * 10)},
+        "triggers": 10 + missing, "unmatched": missing})
 
 
 def test_report_shape_is_plain_json() -> None:
@@ -270,3 +276,36 @@ def test_a_shards_steps_between_two_readings() -> None:
                   "longest_ms": "> 500"},
         "gc young": {"count": 2, "total_ms": 60.0, "p50_ms": "<= 50", "p99_ms": "<= 50",
                      "longest_ms": "<= 50"}}
+
+
+def test_each_engine_process_has_a_role_by_its_title() -> None:
+    from shush.cluster.loadtest_measure import process_role
+
+    assert process_role(["ray::ShardActorBody.submit"]) == "shards"
+    assert process_role(["ray::RouterActorBody"]) == "routers"
+    assert process_role(["ray::ArbitrationActorBody.arbitrate"]) == "arbitrators"
+    assert process_role(["ray::SupervisorActorBody"]) == "supervisor"
+    assert process_role(["/x/raylet", "--flag"]) == "ray"
+    assert process_role(["ray::IDLE"]) == "ray"
+
+
+def test_cpu_per_event_divides_each_roles_seconds_by_the_events_accepted() -> None:
+    data = lt.report_dict(**{**REPORT_ARGS, "cpu_seconds": {"shards": 0.8, "routers": 0.2}})
+    assert data["resources"]["cpu_seconds"] == {"shards": 0.8, "routers": 0.2}
+    assert data["resources"]["cpu_us_per_event"] == {"shards": 80.0, "routers": 20.0,
+                                                     "all": 100.0}
+    assert lt.cpu_per_event({"shards": 1.0}, 0) == {}
+    from shush.cluster.loadtest_cli import summary_lines
+
+    [line] = [line for line in summary_lines(data) if line.startswith("CPU per accepted")]
+    assert line == "CPU per accepted event (µs): shards 80.0, routers 20.0; all 100.0"
+
+
+def test_the_sampler_counts_this_process_as_the_load_generator() -> None:
+    from shush.cluster.loadtest_measure import LOAD_ROLE, ResourceSampler
+
+    sampler = ResourceSampler()
+    sampler.sample()
+    sum(i * i for i in range(300_000))  # some CPU of our own
+    sampler.sample()
+    assert sampler.cpu_seconds()[LOAD_ROLE] > 0
