@@ -33,27 +33,34 @@ def check_count(n: int, config: GrpcConfig, field: str) -> None:
                               f"{field}, got {n}; split it", field=field)
 
 
-def _check_text(value: str, config: GrpcConfig, field: str) -> None:
-    if len(value) > config.max_string_chars:
-        raise RequestRejected(f"{len(value)} characters, at most {config.max_string_chars}",
-                              field=field)
+def _too_long(value: str, limit: int, field: str) -> RequestRejected:
+    return RequestRejected(f"{len(value)} characters, at most {limit}", field=field)
 
+
+def _too_many_attributes(n: int, config: GrpcConfig, i: int) -> RequestRejected:
+    return RequestRejected(f"{n} attributes, at most {config.max_attributes_per_event}",
+                           field=f"events[{i}].attributes")
+
+
+# The checks below name the offending field only once one fails: formatting every event's
+# field names up front was most of the gateway's own work on a request (0.6 of its ~1 ms
+# per 250 events).
 
 def check_events(events: Sequence[pb.Event], config: GrpcConfig) -> None:
     """Refuse the request if any event breaks a size limit."""
     check_count(len(events), config, "events")
+    limit = config.max_string_chars
     for i, event in enumerate(events):
-        where = f"events[{i}]"
-        _check_text(event.type, config, f"{where}.type")
-        _check_text(event.source, config, f"{where}.source")
+        for name in ("type", "source"):
+            if len(value := getattr(event, name)) > limit:
+                raise _too_long(value, limit, f"events[{i}].{name}")
         if len(event.attributes) > config.max_attributes_per_event:
-            raise RequestRejected(f"{len(event.attributes)} attributes, at most "
-                                  f"{config.max_attributes_per_event}",
-                                  field=f"{where}.attributes")
-        for name, value in event.attributes.items():
-            _check_text(name, config, f"{where}.attributes")
-            if value.WhichOneof("kind") == "text":
-                _check_text(value.text, config, f"{where}.attributes.{name}")
+            raise _too_many_attributes(len(event.attributes), config, i)
+        for name, attribute in event.attributes.items():
+            if len(name) > limit:
+                raise _too_long(name, limit, f"events[{i}].attributes")
+            if attribute.WhichOneof("kind") == "text" and len(attribute.text) > limit:
+                raise _too_long(attribute.text, limit, f"events[{i}].attributes.{name}")
 
 
 def check_wire_events(events: Sequence[Any], config: GrpcConfig) -> None:
@@ -61,25 +68,24 @@ def check_wire_events(events: Sequence[Any], config: GrpcConfig) -> None:
     that is not a wire event at all is left to the router, which refuses that one event with
     its reason; only the sizes a whole request is refused for are checked here."""
     check_count(len(events), config, "events")
+    limit = config.max_string_chars
     for i, event in enumerate(events):
         if not isinstance(event, list) or len(event) != 6:
             continue
-        where = f"events[{i}]"
         for index, name in ((2, "type"), (4, "source")):
-            if isinstance(event[index], str):
-                _check_text(event[index], config, f"{where}.{name}")
+            value = event[index]
+            if isinstance(value, str) and len(value) > limit:
+                raise _too_long(value, limit, f"events[{i}].{name}")
         attributes = event[5]
         if not isinstance(attributes, dict):
             continue
         if len(attributes) > config.max_attributes_per_event:
-            raise RequestRejected(f"{len(attributes)} attributes, at most "
-                                  f"{config.max_attributes_per_event}",
-                                  field=f"{where}.attributes")
+            raise _too_many_attributes(len(attributes), config, i)
         for name, value in attributes.items():
-            if isinstance(name, str):
-                _check_text(name, config, f"{where}.attributes")
-            if isinstance(value, str):
-                _check_text(value, config, f"{where}.attributes.{name}")
+            if isinstance(name, str) and len(name) > limit:
+                raise _too_long(name, limit, f"events[{i}].attributes")
+            if isinstance(value, str) and len(value) > limit:
+                raise _too_long(value, limit, f"events[{i}].attributes.{name}")
 
 
 def _check_id(value: str, field: str) -> None:

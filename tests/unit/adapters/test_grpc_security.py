@@ -15,6 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from shush.adapters.client import ShushClient
+from shush.adapters.grpc import convert, limits
 from shush.adapters.grpc import shush_pb2 as pb
 from shush.adapters.grpc import shush_pb2_grpc as pb_grpc
 from shush.adapters.grpc.auth import SUBMITTER_METHODS, KeyRing, allowed, hash_key
@@ -220,6 +221,31 @@ def test_a_request_over_a_limit_is_refused_whole_naming_the_field(
     code, details = _submit_refused(events)
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert details.startswith(field)
+
+
+@pytest.mark.parametrize(("event", "field", "reason"), [
+    ({**EVENT, "attributes": {"a": 1.0, "b": 2.0, "c": 3.0}}, "events[1].attributes",
+     "3 attributes, at most 2"),
+    ({**EVENT, "attributes": {"note": "x" * 21}}, "events[1].attributes.note",
+     "21 characters, at most 20"),
+    ({**EVENT, "attributes": {"n" * 22: 1.0}}, "events[1].attributes", "22 characters"),
+    ({**EVENT, "type": "t" * 21}, "events[1].type", "21 characters"),
+    ({**EVENT, "source": "s" * 23}, "events[1].source", "23 characters, at most 20"),
+])
+def test_both_request_forms_name_the_field_and_the_limit_broken(
+        event: dict[str, Any], field: str, reason: str) -> None:
+    wire = [["e1", "alice", "savings_withdrawal", 0, "", {"amount": 1.0}],
+            ["e2", event["customer_id"], event["type"], 0, event.get("source", ""),
+             event["attributes"]]]
+    proto = [convert.event_to_proto(dict(zip(
+        ("event_id", "customer_id", "type", "occurred_at_ms", "source", "attributes"), e,
+        strict=True))) for e in wire]
+    for check, events in ((limits.check_wire_events, wire), (limits.check_events, proto)):
+        with pytest.raises(limits.RequestRejected) as refused:
+            check(events, SMALL)
+        assert refused.value.field == field and reason in refused.value.reason
+    limits.check_wire_events(wire[:1], SMALL)
+    limits.check_events(proto[:1], SMALL)
 
 
 def test_packed_events_reach_the_gateway_as_sent_and_garbage_is_refused() -> None:
