@@ -186,12 +186,12 @@ class SqliteStateStore(SqlStoreCommon):
         readers still use is copied on a later turn."""
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = 0")  # RESTART polls for its locks (_restart)
-        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        page_bytes = int(conn.execute("PRAGMA page_size").fetchone()[0])
         try:
             while not self._closing.wait(interval_s):
                 try:
                     frames, _ = _checkpoint(conn)
-                    if frames * page_size > self.wal_restart_bytes:
+                    if frames * page_bytes > self.wal_restart_bytes:
                         _restart(conn)
                 except sqlite3.Error as exc:  # a thread boundary: the next turn tries again
                     log.warning("sqlite checkpoint of %s failed: %s", self.path, exc)
