@@ -32,7 +32,9 @@ from .ports import SinkFactory
 
 log = logging.getLogger(__name__)
 
-Chunk = tuple[list[Any], "asyncio.Future[list[list[Any]]]"]
+# a submit's events for one shard, who waits for their acks, and when it was sent to the
+# router (by the gateway: None if unstamped) and taken in (``actors.batch_path``)
+Chunk = tuple[list[Any], "asyncio.Future[list[list[Any]]]", float | None, float]
 
 
 class RouterActorBody:
@@ -59,7 +61,8 @@ class RouterActorBody:
         # 0.9-6.6 ms after)
         heap.freeze_resident()
 
-    async def submit(self, batch: bytes) -> bytes:
+    async def submit(self, batch: bytes, sent_at_s: float | None = None) -> bytes:
+        received_s = time.time()
         try:
             events = codec.unpack(batch, codec.EVENTS)
         except Exception as exc:
@@ -87,7 +90,7 @@ class RouterActorBody:
         waits = []
         for shard, (positions, chunk) in per_shard.items():
             future: asyncio.Future[list[list[Any]]] = loop.create_future()
-            self._enqueue(shard, chunk, future)
+            self._enqueue(shard, (chunk, future, sent_at_s, received_s))
             waits.append((positions, future))
         accepted = n - sum(1 for r in results if r is not None)
         self.buffered += accepted
@@ -108,9 +111,9 @@ class RouterActorBody:
         except Exception:  # the dead-letter sink must never stop routing
             log.exception("router %d: dead-letter write failed", self.index)
 
-    def _enqueue(self, shard: int, events: list[Any], future: asyncio.Future[Any]) -> None:
-        self._buffers.setdefault(shard, []).append((events, future))
-        count = self._buffered_counts.get(shard, 0) + len(events)
+    def _enqueue(self, shard: int, chunk: Chunk) -> None:
+        self._buffers.setdefault(shard, []).append(chunk)
+        count = self._buffered_counts.get(shard, 0) + len(chunk[0])
         self._buffered_counts[shard] = count
         if count >= self.settings.max_batch_events or self.settings.flush_interval_ms == 0:
             self._flush(shard)
@@ -140,9 +143,10 @@ class RouterActorBody:
         self._buffers[shard] = chunks
 
     async def _send(self, shard: int, chunks: list[Chunk]) -> None:
-        events = [event for chunk_events, _ in chunks for event in chunk_events]
+        events = [event for chunk in chunks for event in chunk[0]]
+        _, _, sent_at_s, received_s = chunks[0]  # the batch's path is its oldest chunk's
         try:
-            acks = await self._deliver(shard, events)
+            acks = await self._deliver(shard, events, sent_at_s, received_s)
         except Exception as exc:  # task boundary: every caller must hear back
             log.exception("router %d: delivery to shard %d failed", self.index, shard)
             acks = [[codec.RETRY, f"router could not deliver to shard {shard}: {exc}"]
@@ -152,13 +156,15 @@ class RouterActorBody:
             if self._buffers.get(shard):
                 self._flush(shard)  # what waited for the window goes now, as one batch
         offset = 0
-        for chunk_events, future in chunks:
+        for chunk_events, future, _, _ in chunks:
             if not future.done():
                 future.set_result(acks[offset:offset + len(chunk_events)])
             offset += len(chunk_events)
 
-    async def _deliver(self, shard: int, events: list[Any]) -> list[list[Any]]:
-        """One batch to its shard, re-sent until acknowledged or ``call_timeout_s`` runs out."""
+    async def _deliver(self, shard: int, events: list[Any], sent_at_s: float | None,
+                       received_s: float) -> list[list[Any]]:
+        """One batch to its shard, re-sent until acknowledged or ``call_timeout_s`` runs out;
+        stamped with when it reached the router and when it left (each try)."""
         payload = codec.pack(codec.EVENTS, events)
         deadline = time.monotonic() + self.config.call_timeout_s
         self.stats["batches"] += 1
@@ -166,6 +172,7 @@ class RouterActorBody:
             remaining = deadline - time.monotonic()
             try:
                 reply = await self.shards.call(shard, "submit", payload,
+                                               [sent_at_s, received_s, time.time()],
                                                timeout_s=max(remaining, 0.001))
                 acks: list[list[Any]] = codec.unpack(reply, codec.ACKS)
                 return acks

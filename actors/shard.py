@@ -32,6 +32,7 @@ from ..engine.models import Removal
 from ..engine.partitions import PartitionTable
 from ..engine.runs import EmergencyRun
 from . import heap, ray_calls
+from .batch_path import BatchPath
 from .ports import ChannelFactory, StoreFactory
 from .shard_always_on import ShardAlwaysOn
 from .shard_core import ShardCore
@@ -74,6 +75,7 @@ class ShardActorBody:
         self.recovered = self.core.recover()
         heap.freeze_resident()
         self.steps = StepTimes()  # how long each kind of step holds the loop (health)
+        self.path = BatchPath()  # how batches got here and were applied, stage by stage
         self.steps.time_collections()
         self.freezer = heap.SurvivorFreezer(self.config.shard.full_collection_interval_s)
         self.arbitrators = ray_calls.ActorDirectory("arbitration", self.config.num_arbitrators,
@@ -177,9 +179,11 @@ class ShardActorBody:
                      self.core.index)
         self.fenced = True
 
-    async def submit(self, batch: bytes) -> bytes:
+    async def submit(self, batch: bytes, stamps: list[float | None] | None = None) -> bytes:
         """Journal and apply a batch, a turn of ``turn_events`` at a time: between turns an
-        inbound Decide or a decision round runs, so a large batch never holds them up."""
+        inbound Decide or a decision round runs, so a large batch never holds them up.
+        ``stamps``: the router's (see ``BatchPath``), for the batch's path in health."""
+        arrived_s = time.time()
         self._ensure_background()
         try:
             events = codec.unpack(batch, codec.EVENTS)
@@ -188,6 +192,7 @@ class ShardActorBody:
         turn = self.config.shard.turn_events
         acks: list[list[Any]] = []
         async with self._batches:
+            locked_s = time.time()
             try:
                 if not self.fenced:
                     with self.steps.timed("journal"):
@@ -209,6 +214,8 @@ class ShardActorBody:
                     self._fence()
                 if self.core.awaiting_decision:
                     self._decisions_due.set()
+        if stamps is not None and len(stamps) == 3:
+            self.path.record(stamps, arrived_s, locked_s, time.time())
         acks.extend([codec.RETRY, "shard fenced off"] for _ in events[len(acks):])
         return codec.pack(codec.ACKS, acks)  # journaled and applied: decisions follow
 
@@ -405,7 +412,8 @@ class ShardActorBody:
         return {"index": self.core.index, "customers": len(self.core.customers),
                 "fenced": self.fenced, "recovered": self.recovered, **self.core.stats,
                 **self.persistence.stats, "sweep": self.always_on.sweep_progress(),
-                "steps": self.steps.to_wire(), "gc_cycles_found": self.freezer.cycles_found}
+                "steps": self.steps.to_wire(), "path": self.path.to_wire(),
+                "gc_cycles_found": self.freezer.cycles_found}
 
 
 def _verdicts(reply: bytes, removals: dict[str, list[Removal]]) -> list[Verdict]:

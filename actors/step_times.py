@@ -23,7 +23,8 @@ GC_STEPS = ("gc young", "gc middle", "gc old")  # a collection of each generatio
 
 
 class StepTimes:
-    def __init__(self) -> None:
+    def __init__(self, bounds_ms: tuple[float, ...] = BOUNDS_MS) -> None:
+        self.bounds_ms = bounds_ms
         self.counts: dict[str, list[int]] = {}
         self.total_ms: dict[str, float] = {}
         self._gc_started = 0.0
@@ -31,9 +32,9 @@ class StepTimes:
     def record(self, step: str, ms: float) -> None:
         counts = self.counts.get(step)
         if counts is None:
-            counts = self.counts[step] = [0] * (len(BOUNDS_MS) + 1)
+            counts = self.counts[step] = [0] * (len(self.bounds_ms) + 1)
             self.total_ms[step] = 0.0
-        counts[bisect.bisect_left(BOUNDS_MS, ms)] += 1
+        counts[bisect.bisect_left(self.bounds_ms, ms)] += 1
         self.total_ms[step] += ms
 
     @contextmanager
@@ -56,7 +57,8 @@ class StepTimes:
                         (time.perf_counter() - self._gc_started) * 1000)
 
     def to_wire(self) -> dict[str, Any]:
-        return {"bounds_ms": list(BOUNDS_MS),
+        return {"bounds_ms": list(self.bounds_ms),
                 "steps": {step: {"counts": list(counts),
                                  "total_ms": round(self.total_ms[step], 3)}
                           for step, counts in self.counts.items()}}
+

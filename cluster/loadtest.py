@@ -209,7 +209,7 @@ async def run_load(spec: LoadSpec, *, tag: str | None = None, extra_pids: Sequen
         profiles = list(population.profile_batches(1000, int(time.time() * 1000)))
         for offset in range(0, len(profiles), 4):
             await asyncio.gather(*(client.submit_wire(b) for b in profiles[offset:offset + 4]))
-        steps_before = await _shard_steps(client)
+        before = await _shard_timings(client)
     profile_s = time.perf_counter() - started
 
     tail = TreatmentTail(spec.channel_path)
@@ -227,9 +227,11 @@ async def run_load(spec: LoadSpec, *, tag: str | None = None, extra_pids: Sequen
         report = await _coordinate(spec, population, tail, procs, helpers, start_at, go, out,
                                    extra_pids, profile_s, on_progress)
         async with AsyncShushClient(spec.target, timeout_s=spec.timeout_s) as client:
-            steps_after = await _shard_steps(client)
-        report["shard_steps"] = [steps_between(a, b) if a and b else {}
-                                 for a, b in zip(steps_before, steps_after, strict=False)]
+            after = await _shard_timings(client)
+        for key in ("steps", "path"):  # the shards' loop steps, and their batches' way in
+            report[f"shard_{key}"] = [
+                steps_between(a[key], b[key]) if a.get(key) and b.get(key) else {}
+                for a, b in zip(before, after, strict=False)]
         return report
     finally:
         for proc in procs + helpers:
@@ -238,10 +240,12 @@ async def run_load(spec: LoadSpec, *, tag: str | None = None, extra_pids: Sequen
                 proc.terminate()
 
 
-async def _shard_steps(client: Any) -> list[dict[str, Any]]:
-    """Each shard's step times so far (empty for a shard that did not answer)."""
+async def _shard_timings(client: Any) -> list[dict[str, Any]]:
+    """Each shard's loop steps and batch path so far (``actors.step_times`` wire form; empty
+    for a shard that did not answer)."""
     _, detail = await client.health()
-    return [shard.get("steps", {}) for shard in detail.get("shards", [])]
+    return [{"steps": shard.get("steps", {}), "path": shard.get("path", {})}
+            for shard in detail.get("shards", [])]
 
 
 async def _coordinate(spec: LoadSpec, population: Population, tail: TreatmentTail,

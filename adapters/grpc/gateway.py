@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from typing import Any
 
 from ...actors import ray_calls
@@ -61,8 +62,9 @@ class EngineGateway:
         return await self.submit_packed(codec.pack(codec.EVENTS, events))
 
     async def submit_packed(self, batch: bytes) -> list[list[Any]]:
-        """An events envelope (``engine.codec``), handed to a router as it is."""
-        reply = await self._call_router("submit", batch,
+        """An events envelope (``engine.codec``), handed to a router as it is, stamped with
+        the time it left (``actors.batch_path``)."""
+        reply = await self._call_router("submit", batch, time.time(),
                                         timeout_s=self.config.call_timeout_s * 2)
         return self._acks(reply)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,14 @@ class HeldShard:
 
     def __init__(self) -> None:
         self.batches: list[list[Any]] = []
+        self.stamps: list[list[float | None]] = []
         self.release = asyncio.Event()
 
-    async def call(self, index: int, method: str, payload: bytes, *, timeout_s: float) -> bytes:
+    async def call(self, index: int, method: str, payload: bytes, stamps: list[float | None],
+                   *, timeout_s: float) -> bytes:
         events = codec.unpack(payload, codec.EVENTS)
         self.batches.append(events)
+        self.stamps.append(stamps)
         await self.release.wait()
         return codec.pack(codec.ACKS, [[codec.ACCEPTED, ""] for _ in events])
 
@@ -82,8 +86,8 @@ def test_a_backlog_is_cut_into_batches_of_at_most_max_batch_events(tmp_path: Pat
 
 def test_a_failing_delivery_answers_every_caller_with_retry(tmp_path: Path) -> None:
     class BrokenShard(HeldShard):
-        async def call(self, index: int, method: str, payload: bytes, *,
-                       timeout_s: float) -> bytes:
+        async def call(self, index: int, method: str, payload: bytes,
+                       stamps: list[float | None], *, timeout_s: float) -> bytes:
             raise RuntimeError("boom")
 
     async def scenario() -> None:
@@ -109,5 +113,31 @@ def test_by_default_a_chunk_leaves_at_once_while_the_window_has_room(tmp_path: P
         shard.release.set()
         await asyncio.gather(first, second, third)
         assert [len(b) for b in shard.batches] == [3, 2, 4]  # the third when one was acked
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_carries_when_its_oldest_submit_was_sent_taken_in_and_sent_on(
+        tmp_path: Path) -> None:
+    async def scenario() -> None:
+        router, shard = _router(tmp_path, max_inflight_batches=1)
+        first = asyncio.create_task(router.submit(_batch(0, 3), 1000.0))
+        await asyncio.sleep(0.02)
+        before = time.time()
+        later = [asyncio.create_task(router.submit(_batch(100 + 10 * k, 2), 2000.0 + k))
+                 for k in range(2)]
+        await asyncio.sleep(0.02)
+        shard.release.set()
+        await asyncio.gather(first, *later)
+        assert [len(b) for b in shard.batches] == [3, 4]
+        (sent, taken, left), (sent_2, taken_2, left_2) = shard.stamps
+        assert sent == 1000.0 and taken is not None and left is not None and taken <= left
+        # the merged batch is stamped with its oldest submit: sent at 2000, taken in after
+        # ``before``, and sent on once the window freed, after the first batch's ack
+        assert sent_2 == 2000.0 and taken_2 is not None and left_2 is not None
+        assert before <= taken_2 <= left_2
+        unstamped = asyncio.create_task(router.submit(_batch(200, 1)))
+        await asyncio.wait_for(unstamped, 1)
+        assert shard.stamps[-1][0] is None
 
     asyncio.run(scenario())

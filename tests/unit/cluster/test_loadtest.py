@@ -309,3 +309,16 @@ def test_the_sampler_counts_this_process_as_the_load_generator() -> None:
     sum(i * i for i in range(300_000))  # some CPU of our own
     sampler.sample()
     assert sampler.cpu_seconds()[LOAD_ROLE] > 0
+
+
+def test_the_summary_shows_each_shards_batches_way_in_stage_by_stage() -> None:
+    from shush.cluster.loadtest_cli import summary_lines
+
+    stage = {"count": 40, "total_ms": 80.0, "p50_ms": "<= 2", "p99_ms": "<= 7",
+             "longest_ms": "<= 10"}
+    data = {**lt.report_dict(**REPORT_ARGS),
+            "shard_path": [{"journal and apply": stage, "gateway → router": stage}, {}]}
+    [line] = [line for line in summary_lines(data) if "way in" in line]
+    assert line.startswith("shard 0 batches' way in")
+    assert line.index("gateway → router 40, <= 2 / <= 7 / <= 10") < line.index(
+        "journal and apply 40")
