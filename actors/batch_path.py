@@ -35,7 +35,11 @@ class BatchPath:
     def record(self, stamps: Sequence[float | None], arrived_s: float, locked_s: float,
                applied_s: float) -> None:
         """``stamps``: when the gateway sent the batch (``None`` from a caller that does not
-        stamp), when the router took it in and when it sent it on."""
+        stamp), when the router took it in and when it sent it on. Anything else is
+        ignored: a stamp is a measurement, never a reason to refuse a batch."""
+        if not (isinstance(stamps, list | tuple) and len(stamps) == 3
+                and all(s is None or isinstance(s, int | float) for s in stamps)):
+            return
         gateway_s, router_in_s, router_out_s = stamps
         if router_in_s is None or router_out_s is None:
             return

@@ -214,7 +214,7 @@ class ShardActorBody:
                     self._fence()
                 if self.core.awaiting_decision:
                     self._decisions_due.set()
-        if stamps is not None and len(stamps) == 3:
+        if stamps is not None:
             self.path.record(stamps, arrived_s, locked_s, time.time())
         acks.extend([codec.RETRY, "shard fenced off"] for _ in events[len(acks):])
         return codec.pack(codec.ACKS, acks)  # journaled and applied: decisions follow

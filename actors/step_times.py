@@ -61,4 +61,3 @@ class StepTimes:
                 "steps": {step: {"counts": list(counts),
                                  "total_ms": round(self.total_ms[step], 3)}
                           for step, counts in self.counts.items()}}
-

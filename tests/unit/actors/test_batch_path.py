@@ -35,5 +35,6 @@ def test_an_unstamped_gateway_leaves_its_stages_out_and_skew_is_not_a_duration()
 
 def test_malformed_stamps_record_nothing() -> None:
     path = BatchPath()
-    path.record([1.0, None, None], arrived_s=2.0, locked_s=2.0, applied_s=2.0)
+    for stamps in ([1.0, None, None], [1.0, 2.0], "stamps", [1.0, "2", 3.0]):
+        path.record(stamps, arrived_s=2.0, locked_s=2.0, applied_s=2.0)  # type: ignore[arg-type]
     assert path.to_wire()["steps"] == {}
