@@ -33,7 +33,7 @@ from .ports import SinkFactory
 log = logging.getLogger(__name__)
 
 # a submit's events for one shard, who waits for their acks, and when it was sent to the
-# router (by the gateway: None if unstamped) and taken in (``actors.batch_path``)
+# router (by the gateway: None if unstamped) and taken in (``actors.way_in``)
 Chunk = tuple[list[Any], "asyncio.Future[list[list[Any]]]", float | None, float]
 
 

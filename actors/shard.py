@@ -32,12 +32,12 @@ from ..engine.models import Removal
 from ..engine.partitions import PartitionTable
 from ..engine.runs import EmergencyRun
 from . import heap, ray_calls
-from .batch_path import BatchPath
 from .ports import ChannelFactory, StoreFactory
 from .shard_always_on import ShardAlwaysOn
 from .shard_core import ShardCore
 from .shard_persistence import ShardPersistence
 from .step_times import StepTimes
+from .way_in import WayIn
 
 log = logging.getLogger(__name__)
 # A snapshot step is one write transaction of at most this many partitions and about this many
@@ -75,7 +75,7 @@ class ShardActorBody:
         self.recovered = self.core.recover()
         heap.freeze_resident()
         self.steps = StepTimes()  # how long each kind of step holds the loop (health)
-        self.path = BatchPath()  # how batches got here and were applied, stage by stage
+        self.way_in = WayIn()  # how batches and Decides got here, and took how long
         self.steps.time_collections()
         self.freezer = heap.SurvivorFreezer(self.config.shard.full_collection_interval_s)
         self.arbitrators = ray_calls.ActorDirectory("arbitration", self.config.num_arbitrators,
@@ -182,7 +182,7 @@ class ShardActorBody:
     async def submit(self, batch: bytes, stamps: list[float | None] | None = None) -> bytes:
         """Journal and apply a batch, a turn of ``turn_events`` at a time: between turns an
         inbound Decide or a decision round runs, so a large batch never holds them up.
-        ``stamps``: the router's (see ``BatchPath``), for the batch's path in health."""
+        ``stamps``: the router's, for the batch's way in (``WayIn``, in health)."""
         arrived_s = time.time()
         self._ensure_background()
         try:
@@ -215,7 +215,7 @@ class ShardActorBody:
                 if self.core.awaiting_decision:
                     self._decisions_due.set()
         if stamps is not None:
-            self.path.record(stamps, arrived_s, locked_s, time.time())
+            self.way_in.record_batch(stamps, arrived_s, locked_s, time.time())
         acks.extend([codec.RETRY, "shard fenced off"] for _ in events[len(acks):])
         return codec.pack(codec.ACKS, acks)  # journaled and applied: decisions follow
 
@@ -372,12 +372,15 @@ class ShardActorBody:
         if reply is not None:
             self.core.load_replica(reply)
 
-    async def decide(self, customer_id: str, channel: str | None, present: bool = False
-                     ) -> bytes:
+    async def decide(self, customer_id: str, channel: str | None, present: bool = False,
+                     sent_at_s: float | None = None) -> bytes:
         """Inbound: the ranked actions for one customer now. Nothing is sent; with
         ``present`` the caller shows the winner, recorded as a treatment. Scored here by the
-        replica, or by the arbitrator when a candidate has a volume budget to reserve."""
+        replica, or by the arbitrator when a candidate has a volume budget to reserve.
+        ``sent_at_s``: when the gateway sent it, for its way in (``WayIn``, in health)."""
+        arrived_s = time.time()
         await self._claim([customer_id])
+        claimed_s = time.time()
         try:
             with self.steps.timed("decide"):
                 sets, removals = self.core.candidate_sets([customer_id], inbound=True,
@@ -390,6 +393,7 @@ class ShardActorBody:
                 self.core.settle_inbound(verdict, presented is not None)
         finally:
             await self._release([customer_id])
+        self.way_in.record_decide(sent_at_s, arrived_s, claimed_s, time.time())
         removed = [[r.action_id, r.policy, r.reason] for r in removals[customer_id]]
         return codec.encode_verdicts([verdict], removed=removed,
                                      treatment_id=presented.treatment_id if presented else "")
@@ -412,7 +416,7 @@ class ShardActorBody:
         return {"index": self.core.index, "customers": len(self.core.customers),
                 "fenced": self.fenced, "recovered": self.recovered, **self.core.stats,
                 **self.persistence.stats, "sweep": self.always_on.sweep_progress(),
-                "steps": self.steps.to_wire(), "path": self.path.to_wire(),
+                "steps": self.steps.to_wire(), "way_in": self.way_in.to_wire(),
                 "gc_cycles_found": self.freezer.cycles_found}
 
 

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from ..actors.batch_path import BatchPath
+from ..actors.way_in import DECIDE, WayIn
 from .machine_speed import describe, python_loop_ms
 
 console = Console()
@@ -88,12 +88,15 @@ def summary_lines(report: dict[str, Any], *, machine_loop_ms: float | None = Non
                          for name, s in sorted(steps.items(), key=lambda kv: -kv[1]["total_ms"]))
                      + ("" if any(name.startswith("gc ") for name in steps)
                         else "; no collector pause"))
-    for index, path in enumerate(report.get("shard_path", [])):
-        if path:
-            lines.append(f"shard {index} batches' way in (count, p50 / p99 / max bucket in ms): "
-                         + "; ".join(f"{name} {path[name]['count']:,}, {path[name]['p50_ms']} / "
-                                     f"{path[name]['p99_ms']} / {path[name]['longest_ms']}"
-                                     for name in BatchPath.STAGES if name in path))
+    for index, way_in in enumerate(report.get("shard_way_in", [])):
+        for what, stages in (("batches'", WayIn.BATCH_STAGES), ("Decides'", WayIn.DECIDE_STAGES)):
+            if any(name in way_in for name in stages):
+                lines.append(f"shard {index} {what} way in (count, p50 / p99 / max bucket in "
+                             "ms): " + "; ".join(
+                                 f"{name.removeprefix(DECIDE)} {way_in[name]['count']:,}, "
+                                 f"{way_in[name]['p50_ms']} / {way_in[name]['p99_ms']} / "
+                                 f"{way_in[name]['longest_ms']}"
+                                 for name in stages if name in way_in))
     if machine_loop_ms is not None:
         lines.append(describe(machine_loop_ms))
     if tr["missing"]:

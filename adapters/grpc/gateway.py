@@ -63,7 +63,7 @@ class EngineGateway:
 
     async def submit_packed(self, batch: bytes) -> list[list[Any]]:
         """An events envelope (``engine.codec``), handed to a router as it is, stamped with
-        the time it left (``actors.batch_path``)."""
+        the time it left (``actors.way_in``)."""
         reply = await self._call_router("submit", batch, time.time(),
                                         timeout_s=self.config.call_timeout_s * 2)
         return self._acks(reply)
@@ -89,7 +89,8 @@ class EngineGateway:
                      ) -> tuple[Verdict, list[Any], str]:
         """(ranked verdict, removals, treatment id when ``present``)."""
         reply = await self.shards.call(self.table.shard_of(customer_id), "decide", customer_id,
-                                       channel, present, timeout_s=self.config.call_timeout_s)
+                                       channel, present, time.time(),
+                                       timeout_s=self.config.call_timeout_s)
         meta = codec.unpack_envelope(reply, codec.VERDICTS).get("meta") or {}
         verdict = codec.decode_verdicts(reply)[0]
         return verdict, list(meta.get("removed", [])), str(meta.get("treatment_id", ""))

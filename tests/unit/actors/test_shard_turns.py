@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shush.actors.batch_path import BatchPath
 from shush.actors.shard import ShardActorBody
+from shush.actors.way_in import WayIn
 from shush.adapters.channels.memory import MemoryChannel
 from shush.adapters.stores import MemoryStateStore
 from shush.engine import codec
@@ -176,16 +176,18 @@ def test_a_decide_is_answered_between_chunks_of_a_snapshot_step(tmp_path: Path) 
     asyncio.run(scenario())
 
 
-def test_health_shows_each_stage_of_the_batches_way_in(tmp_path: Path) -> None:
+def test_health_shows_each_stage_of_the_way_in_of_batches_and_decides(tmp_path: Path) -> None:
     async def scenario() -> None:
         shard, arbitration, _ = _shard(tmp_path)
         arbitration.release.set()
         now = time.time()
         await shard.submit(_withdrawal("x"), [now - 0.003, now - 0.002, now - 0.001])
         await shard.submit(_withdrawal("y"))  # from a caller that does not stamp: not counted
-        path = (await shard.health())["path"]
-        assert set(path["steps"]) == set(BatchPath.STAGES)
-        assert all(sum(stage["counts"]) == 1 for stage in path["steps"].values())
-        assert path["steps"]["gateway → applied"]["total_ms"] >= 3.0
+        await shard.decide("z", None, False, time.time() - 0.002)
+        steps = (await shard.health())["way_in"]["steps"]
+        assert set(steps) == {*WayIn.BATCH_STAGES, *WayIn.DECIDE_STAGES}
+        assert all(sum(stage["counts"]) == 1 for stage in steps.values())
+        assert steps["gateway → applied"]["total_ms"] >= 3.0
+        assert steps["decide: gateway → shard"]["total_ms"] >= 2.0
 
     asyncio.run(scenario())

@@ -311,14 +311,18 @@ def test_the_sampler_counts_this_process_as_the_load_generator() -> None:
     assert sampler.cpu_seconds()[LOAD_ROLE] > 0
 
 
-def test_the_summary_shows_each_shards_batches_way_in_stage_by_stage() -> None:
+def test_the_summary_shows_each_shards_way_in_stage_by_stage() -> None:
     from shush.cluster.loadtest_cli import summary_lines
 
     stage = {"count": 40, "total_ms": 80.0, "p50_ms": "<= 2", "p99_ms": "<= 7",
              "longest_ms": "<= 10"}
-    data = {**lt.report_dict(**REPORT_ARGS),
-            "shard_path": [{"journal and apply": stage, "gateway → router": stage}, {}]}
-    [line] = [line for line in summary_lines(data) if "way in" in line]
-    assert line.startswith("shard 0 batches' way in")
-    assert line.index("gateway → router 40, <= 2 / <= 7 / <= 10") < line.index(
+    data = {**lt.report_dict(**REPORT_ARGS), "shard_way_in": [
+        {"journal and apply": stage, "gateway → router": stage, "decide: deciding": stage},
+        {"journal and apply": stage}]}
+    batches, decides, other = [line for line in summary_lines(data) if "way in" in line]
+    assert batches.startswith("shard 0 batches' way in")
+    assert batches.index("gateway → router 40, <= 2 / <= 7 / <= 10") < batches.index(
         "journal and apply 40")
+    assert decides.startswith("shard 0 Decides' way in")
+    assert decides.endswith("deciding 40, <= 2 / <= 7 / <= 10") and "decide:" not in decides
+    assert other.startswith("shard 1 batches' way in")
