@@ -15,6 +15,7 @@ Refused credentials (``UNAUTHENTICATED``, ``PERMISSION_DENIED``) are never retri
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 import time
@@ -224,8 +225,11 @@ class Connection:
         credentials = grpc.ssl_channel_credentials(
             root_certificates=_pem(root_certificates), private_key=_pem(client_key),
             certificate_chain=_pem(client_certificate)) if secure else None
-        return cls(target, metadata, credentials, _channel_options(server_name))
+        options = [*_channel_options(server_name), ("grpc.use_local_subchannel_pool", 1)]
+        return cls(target, metadata, credentials, options)
 
+    # Each channel its own TCP connection (not grpc's process-wide pool): the server's
+    # routers share one port, and the kernel gives each connection to one of them.
     def channel(self) -> grpc.Channel:
         if self.credentials is None:
             return grpc.insecure_channel(self.target, options=self.options)
@@ -266,8 +270,11 @@ class _ClientSettings:
                  max_attempts: int = 8, backoff_s: float = 0.05, api_key: str | None = None,
                  tls: bool = False, root_certificates: Pem | None = None,
                  client_certificate: Pem | None = None, client_key: Pem | None = None,
-                 server_name: str | None = None) -> None:
+                 server_name: str | None = None, connections: int = 2) -> None:
+        if connections < 1:
+            raise ValueError(f"connections must be at least 1, got {connections}")
         self.target = target
+        self.connections = connections  # calls take turns over them (see ``_stub``)
         self.batch_size = batch_size
         self.timeout_s = timeout_s
         self.max_attempts = max_attempts
@@ -338,8 +345,12 @@ class ShushClient(_ClientSettings):
 
     def __init__(self, target: str, **settings: Any) -> None:
         super().__init__(target, **settings)
-        self._channel = self._connection.channel()
-        self._stub = pb_grpc.ShushStub(self._channel)
+        self._channels = [self._connection.channel() for _ in range(self.connections)]
+        self._stubs = itertools.cycle([pb_grpc.ShushStub(c) for c in self._channels])
+
+    def _stub(self) -> pb_grpc.ShushStub:
+        """The next connection's stub: calls take turns, so they spread over the routers."""
+        return next(self._stubs)
 
     def __enter__(self) -> ShushClient:
         return self
@@ -348,7 +359,8 @@ class ShushClient(_ClientSettings):
         self.close()
 
     def close(self) -> None:
-        self._channel.close()
+        for channel in self._channels:
+            channel.close()
 
     def _call(self, method: Any, request: Any) -> Any:
         for attempt in range(self.max_attempts):
@@ -374,11 +386,11 @@ class ShushClient(_ClientSettings):
 
     def submit_batch(self, batch: list[pb.Event]) -> SubmitResult:
         """One batch of protobuf events (``SubmitEvents``), retried as ``submit`` does."""
-        return self._drive(self._stub.SubmitEvents, self._submit_plan(batch))
+        return self._drive(self._stub().SubmitEvents, self._submit_plan(batch))
 
     def submit_wire(self, batch: list[list[Any]]) -> SubmitResult:
         """One batch of wire events (``to_wire_event``) in one ``SubmitPacked`` call."""
-        return self._drive(self._stub.SubmitPacked, self._packed_plan(batch))
+        return self._drive(self._stub().SubmitPacked, self._packed_plan(batch))
 
     def submit(self, events: Iterable[EventLike]) -> SubmitResult:
         """Send events in batches; return what was accepted, duplicated and rejected."""
@@ -393,7 +405,7 @@ class ShushClient(_ClientSettings):
     def stream(self, events: Iterable[EventLike]) -> SubmitResult:
         """One client stream of batches (no per-batch retry: use ``submit`` for that)."""
         batches = list(_batches(events, self.batch_size, to_proto_event))
-        reply = self._stub.StreamEvents(iter(pb.EventBatch(events=b) for b in batches),
+        reply = self._stub().StreamEvents(iter(pb.EventBatch(events=b) for b in batches),
                                         timeout=self.timeout_s, metadata=self._metadata)
         result, _ = _result([e.event_id for b in batches for e in b], reply)
         return result
@@ -401,7 +413,7 @@ class ShushClient(_ClientSettings):
     def record_outcomes(self, outcomes: Iterable[Mapping[str, Any]]) -> OutcomeResult:
         """Report what became of treatments (delivered, opened, clicked, accepted, rejected),
         in batches; outcomes the engine could not take this time are sent again."""
-        return self._drive(self._stub.RecordOutcome, self._outcomes_plan(outcomes))
+        return self._drive(self._stub().RecordOutcome, self._outcomes_plan(outcomes))
 
     def record_outcome(self, treatment_id: str, customer_id: str, outcome: str,
                        at_ms: int | None = None) -> OutcomeResult:
@@ -412,19 +424,19 @@ class ShushClient(_ClientSettings):
                present: bool = False) -> DecideResult:
         """Ranked actions for the customer now; ``present``: you show the winner, and Shush
         records it as a treatment whose outcomes you report with its ``treatment_id``."""
-        return _decide_result(self._call(self._stub.Decide, pb.DecideRequest(
+        return _decide_result(self._call(self._stub().Decide, pb.DecideRequest(
             customer_id=customer_id, channel=channel or "", present=present)))
 
     def set_lever(self, action_id: str, lever: float) -> dict[str, float]:
-        reply = self._call(self._stub.SetLever, pb.SetLeverRequest(action_id=action_id,
+        reply = self._call(self._stub().SetLever, pb.SetLeverRequest(action_id=action_id,
                                                                    lever=lever))
         return dict(reply.levers)
 
     def levers(self) -> dict[str, float]:
-        return dict(self._call(self._stub.GetLevers, pb.LeversRequest()).levers)
+        return dict(self._call(self._stub().GetLevers, pb.LeversRequest()).levers)
 
     def explain(self, customer_id: str) -> list[dict[str, Any]]:
-        reply = self._call(self._stub.Explain, pb.ExplainRequest(customer_id=customer_id))
+        reply = self._call(self._stub().Explain, pb.ExplainRequest(customer_id=customer_id))
         decisions: list[dict[str, Any]] = json.loads(reply.decisions_json)
         return decisions
 
@@ -437,7 +449,7 @@ class ShushClient(_ClientSettings):
         population = pb.PopulationFilter(zips=zips, regions=regions, segments=segments,
                                          countries=countries, products_any=products_any,
                                          where=where, everyone=everyone)
-        reply = self._call(self._stub.StartRun, pb.StartRunRequest(
+        reply = self._call(self._stub().StartRun, pb.StartRunRequest(
             run_id=run_id, population=population, moment=moment, urgency=urgency,
             rate_per_s=rate_per_s, bypass_soft_caps=bypass_soft_caps, dedup_key=dedup_key,
             purpose=purpose))
@@ -445,16 +457,16 @@ class ShushClient(_ClientSettings):
 
     def runs(self) -> list[dict[str, Any]]:
         """Operator: the progress of every emergency run."""
-        return [_progress(p) for p in self._call(self._stub.ListRuns, pb.RunsRequest()).runs]
+        return [_progress(p) for p in self._call(self._stub().ListRuns, pb.RunsRequest()).runs]
 
     def report(self) -> list[dict[str, Any]]:
         """Operator: treatments, outcomes and rates per action, and lift against the holdout."""
-        reply = self._call(self._stub.Report, pb.ReportRequest())
+        reply = self._call(self._stub().Report, pb.ReportRequest())
         rows: list[dict[str, Any]] = json.loads(reply.report_json)
         return rows
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        reply = self._call(self._stub.Health, pb.HealthRequest())
+        reply = self._call(self._stub().Health, pb.HealthRequest())
         return reply.serving, json.loads(reply.detail_json or "{}")
 
 
@@ -463,8 +475,12 @@ class AsyncShushClient(_ClientSettings):
 
     def __init__(self, target: str, **settings: Any) -> None:
         super().__init__(target, **settings)
-        self._channel = self._connection.aio_channel()
-        self._stub = pb_grpc.ShushStub(self._channel)
+        self._channels = [self._connection.aio_channel() for _ in range(self.connections)]
+        self._stubs = itertools.cycle([pb_grpc.ShushStub(c) for c in self._channels])
+
+    def _stub(self) -> pb_grpc.ShushStub:
+        """The next connection's stub: calls take turns, so they spread over the routers."""
+        return next(self._stubs)
 
     async def __aenter__(self) -> AsyncShushClient:
         return self
@@ -473,7 +489,8 @@ class AsyncShushClient(_ClientSettings):
         await self.close()
 
     async def close(self) -> None:
-        await self._channel.close()
+        for channel in self._channels:
+            await channel.close()
 
     async def _call(self, method: Any, request: Any) -> Any:
         for attempt in range(self.max_attempts):
@@ -498,11 +515,11 @@ class AsyncShushClient(_ClientSettings):
 
     async def submit_batch(self, batch: list[pb.Event]) -> SubmitResult:
         """One batch of protobuf events (``SubmitEvents``), retried as ``submit`` does."""
-        return await self._drive(self._stub.SubmitEvents, self._submit_plan(batch))
+        return await self._drive(self._stub().SubmitEvents, self._submit_plan(batch))
 
     async def submit_wire(self, batch: list[list[Any]]) -> SubmitResult:
         """One batch of wire events (``to_wire_event``) in one ``SubmitPacked`` call."""
-        return await self._drive(self._stub.SubmitPacked, self._packed_plan(batch))
+        return await self._drive(self._stub().SubmitPacked, self._packed_plan(batch))
 
     async def submit(self, events: Iterable[EventLike]) -> SubmitResult:
         total = SubmitResult()
@@ -525,31 +542,31 @@ class AsyncShushClient(_ClientSettings):
                 sent.extend(batch)
                 yield pb.EventBatch(events=batch)
 
-        reply = await self._stub.StreamEvents(batches(), timeout=self.timeout_s,
+        reply = await self._stub().StreamEvents(batches(), timeout=self.timeout_s,
                                               metadata=self._metadata)
         return _result([e.event_id for e in sent], reply)[0]
 
     async def record_outcomes(self, outcomes: Iterable[Mapping[str, Any]]) -> OutcomeResult:
-        return await self._drive(self._stub.RecordOutcome, self._outcomes_plan(outcomes))
+        return await self._drive(self._stub().RecordOutcome, self._outcomes_plan(outcomes))
 
     async def decide(self, customer_id: str, channel: str | None = None, *,
                      present: bool = False) -> DecideResult:
-        return _decide_result(await self._call(self._stub.Decide, pb.DecideRequest(
+        return _decide_result(await self._call(self._stub().Decide, pb.DecideRequest(
             customer_id=customer_id, channel=channel or "", present=present)))
 
     async def set_lever(self, action_id: str, lever: float) -> dict[str, float]:
-        reply = await self._call(self._stub.SetLever,
+        reply = await self._call(self._stub().SetLever,
                                  pb.SetLeverRequest(action_id=action_id, lever=lever))
         return dict(reply.levers)
 
     async def health(self) -> tuple[bool, dict[str, Any]]:
-        reply = await self._call(self._stub.Health, pb.HealthRequest())
+        reply = await self._call(self._stub().Health, pb.HealthRequest())
         return reply.serving, json.loads(reply.detail_json or "{}")
 
     async def levers(self) -> dict[str, float]:
-        return dict((await self._call(self._stub.GetLevers, pb.LeversRequest())).levers)
+        return dict((await self._call(self._stub().GetLevers, pb.LeversRequest())).levers)
 
     async def explain(self, customer_id: str) -> list[dict[str, Any]]:
-        reply = await self._call(self._stub.Explain, pb.ExplainRequest(customer_id=customer_id))
+        reply = await self._call(self._stub().Explain, pb.ExplainRequest(customer_id=customer_id))
         decisions: list[dict[str, Any]] = json.loads(reply.decisions_json)
         return decisions

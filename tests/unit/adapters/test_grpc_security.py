@@ -251,7 +251,7 @@ def test_both_request_forms_name_the_field_and_the_limit_broken(
 def test_packed_events_reach_the_gateway_as_sent_and_garbage_is_refused() -> None:
     with serving(GrpcConfig()) as (target, gateway), _client(target) as client:
         result = client.submit([EVENT, {**EVENT, "event_id": "e2"}])
-        garbage = _code(lambda: client._stub.SubmitPacked(pb.PackedEvents(events=b"\xc1"),
+        garbage = _code(lambda: client._stub().SubmitPacked(pb.PackedEvents(events=b"\xc1"),
                                                           timeout=5))
     assert result.accepted == 2
     [(method, events)] = gateway.calls
