@@ -32,3 +32,24 @@ class RecordSink(Protocol):
 ChannelFactory = Callable[[], TreatmentChannel]
 SinkFactory = Callable[[], RecordSink]
 StoreFactory = Callable[[], StateStore]
+
+
+class RouterFront(Protocol):
+    """What an edge in a router's process calls on that router, directly (no actor hop)."""
+
+    async def submit_events(self, events: list[Any], sent_at_s: float | None = None
+                            ) -> list[list[Any]]: ...
+
+    async def route_outcomes(self, items: list[Any]) -> list[list[Any]]: ...
+
+
+class EdgeServer(Protocol):
+    """A server that takes requests inside a router's process (the gRPC adapter). Every
+    router serves the same port; the kernel spreads connections over them (SO_REUSEPORT)."""
+
+    async def start(self, port: int) -> int: ...  # the port bound (0: pick a free one)
+
+    async def stop(self, grace_s: float) -> None: ...
+
+
+EdgeFactory = Callable[[RouterFront], EdgeServer]

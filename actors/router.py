@@ -9,6 +9,9 @@ full the buffer grows, and leaves as one batch when an acknowledgement frees the
 batches grow with the load (group commit). A router holding more than ``max_buffered_events``
 refuses new work with a retry-after. An unacknowledged batch is re-sent (shards drop duplicates
 by event id) until ``call_timeout_s`` runs out.
+
+Each router also hosts the gRPC edge (``serve``): clients connect to the routers themselves,
+which share one port, and a batch reaches its shards in one actor hop.
 """
 
 from __future__ import annotations
@@ -24,11 +27,11 @@ from ..engine import codec
 from ..engine.catalog import Catalog
 from ..engine.clock import SystemClock
 from ..engine.config import EngineConfig
-from ..engine.errors import EngineUnavailable, EventRejected
+from ..engine.errors import BackpressureError, EngineUnavailable, EventRejected
 from ..engine.partitions import PartitionTable
 from ..engine.signals import validate_wire_event
 from . import heap, ray_calls
-from .ports import SinkFactory
+from .ports import EdgeFactory, EdgeServer, SinkFactory
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +42,12 @@ Chunk = tuple[list[Any], "asyncio.Future[list[list[Any]]]", float | None, float]
 
 class RouterActorBody:
     def __init__(self, index: int, config_json: str, catalog_wire: dict[str, Any],
-                 table_wire: dict[str, Any], dead_letter_factory: SinkFactory) -> None:
+                 table_wire: dict[str, Any], dead_letter_factory: SinkFactory,
+                 edge_factory: EdgeFactory | None = None) -> None:
         self.index = index
+        self.edge_factory = edge_factory
+        self.edge: EdgeServer | None = None
+        self.edge_port: int | None = None
         self.config = EngineConfig.model_validate_json(config_json)
         self.settings = self.config.router
         self.signal_types = Catalog.from_wire(catalog_wire).signals
@@ -62,16 +69,28 @@ class RouterActorBody:
         heap.freeze_resident()
 
     async def submit(self, batch: bytes, sent_at_s: float | None = None) -> bytes:
-        received_s = time.time()
+        """An events envelope from another process: acks, or a refusal (bad batch, full)."""
         try:
             events = codec.unpack(batch, codec.EVENTS)
         except Exception as exc:
             return codec.pack(codec.ACKS, [], refused=f"bad batch: {exc}")
+        try:
+            acks = await self.submit_events(events, sent_at_s)
+        except BackpressureError as exc:
+            return codec.pack(codec.ACKS, [], refused=exc.reason,
+                              retry_after_s=exc.retry_after_s)
+        return codec.pack(codec.ACKS, acks)
+
+    async def submit_events(self, events: list[Any], sent_at_s: float | None = None
+                            ) -> list[list[Any]]:
+        """Validate, route and deliver wire events; one ack each, in order. The gRPC edge in
+        this router's process calls it directly (``serve``); ``sent_at_s``: when the caller
+        sent them (``actors.way_in``). Raises ``BackpressureError`` when the router is full."""
+        received_s = time.time()
         n = len(events)
         if self.buffered + n > self.settings.max_buffered_events:
             self.stats["refused"] += n
-            return codec.pack(codec.ACKS, [], refused="router is full",
-                              retry_after_s=self.settings.resend_backoff_s)
+            raise BackpressureError("router is full", retry_after_s=self.settings.resend_backoff_s)
         self.stats["received"] += n
         results: list[list[Any] | None] = [None] * n
         per_shard: dict[int, tuple[list[int], list[Any]]] = {}
@@ -100,7 +119,7 @@ class RouterActorBody:
                     results[pos] = ack
         finally:
             self.buffered -= accepted
-        return codec.pack(codec.ACKS, results)
+        return results  # type: ignore[return-value]  # every position is filled
 
     def _dead_letter(self, event: Any, exc: EventRejected) -> None:
         self.stats["rejected"] += 1
@@ -185,11 +204,16 @@ class RouterActorBody:
                 await asyncio.sleep(self.settings.resend_backoff_s)
 
     async def record_outcomes(self, batch: bytes) -> bytes:
-        """Outcomes ``[treatment_id, customer_id, kind, at_ms]``, each to its customer's shard."""
+        """An outcomes envelope from another process: acks, or a refusal."""
         try:
             items = codec.unpack(batch, codec.OUTCOMES)
         except Exception as exc:
             return codec.pack(codec.ACKS, [], refused=f"bad batch: {exc}")
+        return codec.pack(codec.ACKS, await self.route_outcomes(items))
+
+    async def route_outcomes(self, items: list[Any]) -> list[list[Any]]:
+        """Outcomes ``[treatment_id, customer_id, kind, at_ms]``, each to its customer's
+        shard; one ack each, in order."""
         results: list[list[Any] | None] = [None] * len(items)
         per_shard: dict[int, tuple[list[int], list[Any]]] = {}
         for i, item in enumerate(items):
@@ -211,10 +235,32 @@ class RouterActorBody:
                 acks = [[codec.RETRY, exc.reason]] * len(chunk)
             for pos, ack in zip(positions, acks, strict=True):
                 results[pos] = ack
-        return codec.pack(codec.ACKS, results)
+        return results  # type: ignore[return-value]  # every position is filled
+
+    async def serve(self, port: int) -> int:
+        """Serve the edge (gRPC) in this process on ``port`` (0: a free one); return the port.
+        Idempotent: the supervisor calls it after every health check, so a router Ray
+        restarted serves again. Clients reach a router in one hop instead of two (through a
+        gateway process, then an actor call)."""
+        if self.edge is None:
+            if self.edge_factory is None:
+                raise RuntimeError(f"router {self.index} has no edge to serve")
+            edge = self.edge_factory(self)
+            self.edge_port = await edge.start(port)
+            self.edge = edge
+            heap.freeze_resident()  # the server's state lives as long as the process
+        assert self.edge_port is not None
+        return self.edge_port
+
+    async def stop_serving(self, grace_s: float) -> None:
+        """Stop taking requests; those in flight get ``grace_s`` to finish."""
+        edge, self.edge = self.edge, None
+        if edge is not None:
+            await edge.stop(grace_s)
 
     async def health(self) -> dict[str, Any]:
-        return {"index": self.index, "buffered": self.buffered, **self.stats}
+        return {"index": self.index, "buffered": self.buffered, "edge_port": self.edge_port,
+                **self.stats}
 
 
 RouterActor = ray.remote(RouterActorBody)

@@ -3,7 +3,8 @@
 It creates (or, after its own restart, re-attaches to) named arbitration, shard and router
 actors from one ``EngineConfig``; a health loop pings every actor and re-creates any that is
 gone for good, then hands routers the new shard map. The data path keeps flowing while the
-supervisor itself restarts: routers hold their own copy of the map.
+supervisor itself restarts: routers hold their own copy of the map, and serve gRPC (once
+``serve_grpc`` asked them to; a router re-created or restarted is asked again).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ..engine.runs import RunProgress
 from ..engine.schedule import RunSchedule
 from . import ray_calls
 from .arbitration import ArbitrationActor
-from .ports import ChannelFactory, SinkFactory, StoreFactory
+from .ports import ChannelFactory, EdgeFactory, SinkFactory, StoreFactory
 from .router import RouterActor
 from .shard import ShardActor
 
@@ -35,6 +36,7 @@ SUPERVISOR_NAME = "supervisor"
 SCHEDULE_KEY = "schedule-last-fired"
 RECREATE_AFTER_CHECKS = 3  # checks in a row that find an actor dead before it is re-created
 PURGE_PAUSE_S = 0.05  # between two chunks of a purge: the shards write in between
+EDGE_GRACE_S = 1.0  # what a request in flight at shutdown gets to finish
 
 
 class DownActors:
@@ -71,13 +73,15 @@ class DownActors:
 class SupervisorActorBody:
     def __init__(self, config_json: str, catalog_wire: dict[str, Any],
                  channel_factory: ChannelFactory, dead_letter_factory: SinkFactory,
-                 store_factory: StoreFactory) -> None:
+                 store_factory: StoreFactory, edge_factory: EdgeFactory | None = None) -> None:
         self.config_json = config_json
         self.config = EngineConfig.model_validate_json(config_json)
         self.catalog_wire = catalog_wire
         self.channel_factory = channel_factory
         self.dead_letter_factory = dead_letter_factory
         self.store_factory = store_factory
+        self.edge_factory = edge_factory
+        self.edge_port: int | None = None  # the port every router serves, once asked to
         self.table = self.config.partition_table()
         self.arbitrators: list[Any] = []
         self.shards: list[Any] = []
@@ -110,7 +114,7 @@ class SupervisorActorBody:
     def _create_router(self, i: int) -> Any:
         return ray_calls.create(
             RouterActor, i, self.config_json, self.catalog_wire, self.table.to_wire(),
-            self.dead_letter_factory, name=ray_calls.actor_name("router", i),
+            self.dead_letter_factory, self.edge_factory, name=ray_calls.actor_name("router", i),
             namespace=self.config.namespace, num_cpus=self.config.router.num_cpus,
             max_restarts=-1)
 
@@ -121,8 +125,12 @@ class SupervisorActorBody:
                                 for i in range(self.config.num_arbitrators)]
             self.shards = [self._create_shard(i) for i in range(self.config.num_shards)]
             self.routers = [self._create_router(i) for i in range(self.config.num_routers)]
-            await asyncio.gather(*(ray_calls.call(a, "health", timeout_s=self.config.call_timeout_s)
-                                   for a in self.arbitrators + self.shards + self.routers))
+            found = await asyncio.gather(*(
+                ray_calls.call(a, "health", timeout_s=self.config.call_timeout_s)
+                for a in self.arbitrators + self.shards + self.routers))
+            # after this supervisor's own restart, the routers it re-attached to still serve
+            self.edge_port = next((h["edge_port"] for h in found[-len(self.routers):]
+                                   if h.get("edge_port") is not None), None)
         if self._health_task is None:
             self._health_task = asyncio.get_running_loop().create_task(self._health_loop())
         if self._purge_task is None:
@@ -160,7 +168,31 @@ class SupervisorActorBody:
                     group[i] = create(i)
                     replaced[kind] += 1
                     self.restarts[kind] += 1
+        if self.edge_port is not None:  # a re-created or Ray-restarted router serves again
+            await self._serve_on_every_router(self.edge_port)
         return replaced  # peers find a re-created actor by its name
+
+    # -- the edge -------------------------------------------------------------------------
+    async def serve_grpc(self) -> int:
+        """Every router serves gRPC on ``grpc.port`` (0: router 0 picks a free one, the
+        others share it); return the port. Idempotent."""
+        if self.edge_port is None:
+            port = await ray_calls.call(self.routers[0], "serve", self.config.grpc.port,
+                                        timeout_s=self.config.call_timeout_s)
+            await self._serve_on_every_router(port, strict=True)
+            self.edge_port = port
+        return self.edge_port
+
+    async def _serve_on_every_router(self, port: int, *, strict: bool = False) -> None:
+        """``strict``: a router that cannot serve fails the call (start), instead of being
+        logged and asked again after the next check."""
+        served = await asyncio.gather(*(ray_calls.call(r, "serve", port,
+                                                       timeout_s=self.config.call_timeout_s)
+                                        for r in self.routers), return_exceptions=not strict)
+        for i, result in enumerate(served):
+            if isinstance(result, BaseException):
+                log.warning("supervisor: router %d does not serve port %d yet: %s",
+                            i, port, result)
 
     # -- retention ------------------------------------------------------------------------
     async def _purge_loop(self) -> None:
@@ -286,6 +318,11 @@ class SupervisorActorBody:
         for task in (self._health_task, self._purge_task):
             if task is not None:
                 task.cancel()
+        if self.edge_port is not None:  # no new requests; those in flight finish first
+            await asyncio.gather(*(ray_calls.call(r, "stop_serving", EDGE_GRACE_S,
+                                                  timeout_s=self.config.call_timeout_s)
+                                   for r in self.routers), return_exceptions=True)
+            self.edge_port = None
         flushed = await asyncio.gather(
             *(ray_calls.call(s, "flush", timeout_s=self.config.call_timeout_s)
               for s in self.shards), return_exceptions=True)

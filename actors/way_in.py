@@ -21,13 +21,15 @@ DECIDE = "decide: "  # the prefix of a Decide's stages
 class WayIn:
     """The stages of a shard's batches and Decides, in buckets of ``WAY_IN_BOUNDS_MS``.
 
-    The gateway and the router stamp what they send with the wall-clock time it left them;
-    the shard records each stage when it is done. Stamps from processes on other nodes carry
+    The gateway stamps a batch with the wall-clock time its request came in, the router with
+    the times it took the batch in and sent it on; the shard records each stage when it is
+    done. Since the gateway runs in the router's process (stop 19), "in the gateway" is the
+    request's parsing and checks. Stamps from processes on other nodes carry
     their clocks' skew. A stamp that is not a number is ignored: it is a measurement, never a
     reason to refuse a call.
     """
 
-    BATCH_STAGES = ("gateway → router", "in the router", "router → shard",
+    BATCH_STAGES = ("in the gateway", "in the router", "router → shard",
                     "waiting for earlier batches", "journal and apply", "gateway → applied")
     DECIDE_STAGES = (f"{DECIDE}gateway → shard", f"{DECIDE}waiting for the customer",
                      f"{DECIDE}deciding")
@@ -37,8 +39,8 @@ class WayIn:
 
     def record_batch(self, stamps: Sequence[float | None], arrived_s: float, locked_s: float,
                      applied_s: float) -> None:
-        """``stamps``: when the gateway sent the batch (``None`` from a caller that does not
-        stamp), when the router took it in and when it sent it on."""
+        """``stamps``: when the gateway took the request in (``None`` from a caller that does
+        not stamp), when the router took it in and when it sent it on."""
         if not (isinstance(stamps, list | tuple) and len(stamps) == 3
                 and all(_is_time(s) for s in stamps)):
             return
@@ -47,7 +49,7 @@ class WayIn:
             return
         record = self.times.record
         if gateway_s is not None:
-            record("gateway → router", _ms(router_in_s - gateway_s))
+            record("in the gateway", _ms(router_in_s - gateway_s))
             record("gateway → applied", _ms(applied_s - gateway_s))
         record("in the router", _ms(router_out_s - router_in_s))
         record("router → shard", _ms(arrived_s - router_out_s))

@@ -1,7 +1,7 @@
-"""A running engine seen from the driver: supervisor, routers, gRPC server.
+"""A running engine seen from the driver: supervisor and routers.
 
 ``Engine.start(config)`` loads the catalog (failing fast on an invalid one), creates the
-supervisor, which creates every other actor, and optionally serves gRPC.
+supervisor, which creates every other actor; ``serve_grpc`` has every router serve gRPC.
 """
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from ..actors import heap, ray_calls
+from ..actors import ray_calls
 from ..actors.supervisor import SUPERVISOR_NAME, SupervisorActor
 from ..adapters.channels.jsonl import JsonlChannel
-from ..adapters.grpc.gateway import EngineGateway
-from ..adapters.grpc.server import BackgroundServer
+from ..adapters.grpc.router_edge import GrpcEdge
 from ..adapters.stores import make_store
 from ..adapters.stores.dead_letters import open_dead_letters
 from ..engine.catalog import Catalog
@@ -33,9 +32,7 @@ class Engine:
         self.catalog = catalog
         self.supervisor = supervisor
         self.routers = routers
-        kinds = catalog_policies(catalog).outcomes.known() - {IGNORED}
-        self.gateway = EngineGateway(config, supervisor, routers, outcome_kinds=frozenset(kinds))
-        self.server: BackgroundServer | None = None
+        self.port: int | None = None  # the gRPC port every router serves
 
     @classmethod
     def start(cls, config: EngineConfig, *, detached: bool = False) -> Engine:
@@ -47,37 +44,46 @@ class Engine:
         channel_factory = functools.partial(JsonlChannel, Path(config.channel.path).resolve())
         dead_letter_factory = functools.partial(open_dead_letters, url)
         store_factory = functools.partial(make_store, url)
+        outcome_kinds = frozenset(catalog_policies(catalog).outcomes.known() - {IGNORED})
+        edge_factory = functools.partial(GrpcEdge, _tls_paths_resolved(config), outcome_kinds)
         supervisor = ray_calls.create(
             SupervisorActor, config.model_dump_json(), catalog.to_wire(), channel_factory,
-            dead_letter_factory, store_factory, name=SUPERVISOR_NAME, namespace=config.namespace,
-            num_cpus=0, max_restarts=-1, detached=detached)
+            dead_letter_factory, store_factory, edge_factory, name=SUPERVISOR_NAME,
+            namespace=config.namespace, num_cpus=0, max_restarts=-1, detached=detached)
         ray_calls.call_blocking(supervisor, "start", timeout_s=config.call_timeout_s * 4)
         routers = ray_calls.call_blocking(supervisor, "get_routers",
                                           timeout_s=config.call_timeout_s)
         return cls(config, catalog, supervisor, routers)
 
     def serve_grpc(self) -> int:
-        """Start the gRPC server in a background thread; return its port."""
-        self.server = BackgroundServer(self.gateway, self.config.grpc)
-        port = self.server.start()
-        # What is alive now (modules, Ray's and gRPC's state) lives as long as the process:
-        # out of the collector's sight, a full collection of the gateway's heap no longer
-        # rescans it (loadtest at 10,000 events/s, three runs each: submit -> treatment
-        # p99.9 74/64/70 ms against 75/101/156, inbound Decide p99 25/28/40 against 33/44/46).
-        heap.freeze_resident()
-        return port
+        """Every router serves gRPC on ``grpc.port`` (0: a free one); return the port."""
+        self.port = int(ray_calls.call_blocking(self.supervisor, "serve_grpc",
+                                                timeout_s=self.config.call_timeout_s * 2))
+        return self.port
 
     @property
     def target(self) -> str:
-        assert self.server is not None, "serve_grpc() first"
-        return f"{self.config.grpc.host}:{self.server.port}"
+        assert self.port is not None, "serve_grpc() first"
+        return f"{self.config.grpc.host}:{self.port}"
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
+        """Stop serving, snapshot every shard, stop every actor."""
+        self.port = None
         try:
             ray_calls.call_blocking(self.supervisor, "shutdown",
                                     timeout_s=self.config.call_timeout_s)
         finally:
             ray_calls.kill(self.supervisor)
+
+
+def _tls_paths_resolved(config: EngineConfig) -> EngineConfig:
+    """The TLS files as absolute paths: the routers that read them are Ray workers, whose
+    working directory is not the caller's."""
+    security = config.grpc.security
+    resolved = {name: path.resolve() for name in ("tls_cert_path", "tls_key_path",
+                                                  "tls_client_ca_path")
+                if (path := getattr(security, name)) is not None}
+    if not resolved:
+        return config
+    grpc = config.grpc.model_copy(update={"security": security.model_copy(update=resolved)})
+    return config.model_copy(update={"grpc": grpc})

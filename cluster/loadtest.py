@@ -15,7 +15,7 @@ What is measured:
 - submit → ack (the batch's reply) from its scheduled time, and how late batches left
   (``send lag``: the client itself falling behind);
 - inbound ``Decide`` latency from a separate open-loop loop at a low rate;
-- CPU and resident memory of the Ray processes (and of the engine's gateway process when
+- CPU and resident memory of the Ray processes (and of the engine's driver process when
   embedded), sampled each second with psutil.
 
 Latencies go into HdrHistograms (microsecond resolution, three significant digits).
@@ -464,7 +464,7 @@ def report_dict(*, spec: LoadSpec, population: int, profile_s: float, span_s: fl
     duration = max(span_s, spec.duration_s)
     ray_cpu = [s["ray_cpu_pct"] for s in samples]
     ray_rss = [s["ray_rss_mb"] for s in samples]
-    gateway_cpu = [s["gateway_cpu_pct"] for s in samples]
+    driver_cpu = [s["driver_cpu_pct"] for s in samples]
     machine_cpu = [s["machine_cpu_pct"] for s in samples]
     return {
         "version": 1,
@@ -493,7 +493,7 @@ def report_dict(*, spec: LoadSpec, population: int, profile_s: float, span_s: fl
         "resources": {"ray_cpu_pct_mean": _mean(ray_cpu),
                       "ray_cpu_pct_max": max(ray_cpu) if ray_cpu else None,
                       "ray_rss_mb_max": round(max(ray_rss), 1) if ray_rss else None,
-                      "gateway_cpu_pct_mean": _mean(gateway_cpu),
+                      "driver_cpu_pct_mean": _mean(driver_cpu),
                       "machine_cpu_pct_mean": _mean(machine_cpu),
                       "cpu_count": psutil.cpu_count(),
                       "cpu_seconds": cpu_seconds or {},
@@ -561,8 +561,9 @@ async def run_steps(spec: LoadSpec, *, rate_from: float, rate_step: float,
 class EmbeddedEngine:
     """Local Ray + engine + gRPC in a separate process (spawn), like ``shush run``.
 
-    The gRPC gateway then has its own interpreter: it does not share a GIL with the
-    coordinator. ``target``, ``channel_path`` and ``pid`` are known once entered.
+    The engine's driver then has its own interpreter: it does not share a GIL with the
+    coordinator (gRPC itself is served by the routers). ``target``, ``channel_path`` and
+    ``pid`` are known once entered.
     """
 
     def __init__(self, config_path: str | None = None, *, num_cpus: int | None = None,

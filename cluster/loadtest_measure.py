@@ -69,7 +69,7 @@ def is_ray_process(name: str, cmdline: Sequence[str]) -> bool:
 
 ACTOR_ROLES = (("ShardActor", "shards"), ("RouterActor", "routers"),
                ("ArbitrationActor", "arbitrators"), ("SupervisorActor", "supervisor"))
-GATEWAY_ROLE = "gateway"
+DRIVER_ROLE = "driver"
 LOAD_ROLE = "load generator"
 
 
@@ -84,7 +84,7 @@ class ResourceSampler:
     """CPU (% of one core, summed) and RSS of the Ray processes and of extra pids, and the
     CPU time each role has used since the first sample (``cpu_seconds``).
 
-    With ``extra_pids`` (an embedded engine's process: the gateway), the processes descending
+    With ``extra_pids`` (an embedded engine's process: its driver), the processes descending
     from them count (Ray's, its Python daemons included), so other Ray sessions on the machine
     stay out; otherwise every Ray process. The load generator is this process and its other
     children.
@@ -143,7 +143,7 @@ class ResourceSampler:
             try:
                 cpu = known.cpu_percent(None)
                 rss = float(known.memory_info().rss)
-                self._add_cpu(known, GATEWAY_ROLE if extra
+                self._add_cpu(known, DRIVER_ROLE if extra
                               else process_role(proc.info["cmdline"] or ()))
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
@@ -162,7 +162,7 @@ class ResourceSampler:
         for pid in set(self._cpu_seen) - seen:
             del self._cpu_seen[pid]
         return {"ray_cpu_pct": ray_cpu, "ray_rss_mb": ray_rss / 1e6, "ray_processes": count,
-                "gateway_cpu_pct": extra_cpu, "gateway_rss_mb": extra_rss / 1e6,
+                "driver_cpu_pct": extra_cpu, "driver_rss_mb": extra_rss / 1e6,
                 "machine_cpu_pct": psutil.cpu_percent(None) * (psutil.cpu_count() or 1)}
 
 

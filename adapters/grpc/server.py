@@ -1,4 +1,4 @@
-"""The gRPC server: grpc.aio on a uvloop event loop, in front of an ``EngineGateway``.
+"""The gRPC server: grpc.aio on a router's event loop, in front of an ``EngineGateway``.
 
 Edges are guarded in this order: grpc refuses messages above ``max_message_bytes``; the
 ``AuthInterceptor`` checks the API key and role (when keys are configured) and parses the
@@ -9,16 +9,14 @@ from ``GrpcConfig.security``.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
 import logging
-import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import grpc
-import uvloop
 
 from ...engine import codec
 from ...engine.config import GrpcConfig
@@ -60,6 +58,8 @@ class ShushServicer(pb_grpc.ShushServicer):
 
     async def SubmitPacked(self, request: pb.PackedEvents,
                            context: grpc.aio.ServicerContext) -> pb.SubmitReply:
+        arrived_s = time.time()
+
         async def work() -> pb.SubmitReply:
             try:
                 events = codec.unpack(request.events, codec.EVENTS)
@@ -68,7 +68,7 @@ class ShushServicer(pb_grpc.ShushServicer):
             limits.check_wire_events(events, self.config)
             if not events:
                 return pb.SubmitReply()
-            acks = await self.gateway.submit_packed(request.events)
+            acks = await self.gateway.submit(events, arrived_s)
             return convert.acks_to_reply(map(convert.wire_event_id, events), acks)
 
         return await self._guard(context, work)
@@ -229,56 +229,3 @@ async def start_server(gateway: EngineGateway, config: GrpcConfig) -> tuple[grpc
         raise OSError(f"cannot bind gRPC on {address}")
     await server.start()
     return server, port
-
-
-class BackgroundServer:
-    """The gRPC server on its own uvloop loop in a daemon thread (CLI, tests, benchmarks)."""
-
-    def __init__(self, gateway: EngineGateway, config: GrpcConfig) -> None:
-        self.gateway = gateway
-        self.config = config
-        self.port = 0
-        self.grace_s = 1.0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="shush-grpc", daemon=True)
-
-    async def _serve(self) -> None:
-        self._stopping = asyncio.Event()
-        try:
-            server, self.port = await start_server(self.gateway, self.config)
-        except BaseException as exc:
-            self._error = exc
-            raise
-        finally:
-            self._ready.set()
-        await self._stopping.wait()
-        await server.stop(self.grace_s)
-
-    def _run(self) -> None:
-        loop = uvloop.new_event_loop()
-        self._loop = loop
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(self._serve())
-        except BaseException:
-            if self._error is None:
-                log.exception("gRPC server stopped on an error")
-        finally:
-            loop.close()
-
-    def start(self) -> int:
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            raise self._error
-        return self.port
-
-    def stop(self, grace_s: float = 1.0) -> None:
-        if self._loop is None or self._stopping is None or not self._thread.is_alive():
-            return
-        self.grace_s = grace_s
-        self._loop.call_soon_threadsafe(self._stopping.set)
-        self._thread.join(timeout=grace_s + 10)

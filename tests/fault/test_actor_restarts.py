@@ -1,4 +1,5 @@
-"""Kills: a shard killed mid-stream is restarted by Ray, and routers re-send what it lost."""
+"""Kills: a shard killed mid-stream is restarted by Ray, and routers re-send what it lost; a
+router killed is restarted and serves gRPC again, while the others take its clients."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from shush.actors import ray_calls
+from shush.client import ShushClient
 from tests.factories import event_dict
 from tests.integration.conftest import RunningEngine, start_engine
 
@@ -59,3 +62,48 @@ def test_supervisor_recreates_a_shard_that_is_gone_for_good(engine: RunningEngin
                                               int(time.time() * 1000), amount=9000.0)])
     assert result.accepted == 1
     assert engine.for_customer(customer)
+
+
+def _router_health(engine: RunningEngine) -> list[dict[str, Any]]:
+    health = ray_calls.call_blocking(engine.engine.supervisor, "health", timeout_s=10)
+    routers: list[dict[str, Any]] = health["routers"]
+    return routers
+
+
+@pytest.fixture
+def two_routers(ray_session: None, tmp_path: Path) -> Iterator[RunningEngine]:
+    running = start_engine(tmp_path, num_routers=2)
+    yield running
+    running.client.close()
+    running.engine.stop()
+
+
+def test_every_router_serves_grpc_and_a_killed_one_serves_again(
+        two_routers: RunningEngine) -> None:
+    engine = two_routers
+    port = engine.engine.port
+    assert [r["edge_port"] for r in _router_health(engine)] == [port, port]
+    now = int(time.time() * 1000)
+    customers = [f"r-{uuid.uuid4().hex[:8]}-{i}" for i in range(40)]
+    # 16 connections, which the kernel hands to the routers at random: all to one router
+    # once in 2**15 runs.
+    with ShushClient(engine.engine.target, connections=16) as client:
+        for customer in customers[:20]:
+            assert client.submit([event_dict(customer, "balance_update", now,
+                                                balance=500.0)]).accepted == 1
+    assert all(r["received"] > 0 for r in _router_health(engine))
+
+    routers = ray_calls.call_blocking(engine.engine.supervisor, "get_routers", timeout_s=10)
+    ray_calls.kill(routers[0], no_restart=False)  # Ray restarts it, without its server
+    with ShushClient(engine.engine.target, connections=4) as client:  # the other one serves
+        result = client.submit([event_dict(c, "savings_withdrawal", now, amount=9000.0)
+                                for c in customers])
+    assert (result.accepted, result.rejected) == (40, [])
+    deadline = time.monotonic() + 20  # the supervisor's next check asks it to serve again
+    while time.monotonic() < deadline:
+        found = _router_health(engine)
+        if all(r.get("alive") and r.get("edge_port") == port for r in found):
+            break
+        time.sleep(0.2)
+    assert [r.get("edge_port") for r in found] == [port, port]
+    assert {t["customer_id"] for t in engine.wait_for(lambda ts: len(ts) >= 40)} >= set(customers)

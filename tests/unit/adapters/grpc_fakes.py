@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import uvloop
+
 from shush.adapters.grpc.gateway import REPORTABLE_OUTCOMES
-from shush.adapters.grpc.server import BackgroundServer
+from shush.adapters.grpc.server import start_server
 from shush.engine import codec
 from shush.engine.arbitration import Verdict
 from shush.engine.config import GrpcConfig
 from shush.engine.errors import EngineUnavailable
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -26,12 +33,10 @@ class FakeGateway:
     outcome_kinds: frozenset[str] = REPORTABLE_OUTCOMES
     record_outcomes_missing: bool = False  # the router side not there yet
 
-    async def submit(self, events: list[list[Any]]) -> list[list[Any]]:
+    async def submit(self, events: list[list[Any]], arrived_s: float | None = None
+                     ) -> list[list[Any]]:
         self.calls.append(("submit", events))
         return [[codec.ACCEPTED, ""] for _ in events]
-
-    async def submit_packed(self, batch: bytes) -> list[list[Any]]:
-        return await self.submit(codec.unpack(batch, codec.EVENTS))
 
     async def record_outcomes(self, outcomes: list[list[Any]]) -> list[list[Any]]:
         self.calls.append(("record_outcomes", outcomes))
@@ -67,12 +72,66 @@ class FakeGateway:
         return json.dumps(data)
 
 
+class BackgroundServer:
+    """The gRPC server on its own uvloop loop in a daemon thread (in production it runs
+    on a router actor's loop)."""
+
+    def __init__(self, gateway: Any, config: GrpcConfig) -> None:
+        self.gateway = gateway
+        self.config = config
+        self.port = 0
+        self.grace_s = 1.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="shush-grpc", daemon=True)
+
+    async def _serve(self) -> None:
+        self._stopping = asyncio.Event()
+        try:
+            server, self.port = await start_server(self.gateway, self.config)
+        except BaseException as exc:
+            self._error = exc
+            raise
+        finally:
+            self._ready.set()
+        await self._stopping.wait()
+        await server.stop(self.grace_s)
+
+    def _run(self) -> None:
+        loop = uvloop.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._serve())
+        except BaseException:
+            if self._error is None:
+                log.exception("gRPC server stopped on an error")
+        finally:
+            loop.close()
+
+    def start(self) -> int:
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        return self.port
+
+    def stop(self, grace_s: float = 1.0) -> None:
+        if self._loop is None or self._stopping is None or not self._thread.is_alive():
+            return
+        self.grace_s = grace_s
+        self._loop.call_soon_threadsafe(self._stopping.set)
+        self._thread.join(timeout=grace_s + 10)
+
+
 @contextmanager
 def serving(config: GrpcConfig, gateway: FakeGateway | None = None
             ) -> Iterator[tuple[str, FakeGateway]]:
     """Serve ``config`` (port forced to 0) in a thread; yield its target and gateway."""
     gateway = gateway or FakeGateway()
-    server = BackgroundServer(gateway, config.model_copy(update={"port": 0}))  # type: ignore[arg-type]
+    server = BackgroundServer(gateway, config.model_copy(update={"port": 0}))
     port = server.start()
     try:
         yield f"127.0.0.1:{port}", gateway

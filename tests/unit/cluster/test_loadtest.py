@@ -196,7 +196,7 @@ REPORT_ARGS: dict[str, Any] = dict(
     unmatched=0, missing_sample=[], e2e=lt.LatencyHistogram().summary(),
     ack=lt.LatencyHistogram().summary(), lag=lt.LatencyHistogram().summary(),
     decide=lt.LatencyHistogram().summary(), decide_errors={},
-    samples=[{"ray_cpu_pct": 100.0, "ray_rss_mb": 900.0, "gateway_cpu_pct": 5.0,
+    samples=[{"ray_cpu_pct": 100.0, "ray_rss_mb": 900.0, "driver_cpu_pct": 5.0,
               "machine_cpu_pct": 150.0}],
     timeline=[{"t_s": 0, "sent": 10, "accepted": 10}])
 
@@ -317,11 +317,11 @@ def test_the_summary_shows_each_shards_way_in_stage_by_stage() -> None:
     stage = {"count": 40, "total_ms": 80.0, "p50_ms": "<= 2", "p99_ms": "<= 7",
              "longest_ms": "<= 10"}
     data = {**lt.report_dict(**REPORT_ARGS), "shard_way_in": [
-        {"journal and apply": stage, "gateway → router": stage, "decide: deciding": stage},
+        {"journal and apply": stage, "in the gateway": stage, "decide: deciding": stage},
         {"journal and apply": stage}]}
     batches, decides, other = [line for line in summary_lines(data) if "way in" in line]
     assert batches.startswith("shard 0 batches' way in")
-    assert batches.index("gateway → router 40, <= 2 / <= 7 / <= 10") < batches.index(
+    assert batches.index("in the gateway 40, <= 2 / <= 7 / <= 10") < batches.index(
         "journal and apply 40")
     assert decides.startswith("shard 0 Decides' way in")
     assert decides.endswith("deciding 40, <= 2 / <= 7 / <= 10") and "decide:" not in decides
