@@ -1,9 +1,9 @@
 """RouterActor: validates events, routes each to its customer's shard, micro-batches, and
 applies backpressure.
 
-A ``submit`` call's valid events are split per shard into chunks that wait in that shard's
-buffer; a buffer is flushed when it holds ``max_batch_events`` or after ``flush_interval_ms``
-(0, the default: at once, if the shard's window has room).
+A ``submit_events`` call's valid events are split per shard into chunks that wait in that
+shard's buffer; a buffer is flushed when it holds ``max_batch_events`` or after
+``flush_interval_ms`` (0, the default: at once, if the shard's window has room).
 At most ``max_inflight_batches`` batches per shard are unacknowledged; while that window is
 full the buffer grows, and leaves as one batch when an acknowledgement frees the window, so
 batches grow with the load (group commit). A router holding more than ``max_buffered_events``
@@ -67,19 +67,6 @@ class RouterActorBody:
         # (loadtest at 10,000 events/s: full collections of 29-41 ms under load before; of
         # 0.9-6.6 ms after)
         heap.freeze_resident()
-
-    async def submit(self, batch: bytes, sent_at_s: float | None = None) -> bytes:
-        """An events envelope from another process: acks, or a refusal (bad batch, full)."""
-        try:
-            events = codec.unpack(batch, codec.EVENTS)
-        except Exception as exc:
-            return codec.pack(codec.ACKS, [], refused=f"bad batch: {exc}")
-        try:
-            acks = await self.submit_events(events, sent_at_s)
-        except BackpressureError as exc:
-            return codec.pack(codec.ACKS, [], refused=exc.reason,
-                              retry_after_s=exc.retry_after_s)
-        return codec.pack(codec.ACKS, acks)
 
     async def submit_events(self, events: list[Any], sent_at_s: float | None = None
                             ) -> list[list[Any]]:
@@ -202,14 +189,6 @@ class RouterActorBody:
                             ] * len(events)
                 self.stats["resends"] += 1
                 await asyncio.sleep(self.settings.resend_backoff_s)
-
-    async def record_outcomes(self, batch: bytes) -> bytes:
-        """An outcomes envelope from another process: acks, or a refusal."""
-        try:
-            items = codec.unpack(batch, codec.OUTCOMES)
-        except Exception as exc:
-            return codec.pack(codec.ACKS, [], refused=f"bad batch: {exc}")
-        return codec.pack(codec.ACKS, await self.route_outcomes(items))
 
     async def route_outcomes(self, items: list[Any]) -> list[list[Any]]:
         """Outcomes ``[treatment_id, customer_id, kind, at_ms]``, each to its customer's

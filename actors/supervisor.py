@@ -169,7 +169,7 @@ class SupervisorActorBody:
                     replaced[kind] += 1
                     self.restarts[kind] += 1
         if self.edge_port is not None:  # a re-created or Ray-restarted router serves again
-            await self._serve_on_every_router(self.edge_port)
+            await self._serve_on(self.routers, self.edge_port)
         return replaced  # peers find a re-created actor by its name
 
     # -- the edge -------------------------------------------------------------------------
@@ -179,16 +179,16 @@ class SupervisorActorBody:
         if self.edge_port is None:
             port = await ray_calls.call(self.routers[0], "serve", self.config.grpc.port,
                                         timeout_s=self.config.call_timeout_s)
-            await self._serve_on_every_router(port, strict=True)
+            await self._serve_on(self.routers[1:], port, strict=True)
             self.edge_port = port
         return self.edge_port
 
-    async def _serve_on_every_router(self, port: int, *, strict: bool = False) -> None:
-        """``strict``: a router that cannot serve fails the call (start), instead of being
-        logged and asked again after the next check."""
+    async def _serve_on(self, routers: list[Any], port: int, *, strict: bool = False) -> None:
+        """Ask ``routers`` to serve ``port``. ``strict``: a router that cannot serve fails the
+        call (start), instead of being logged and asked again after the next check."""
         served = await asyncio.gather(*(ray_calls.call(r, "serve", port,
                                                        timeout_s=self.config.call_timeout_s)
-                                        for r in self.routers), return_exceptions=not strict)
+                                        for r in routers), return_exceptions=not strict)
         for i, result in enumerate(served):
             if isinstance(result, BaseException):
                 log.warning("supervisor: router %d does not serve port %d yet: %s",

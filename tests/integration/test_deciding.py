@@ -170,9 +170,8 @@ def test_outcomes_teach_the_propensity(engine: RunningEngine) -> None:
     outcomes = [[t["treatment_id"], t["customer_id"], "rejected", now_ms()]
                 for t in treated if t["customer_id"] in customers]
     router = engine.engine.routers[0]
-    reply = ray_calls.call_blocking(router, "record_outcomes",
-                                    codec.pack(codec.OUTCOMES, outcomes), timeout_s=10)
-    assert [a[0] for a in codec.unpack(reply, codec.ACKS)] == [codec.ACCEPTED] * 5
+    acks = ray_calls.call_blocking(router, "route_outcomes", outcomes, timeout_s=10)
+    assert [a[0] for a in acks] == [codec.ACCEPTED] * 5
     deadline = time.monotonic() + 10
     after = before
     while after == before and time.monotonic() < deadline:
