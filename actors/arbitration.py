@@ -24,6 +24,7 @@ from ..engine.config import EngineConfig
 from ..engine.errors import CatalogError
 from ..policies.budgets import BudgetBook, apply_budgets
 from ..policies.policy_config import catalog_policies
+from . import gil
 from .ports import StoreFactory
 from .scoring import scorer_for
 
@@ -35,6 +36,7 @@ class ArbitrationActorBody:
     def __init__(self, index: int, config_json: str, catalog_wire: dict[str, Any],
                  store_factory: StoreFactory) -> None:
         config = EngineConfig.model_validate_json(config_json)
+        gil.hand_over_every(config.gil_switch_interval_ms)
         catalog = Catalog.from_wire(catalog_wire)
         policy = catalog_policies(catalog)
         self.index = index

@@ -33,6 +33,15 @@ def create(actor_class: Any, *args: Any, name: str | None = None, namespace: str
     return actor_class.options(**options).remote(*args, **kwargs)
 
 
+async def let_calls_in() -> None:
+    """Let the calls that reached this async actor during the last step start before the next
+    step. Ray hands a call to the actor's loop with ``run_coroutine_threadsafe``: one loop
+    turn creates the call's task and a second runs its first step, so one ``sleep(0)`` would
+    let the caller's next step go first and the call wait a step more."""
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
+
 def _shush_cause(exc: RayTaskError) -> BaseException:
     """A ShushError raised inside an actor reaches the caller as itself."""
     cause = getattr(exc, "cause", None)
@@ -56,9 +65,13 @@ def _translated(method: str, timeout_s: float, what: str) -> Iterator[None]:
 
 async def call(handle: ActorHandle, method: str, *args: Any, timeout_s: float,
                what: str = "") -> Any:
-    """Await one actor method with a deadline."""
+    """Await one actor method with a deadline. ``asyncio.timeout``, not ``wait_for``: the
+    reply then resumes the caller two loop turns after it lands instead of four (``wait_for``
+    wraps the call in a task of its own and wakes the caller through a waiter), and each turn
+    of a busy loop can be a step of someone else's work (benchmarks/bench_gil_handoff.py)."""
     with _translated(method, timeout_s, what):
-        return await asyncio.wait_for(getattr(handle, method).remote(*args), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            return await getattr(handle, method).remote(*args)
 
 
 Liveness = Literal["alive", "restarting", "dead"]
@@ -69,7 +82,8 @@ async def probe(handle: ActorHandle, method: str, *, timeout_s: float) -> Livene
     (its constructor may take seconds: reloading snapshots, replaying the journal) or it did
     not answer in time; ``dead`` when Ray will not restart it."""
     try:
-        await asyncio.wait_for(getattr(handle, method).remote(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await getattr(handle, method).remote()
     except (ray.exceptions.ActorUnavailableError, TimeoutError, GetTimeoutError):
         return "restarting"
     except RayActorError:  # ActorDiedError: killed for good, or out of restarts

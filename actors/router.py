@@ -30,7 +30,7 @@ from ..engine.config import EngineConfig
 from ..engine.errors import BackpressureError, EngineUnavailable, EventRejected
 from ..engine.partitions import PartitionTable
 from ..engine.signals import validate_wire_event
-from . import heap, ray_calls
+from . import gil, heap, ray_calls
 from .ports import EdgeFactory, EdgeServer, SinkFactory
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ class RouterActorBody:
         self.edge: EdgeServer | None = None
         self.edge_port: int | None = None
         self.config = EngineConfig.model_validate_json(config_json)
+        gil.hand_over_every(self.config.gil_switch_interval_ms)
         self.settings = self.config.router
         self.signal_types = Catalog.from_wire(catalog_wire).signals
         self.dead_letters = dead_letter_factory()

@@ -31,7 +31,7 @@ from ..engine.errors import CodecError, EngineUnavailable, FencedError
 from ..engine.models import Removal
 from ..engine.partitions import PartitionTable
 from ..engine.runs import EmergencyRun
-from . import heap, ray_calls
+from . import gil, heap, ray_calls
 from .ports import ChannelFactory, StoreFactory
 from .shard_always_on import ShardAlwaysOn
 from .shard_core import ShardCore
@@ -62,6 +62,7 @@ class ShardActorBody:
                  store_factory: StoreFactory) -> None:
         heap.tune_for_resident_state()
         self.config = EngineConfig.model_validate_json(config_json)
+        gil.hand_over_every(self.config.gil_switch_interval_ms)
         store = store_factory()
         self.persistence = ShardPersistence(store, index, PartitionTable.from_wire(table_wire),
                                             self.config.shard.snapshot_interval_s,
@@ -155,7 +156,7 @@ class ShardActorBody:
                                        max_customers=SNAPSHOT_CUSTOMERS_PER_STEP,
                                        max_partitions=SNAPSHOT_PARTITIONS_PER_STEP)
         for partitions in steps:
-            await asyncio.sleep(0)  # calls that came in during the last step go first
+            await ray_calls.let_calls_in()  # calls that came in during the last step go first
             async with self._batches:
                 step = self.persistence.take_snapshot(partitions)
                 try:
@@ -166,7 +167,7 @@ class ShardActorBody:
                                 step, self.core.customers.get, now_ms, SNAPSHOT_PACK_CHUNK)
                         if packed:
                             break
-                        await asyncio.sleep(0)  # a Decide waits for one chunk, not the step
+                        await ray_calls.let_calls_in()  # a Decide waits for one chunk
                     with self.steps.timed("snapshot write"):
                         self.persistence.write_snapshot(step)
                 except BaseException:
@@ -201,7 +202,7 @@ class ShardActorBody:
                 self._fence()
             for start in range(0, len(events), turn):
                 if start:
-                    await asyncio.sleep(0)
+                    await ray_calls.let_calls_in()  # a Decide waits for one turn, not the batch
                 if self.fenced:
                     break
                 try:
@@ -285,7 +286,7 @@ class ShardActorBody:
         try:
             for i, (trigger, part) in enumerate(turns):
                 if i:
-                    await asyncio.sleep(0)  # a Decide or a batch waits for one turn at most
+                    await ray_calls.let_calls_in()  # a Decide or a batch waits for one turn
                 if not await self._decide_turn(part, trigger):
                     log.warning("shard %d: arbitration unavailable; customers wait",
                                 self.core.index)

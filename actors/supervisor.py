@@ -24,7 +24,7 @@ from ..engine.holdout import lift_report
 from ..engine.outcomes import Resolution
 from ..engine.runs import RunProgress
 from ..engine.schedule import RunSchedule
-from . import ray_calls
+from . import gil, ray_calls
 from .arbitration import ArbitrationActor
 from .ports import ChannelFactory, EdgeFactory, SinkFactory, StoreFactory
 from .router import RouterActor
@@ -76,6 +76,7 @@ class SupervisorActorBody:
                  store_factory: StoreFactory, edge_factory: EdgeFactory | None = None) -> None:
         self.config_json = config_json
         self.config = EngineConfig.model_validate_json(config_json)
+        gil.hand_over_every(self.config.gil_switch_interval_ms)
         self.catalog_wire = catalog_wire
         self.channel_factory = channel_factory
         self.dead_letter_factory = dead_letter_factory

@@ -204,6 +204,9 @@ class EngineConfig(_Frozen):
         "system", description="'event': engine time follows event time (replays)"
     )
     call_timeout_s: PositiveFloat = Field(30.0, description="Longest wait on any actor call")
+    gil_switch_interval_ms: PositiveFloat = Field(
+        1.0, description="How long an actor's busy loop keeps the GIL from Ray's threads, "
+        "which deliver its calls and replies (Python's default: 5 ms; actors.gil)")
     health_interval_s: PositiveFloat = Field(1.0, description="Supervisor health-check period")
     recreate_after_s: PositiveFloat = Field(
         120.0, description="How long an actor Ray is restarting may stay unreachable before "
