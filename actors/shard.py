@@ -423,11 +423,11 @@ class ShardActorBody:
 
 def _verdicts(reply: bytes, removals: dict[str, list[Removal]]) -> list[Verdict]:
     """The arbitrator's verdicts; the candidates its budgets removed join ``removals``."""
-    meta = codec.unpack_envelope(reply, codec.VERDICTS).get("meta") or {}
+    verdicts, meta = codec.decode_verdict_batch(reply)
     for customer_id, refused in meta.get("removed", {}).items():
         removals.setdefault(customer_id, []).extend(
             Removal(action_id=a, policy=p, reason=r) for a, p, r in refused)
-    return codec.decode_verdicts(reply)
+    return verdicts
 
 
 ShardActor = ray.remote(ShardActorBody)

@@ -86,11 +86,19 @@ def encode_verdicts(verdicts: list[Verdict], **meta: Any) -> bytes:
 
 
 def decode_verdicts(data: bytes) -> list[Verdict]:
+    return decode_verdict_batch(data)[0]
+
+
+def decode_verdict_batch(data: bytes) -> tuple[list[Verdict], dict[str, Any]]:
+    """The verdicts and the envelope's meta (budget removals, a presented treatment's id),
+    from one decoding of the reply."""
+    envelope = unpack_envelope(data, VERDICTS)
     try:
-        return [
+        verdicts = [
             Verdict(customer_id, tuple(
                 Candidate(action_id=a, moment_id=m, p=p, c=c, v=v, l=lv, score=s)
                 for a, m, p, c, v, lv, s in ranked), winner, tuple(also))
-            for customer_id, winner, ranked, also in unpack(data, VERDICTS)]
+            for customer_id, winner, ranked, also in envelope["items"]]
     except (TypeError, ValueError) as exc:
         raise CodecError(f"malformed verdicts: {exc}") from exc
+    return verdicts, envelope.get("meta") or {}

@@ -48,8 +48,8 @@ class EngineGateway:
         reply = await self.shards.call(self.table.shard_of(customer_id), "decide", customer_id,
                                        channel, present, time.time(),
                                        timeout_s=self.config.call_timeout_s)
-        meta = codec.unpack_envelope(reply, codec.VERDICTS).get("meta") or {}
-        verdict = codec.decode_verdicts(reply)[0]
+        verdicts, meta = codec.decode_verdict_batch(reply)
+        verdict = verdicts[0]
         return verdict, list(meta.get("removed", [])), str(meta.get("treatment_id", ""))
 
     async def explain(self, customer_id: str) -> list[dict[str, Any]]:

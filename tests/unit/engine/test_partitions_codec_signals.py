@@ -6,9 +6,10 @@ import msgpack
 import pytest
 
 from shush.engine import codec
-from shush.engine.arbitration import CandidateSet
+from shush.engine.arbitration import CandidateSet, Verdict
 from shush.engine.catalog import Catalog, CatalogFile
 from shush.engine.errors import CodecError, EventRejected
+from shush.engine.models import Candidate
 from shush.engine.partitions import PartitionTable, partition_of
 from shush.engine.signals import validate_wire_event
 from tests.factories import COMPETING_CATALOG, event
@@ -51,6 +52,18 @@ def test_codec_round_trip_and_version_checks() -> None:
         codec.unpack(codec.pack(codec.EVENTS, []), codec.ACKS)
     with pytest.raises(CodecError, match="undecodable"):
         codec.unpack(b"\xc1\xff", codec.EVENTS)
+
+
+def test_verdicts_and_their_meta_come_back_from_one_reply() -> None:
+    best = Candidate(action_id="x", moment_id="m", p=0.5, c=1.0, v=2.0, l=1.0, score=1.0)
+    verdicts = [Verdict("a", (best,), "x", ()), Verdict("b", (), None, ())]
+    reply = codec.encode_verdicts(verdicts, removed={"b": [["y", "budget", "spent"]]},
+                                  treatment_id="t1")
+    assert codec.decode_verdict_batch(reply) == (
+        verdicts, {"removed": {"b": [["y", "budget", "spent"]]}, "treatment_id": "t1"})
+    assert codec.decode_verdict_batch(codec.encode_verdicts(verdicts)) == (verdicts, {})
+    with pytest.raises(CodecError, match="malformed verdicts"):
+        codec.decode_verdict_batch(codec.pack(codec.VERDICTS, [["a", None, [["x"]], []]]))
 
 
 @pytest.fixture
