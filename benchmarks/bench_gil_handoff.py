@@ -25,6 +25,7 @@ import numpy as np
 import ray
 
 from shush.cluster.machine_speed import describe, python_loop_ms
+from shush.cluster.ray_runtime import start_ray, stop_ray
 
 INTERVALS_MS = (5.0, 1.0, 0.2)
 
@@ -91,7 +92,7 @@ def main() -> None:
     parser.add_argument("--step-ms", type=float, default=2.0)
     args = parser.parse_args()
     print(describe(python_loop_ms()))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_ray(num_cpus=2)
     idle = Idle.remote()  # type: ignore[attr-defined]
     ray.get(idle.noop.remote())
     print(f"a loop busy in {args.step_ms:g} ms steps; ms per call (p50 / p99, {args.calls} calls)")
@@ -112,7 +113,7 @@ def main() -> None:
             print(f"  switch {switch_ms:>4g} ms, call in, {yields} sleep(0) per step: "
                   f"{summary(took)}")
         ray.kill(busy)
-    ray.shutdown()
+    stop_ray()
 
 
 if __name__ == "__main__":
