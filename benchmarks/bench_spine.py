@@ -87,8 +87,10 @@ def decided_by(channel: Path, started_s: float, expected: int, quiet_s: float = 
             break
         time.sleep(0.1)
     treatments = read_jsonl(channel)
-    last_ms = max((int(t["decided_at_ms"]) for t in treatments), default=0)
-    return len(treatments), max(last_ms / 1000 - started_s, 0.0)
+    if not treatments:
+        raise RuntimeError(f"no treatment reached {channel}: nothing to time the decisions by")
+    last_ms = max(int(t["decided_at_ms"]) for t in treatments)
+    return len(treatments), last_ms / 1000 - started_s
 
 
 async def end_to_end(events: list[list[object]], target: str, batch: int,
