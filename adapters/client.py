@@ -285,6 +285,13 @@ class _ClientSettings:
             server_name=server_name)
         self._metadata = self._connection.metadata
 
+    def _take_turns(self, channels: Sequence[Any]) -> None:
+        self._stubs = itertools.cycle([pb_grpc.ShushStub(c) for c in channels])
+
+    def _stub(self) -> pb_grpc.ShushStub:
+        """The next connection's stub: calls take turns, so they spread over the routers."""
+        return next(self._stubs)
+
     # Retry plans: generators that yield (request, pause before sending it) and receive each
     # reply; the blocking and the asyncio client drive the same plans.
     def _submit_plan(self, batch: list[pb.Event]) -> Plan[SubmitResult]:
@@ -346,11 +353,7 @@ class ShushClient(_ClientSettings):
     def __init__(self, target: str, **settings: Any) -> None:
         super().__init__(target, **settings)
         self._channels = [self._connection.channel() for _ in range(self.connections)]
-        self._stubs = itertools.cycle([pb_grpc.ShushStub(c) for c in self._channels])
-
-    def _stub(self) -> pb_grpc.ShushStub:
-        """The next connection's stub: calls take turns, so they spread over the routers."""
-        return next(self._stubs)
+        self._take_turns(self._channels)
 
     def __enter__(self) -> ShushClient:
         return self
@@ -476,11 +479,7 @@ class AsyncShushClient(_ClientSettings):
     def __init__(self, target: str, **settings: Any) -> None:
         super().__init__(target, **settings)
         self._channels = [self._connection.aio_channel() for _ in range(self.connections)]
-        self._stubs = itertools.cycle([pb_grpc.ShushStub(c) for c in self._channels])
-
-    def _stub(self) -> pb_grpc.ShushStub:
-        """The next connection's stub: calls take turns, so they spread over the routers."""
-        return next(self._stubs)
+        self._take_turns(self._channels)
 
     async def __aenter__(self) -> AsyncShushClient:
         return self
