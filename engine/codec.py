@@ -85,10 +85,6 @@ def encode_verdicts(verdicts: list[Verdict], **meta: Any) -> bytes:
         for v in verdicts], **meta)
 
 
-def decode_verdicts(data: bytes) -> list[Verdict]:
-    return decode_verdict_batch(data)[0]
-
-
 def decode_verdict_batch(data: bytes) -> tuple[list[Verdict], dict[str, Any]]:
     """The verdicts and the envelope's meta (budget removals, a presented treatment's id),
     from one decoding of the reply."""

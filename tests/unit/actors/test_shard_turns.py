@@ -115,7 +115,7 @@ def test_the_arbitrator_takes_what_rides_along_before_scoring(tmp_path: Path) ->
         [cset], learned=[[action, 0, True], [action, 0, False], ["gone", 0, True]],
         settled=[["some-key", False]])))
     assert body.learned == 2  # the unknown action is left out
-    assert [v.customer_id for v in codec.decode_verdicts(reply)] == ["x"]
+    assert [v.customer_id for v in codec.decode_verdict_batch(reply)[0]] == ["x"]
 
 
 def test_a_turn_up_to_the_local_limit_is_scored_by_the_replica_a_larger_one_remotely(
