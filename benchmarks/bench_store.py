@@ -1,27 +1,41 @@
 """Snapshot throughput of the state stores: customers written and loaded per second.
 
     python benchmarks/bench_store.py [--customers 50000] [--snapshot-bytes 300] [--batch 1000]
-                                     [--step 256] [--postgres postgresql://postgres@127.0.0.1:5432/test]
+                                     [--step 256] [--mix-rounds 2000]
+                                     [--postgres postgresql://postgres@127.0.0.1:5432/test]
 
 Writes go in batches (one transaction per ``save_snapshots`` call), as a shard flushes them;
 the load reads every partition back, as a restarted shard does. Then the time of one snapshot
 step (``--step`` upserts in one call), alone and beside a thread that always wants the GIL, as
 a shard's writes run beside Ray's threads. The SQLite file lives in a temporary directory;
 PostgreSQL (optional) uses a throwaway schema, dropped afterwards.
+
+Last, SQLite under a shard's write mix, once with the store's ``secure_delete = FAST`` and once
+with Debian's default (``ON``): per round a journal entry (a batch of events), a ledger write
+(3 treatments and their decisions) and its dispatch marks; every 40 rounds a snapshot step that
+truncates the journal. CPU per call (the thread's, kernel included) and the WAL's growth.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from shush.adapters.stores import MemoryStateStore, SnapshotRow, StateStore
+from shush.adapters.stores import (
+    DecisionRow,
+    MemoryStateStore,
+    SnapshotRow,
+    StateStore,
+    TreatmentRow,
+)
 from shush.adapters.stores.sqlite import SqliteStateStore
 from shush.engine.partitions import partition_of
 
@@ -102,6 +116,41 @@ def bench(name: str, open_store: Callable[[], StateStore], args: argparse.Namesp
           f"{beside}")
 
 
+def write_mix(path: Path, secure_delete: str, rounds: int) -> str:
+    """CPU per call of a shard's writes, and the WAL's growth (see the module's docstring)."""
+    store = SqliteStateStore(path)
+    store._conn.execute(f"PRAGMA secure_delete = {secure_delete}")
+    cpu: dict[str, list[float]] = {"journal": [], "ledger": [], "marks": [], "snapshot": []}
+
+    def timed(kind: str, write: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        started = time.thread_time()
+        result = write(*args, **kwargs)
+        cpu[kind].append((time.thread_time() - started) * 1e6)
+        return result
+
+    try:
+        epoch = store.acquire_partitions(list(range(8)), "bench")
+        epochs = dict.fromkeys(range(8), epoch)
+        events, payload, decision = os.urandom(30_000), os.urandom(600), os.urandom(600)
+        for i in range(rounds):
+            seq = timed("journal", store.append_journal, epochs, events)
+            treatments = [TreatmentRow(uuid.uuid4().hex, uuid.uuid4().hex, f"c{i}-{j}", "a",
+                                       i, payload) for j in range(3)]
+            decisions = [DecisionRow(row.customer_id, i, decision) for row in treatments]
+            timed("ledger", store.record_treatments, treatments, decisions=decisions)
+            timed("marks", store.mark_dispatched, [row.idempotency_key for row in treatments], i)
+            if i % 40 == 39:
+                step = [SnapshotRow(f"customer-{uuid.uuid4().int % 30_000:08d}", p % 8,
+                                    os.urandom(800), i) for p in range(256)]
+                timed("snapshot", store.save_snapshots, epochs, step,
+                      journal_covered_to=seq - 20)
+        wal_mb = os.path.getsize(f"{path}-wal") / 1e6
+    finally:
+        store.close()
+    return ("; ".join(f"{kind} {statistics.median(us):,.0f}" for kind, us in cpu.items())
+            + f" us CPU per call (p50); WAL {wal_mb:,.0f} MB after {rounds:,} rounds")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=50_000)
@@ -109,6 +158,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000, help="snapshots per save call")
     parser.add_argument("--step", type=int, default=256,
                         help="snapshots per call in the step timing (a shard's snapshot step)")
+    parser.add_argument("--mix-rounds", type=int, default=2000,
+                        help="rounds of the shard write mix (0: skip it)")
     parser.add_argument("--postgres", default="", help="also bench PostgreSQL at this URL")
     args = parser.parse_args()
     print(f"{args.customers:,} customers, {args.snapshot_bytes}-byte snapshots,"
@@ -128,6 +179,12 @@ def main() -> None:
         finally:
             with psycopg.connect(args.postgres, autocommit=True) as conn:
                 conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    if args.mix_rounds:
+        print("sqlite, a shard's write mix (journal, ledger, marks, snapshot steps):")
+        for mode in ("FAST", "ON"):  # the store's setting, then Debian's default
+            with tempfile.TemporaryDirectory() as tmp:
+                print(f"  secure_delete {mode:<4}  "
+                      f"{write_mix(Path(tmp) / 'mix.db', mode, args.mix_rounds)}")
 
 
 if __name__ == "__main__":

@@ -652,12 +652,13 @@ def test_postgres_moves_a_per_partition_journal_to_one_entry_per_batch(
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-def test_sqlite_runs_in_wal_mode_with_normal_sync(tmp_path: Path) -> None:
+def test_sqlite_runs_in_wal_mode_with_normal_sync_and_fast_secure_delete(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     with SqliteStateStore(path) as store:
         store.save_model("m", b"x")
         assert store._conn.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
         assert store._conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+        assert store._conn.execute("PRAGMA secure_delete").fetchone() == (2,)  # FAST
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
