@@ -4,9 +4,12 @@
 
 1. pure core: validation + shard core + arbitration math, one process, no Ray, no network —
    the ceiling for this code;
-2. end to end: AsyncShushClient -> gRPC -> routers -> shards -> arbitration -> JSONL channel,
+2. stored core: the same with what a shard actor adds around it (the SQLite store, journal,
+   ledger, snapshot steps, hot columns, JSONL channel), still one process and no Ray: what
+   the shards' durability costs, apart from Ray, the routers and the client;
+3. end to end: AsyncShushClient -> gRPC -> routers -> shards -> arbitration -> JSONL channel,
    on the embedded default (local Ray), with several batches in flight.
-Both runs use the same workload. Their treatment counts agree up to events of one customer
+All runs use the same workload. Their treatment counts agree up to events of one customer
 that concurrent batches deliver out of order (a crossing follows event time, not arrival).
 
 End to end has two rates: acknowledged (every batch journaled and applied; decisions follow
@@ -23,6 +26,7 @@ import asyncio
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -45,13 +49,66 @@ from shush.engine.signals import validate_wire_event
 
 def pure_core(events: list[list[object]], config: EngineConfig, batch: int,
               start_ms: int) -> tuple[float, int]:
-    heap.tune_for_resident_state()  # as in a shard process
+    """The ceiling: the shards' decision logic alone (memory store and channel)."""
     catalog = load_engine_catalog(config)
     channel = MemoryChannel()
     clock = ManualClock(start_ms)
-    table = config.partition_table()
     shards = [ShardCore(i, catalog, config.shard, clock, channel, MemoryStateStore())
               for i in range(config.num_shards)]
+    seconds = _drive(events, config, shards, clock, batch)
+    return seconds, len(channel.sent)
+
+
+def stored_core(events: list[list[object]], config: EngineConfig, batch: int,
+                start_ms: int) -> tuple[float, float, int]:
+    """The shards' logic with what a shard actor adds around it, still one process and no
+    Ray: the configured store (one connection per shard, as the actors have), the journal,
+    snapshot steps, the hot columns of the sweep and the JSONL channel. Returns seconds, CPU
+    seconds of the process and treatments."""
+    from shush.actors.shard import SNAPSHOT_CUSTOMERS_PER_STEP, SNAPSHOT_PARTITIONS_PER_STEP
+    from shush.actors.shard_always_on import ShardAlwaysOn
+    from shush.actors.shard_persistence import ShardPersistence
+    from shush.adapters.channels.jsonl import JsonlChannel
+    from shush.adapters.stores import make_store
+
+    catalog = load_engine_catalog(config)
+    clock = ManualClock(start_ms)
+    table = config.partition_table()
+    channel_path = Path(config.channel.path)
+    shards, stores = [], []
+    for i in range(config.num_shards):
+        store = make_store(config.resolved_store_url)
+        stores.append(store)
+        persistence = ShardPersistence(store, i, table, config.shard.snapshot_interval_s,
+                                       config.shard.max_replay_events)
+        always_on = ShardAlwaysOn(config.sweep, config.runs, config.num_shards, catalog)
+        shards.append(ShardCore(i, catalog, config.shard, clock, JsonlChannel(channel_path),
+                                store, persistence, always_on))
+
+    def snapshot_steps() -> None:  # a shard's maintenance tick, in one go
+        for shard in shards:
+            persistence = shard.persistence
+            assert persistence is not None
+            for step in persistence.steps(persistence.due_partitions(),
+                                          max_customers=SNAPSHOT_CUSTOMERS_PER_STEP,
+                                          max_partitions=SNAPSHOT_PARTITIONS_PER_STEP):
+                persistence.snapshot(shard.customers.get, clock.now_ms(), step)
+
+    cpu_started = time.process_time()
+    try:
+        seconds = _drive(events, config, shards, clock, batch, snapshot_steps)
+    finally:
+        for store in stores:
+            store.close()
+    return seconds, time.process_time() - cpu_started, len(read_jsonl(channel_path))
+
+
+def _drive(events: list[list[object]], config: EngineConfig, shards: list[ShardCore],
+           clock: ManualClock, batch: int, maintain: Callable[[], None] | None = None) -> float:
+    """Route, journal, apply and decide ``events`` in batches, as routers and shards do."""
+    heap.tune_for_resident_state()  # as in a shard process
+    catalog = shards[0].catalog
+    table = config.partition_table()
     actions = ActionTable(catalog.actions)
     model = PropensityModel(actions.ids, catalog.actions)
     freezer = heap.SurvivorFreezer(0)  # a shard freezes its heap every maintenance tick
@@ -65,12 +122,14 @@ def pure_core(events: list[list[object]], config: EngineConfig, batch: int,
             per_shard.setdefault(table.shard_of(record.customer_id), []).append(event)
         for index, shard_events in per_shard.items():
             shard = shards[index]
-            shard.apply_events(shard_events)
+            shard.apply_events(shard_events)  # journals first when the shard has a store
             for trigger, customers in shard.take_awaiting().items():
                 sets, removals = shard.candidate_sets(customers, trigger=trigger)
                 shard.settle(arbitrate(sets, actions, model.mean()), removals, trigger)
+        if maintain is not None:
+            maintain()
         freezer.tick()
-    return time.perf_counter() - started, len(channel.sent)
+    return time.perf_counter() - started
 
 
 def decided_by(channel: Path, started_s: float, expected: int, quiet_s: float = 2.0,
@@ -126,9 +185,21 @@ def main() -> None:
     config = load_config(num_shards=args.shards, num_routers=args.routers, grpc={"port": 0},
                          data_dir=str(workdir), channel={"path": str(workdir / "t.jsonl")})
 
+    cpu_started = time.process_time()
     core_s, core_treatments = pure_core(events, config, args.batch, start_ms)
+    core_cpu = time.process_time() - cpu_started
     print(f"{'pure core, one process, no Ray':38}: {args.events / core_s:>8,.0f} events/s  "
-          f"({args.events:,} events in {core_s:.2f} s, {core_treatments:,} treatments)")
+          f"({args.events:,} events in {core_s:.2f} s, {core_treatments:,} treatments; "
+          f"{core_cpu / args.events * 1e6:.0f} us of CPU per event)")
+    stored_dir = Path(tempfile.mkdtemp(prefix="shush-bench-", dir=workdir))
+    stored_s, stored_cpu, stored_treatments = stored_core(
+        events, config.model_copy(update={
+            "data_dir": stored_dir,
+            "channel": config.channel.model_copy(update={"path": stored_dir / "t.jsonl"})}),
+        args.batch, start_ms)
+    print(f"{'stored core (SQLite, JSONL), no Ray':38}: {args.events / stored_s:>8,.0f} "
+          f"events/s  ({stored_treatments:,} treatments; "
+          f"{stored_cpu / args.events * 1e6:.0f} us of CPU per event)")
 
     from shush.cluster.engine import Engine
     from shush.cluster.ray_runtime import start_ray, stop_ray

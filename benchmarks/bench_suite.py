@@ -7,7 +7,9 @@ Same workload (benchmarks/workload.py) for every row:
 1. Shush end to end: AsyncShushClient -> gRPC -> routers -> shards -> arbitration -> JSONL,
    embedded default (local Ray, SQLite store), 2 routers and 2 shards; its rate runs to the
    last treatment decided, as the pure core's does (the acknowledged rate is shown too);
-2. the pure core in one process, no Ray, no network: the ceiling for this code;
+2. the pure core in one process, no Ray, no network: the ceiling for this code; beside it the
+   stored core (the same with the shards' SQLite store, journal, snapshots, hot columns and
+   JSONL channel, still one process): what durability costs apart from Ray and the hops;
 3. one Ray actor per customer (benchmarks/bench_actor_per_customer.py): the baseline.
 Also: 1 router + 1 shard against 2 + 2 (scaling efficiency), inbound Decide latency on an
 idle engine (sequential calls; under load see ``shush loadtest``), and the sweep over 1 M
@@ -30,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_actor_per_customer
-from bench_spine import decided_by, end_to_end, pure_core
+from bench_spine import decided_by, end_to_end, pure_core, stored_core
 from workload import bank_events
 
 from shush.adapters.client import AsyncShushClient
@@ -122,9 +124,14 @@ def main() -> None:
     print(describe(python_loop_ms()))
     print(f"workload: {args.events:,} bank events over {args.customers:,} customers "
           f"(benchmarks/workload.py); batches of {args.batch}, {args.concurrency} in flight")
+    cpu_started = time.process_time()
     core_s, core_treatments = pure_core(events, config(2, 2), args.batch, start_ms)
+    core_cpu_us = (time.process_time() - cpu_started) / args.events * 1e6
     core_rate = args.events / core_s
     print(f"pure core done: {core_rate:,.0f} events/s")
+    stored_s, stored_cpu, _ = stored_core(events, config(2, 2), args.batch, start_ms)
+    stored_rate, stored_cpu_us = args.events / stored_s, stored_cpu / args.events * 1e6
+    print(f"stored core done: {stored_rate:,.0f} events/s")
 
     from shush.cluster.ray_runtime import start_ray, stop_ray
 
@@ -154,7 +161,11 @@ def main() -> None:
               f"treatments; SQLite store; {cores} cores: {per_core:.0%} of the ceiling per "
               f"core (target >= 40%)"))
     print(row("2. pure core, one process (ceiling)", core_rate,
-              f"{core_treatments:,} treatments; 1 core, no Ray, no network"))
+              f"{core_treatments:,} treatments; 1 core, no Ray, no network; "
+              f"{core_cpu_us:.0f} us of CPU per event"))
+    print(row("   stored core: + SQLite, journal, snapshots", stored_rate,
+              f"{stored_cpu_us:.0f} us of CPU per event ({stored_cpu_us / core_cpu_us:.2f} of "
+              f"the pure core's); 1 core, no Ray"))
     if actors is not None:
         print(row(f"3. one Ray actor per customer ({actors['actors']} actors)",
                   actors["events_per_s"],
