@@ -100,6 +100,11 @@ def call_blocking(handle: ActorHandle, method: str, *args: Any, timeout_s: float
         return ray.get(getattr(handle, method).remote(*args), timeout=timeout_s)
 
 
+def node_id() -> str:
+    """The id of the Ray node this process runs on."""
+    return str(ray.get_runtime_context().get_node_id())
+
+
 def get_actor(name: str, namespace: str) -> ActorHandle | None:
     try:
         return ray.get_actor(name, namespace=namespace)

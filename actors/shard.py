@@ -32,6 +32,7 @@ from ..engine.models import Removal
 from ..engine.partitions import PartitionTable
 from ..engine.runs import EmergencyRun
 from . import gil, heap, ray_calls
+from .lanes import LaneServer
 from .ports import ChannelFactory, StoreFactory
 from .shard_always_on import ShardAlwaysOn
 from .shard_core import ShardCore
@@ -91,6 +92,8 @@ class ShardActorBody:
         self._always_on_task: asyncio.Task[None] | None = None
         self._decider_task: asyncio.Task[None] | None = None
         self._decisions_due = asyncio.Event()
+        self._lane: LaneServer | None = None
+        self._lane_opening = asyncio.Lock()
 
     def _ensure_background(self) -> None:
         if self._background is None:
@@ -398,6 +401,24 @@ class ShardActorBody:
         removed = [[r.action_id, r.policy, r.reason] for r in removals[customer_id]]
         return codec.encode_verdicts([verdict], removed=removed,
                                      treatment_id=presented.treatment_id if presented else "")
+
+    async def lane(self) -> list[str]:
+        """Where this shard serves its lane (``actors.lanes``): ``[node id, socket path]``.
+        Callers on the same node send batches and Decides there instead of through Ray."""
+        async with self._lane_opening:
+            if self._lane is None:
+                lane = LaneServer(self._lane_call,
+                                  what=ray_calls.actor_name("shard", self.core.index))
+                await lane.start()
+                self._lane = lane
+        return [ray_calls.node_id(), self._lane.path]
+
+    async def _lane_call(self, method: str, args: list[Any]) -> Any:
+        if method == "submit":
+            return await self.submit(*args)
+        if method == "decide":
+            return await self.decide(*args)
+        raise ValueError(f"no such lane method {method!r} (submit, decide)")
 
     async def explain(self, customer_id: str) -> list[dict[str, Any]]:
         return self.core.recent_decisions(customer_id)

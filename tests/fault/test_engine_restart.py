@@ -80,7 +80,14 @@ def test_a_crashed_shard_rebuilds_from_the_journal(ray_session: None, tmp_path: 
         customers = {t["customer_id"] for t in running.treatments()}
         assert customers == {"r-ann", "r-bob", "r-cat"}
         assert len(running.treatments()) == 3  # no re-fire of the crossing, no duplicate
-        health = ray_calls.call_blocking(running.engine.supervisor, "health", timeout_s=10)
+        # The treatments may come from a shard that took its batch just before it went: wait
+        # for the restarted ones.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            health = ray_calls.call_blocking(running.engine.supervisor, "health", timeout_s=10)
+            if all(s["alive"] for s in health["shards"]):
+                break
+            time.sleep(0.2)
         assert sum(s["recovered"].get("replayed", 0) for s in health["shards"]) >= 4
     finally:
         running.client.close()
