@@ -204,8 +204,8 @@ class ShardActorBody:
             except FencedError:
                 self._fence()
             for start in range(0, len(events), turn):
-                if start:
-                    await ray_calls.let_calls_in()  # a Decide waits for one turn, not the batch
+                # a Decide waits for the journal's write or one turn, not for the whole batch
+                await ray_calls.let_calls_in()
                 if self.fenced:
                     break
                 try:
@@ -320,6 +320,8 @@ class ShardActorBody:
             except EngineUnavailable:
                 return False
             verdicts = _verdicts(reply, removals)
+        else:
+            await ray_calls.let_calls_in()  # a Decide waits for one of the two steps, not both
         with self.steps.timed("settle"):
             self.core.settle(verdicts, removals, trigger)
         return True
