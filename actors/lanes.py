@@ -47,9 +47,9 @@ _SHUSH_ERROR, _OTHER_ERROR = 0, 1
 Handler = Callable[[str, list[Any]], Awaitable[Any]]
 
 
-def _frame(message: list[Any]) -> bytes:
+def _send(transport: asyncio.Transport, message: list[Any]) -> None:
     body: bytes = msgpack.packb(message, use_bin_type=True)
-    return _HEADER.pack(len(body)) + body
+    transport.writelines((_HEADER.pack(len(body)), body))  # no copy of a batch to prefix it
 
 
 class _Frames:
@@ -118,8 +118,9 @@ class _ServerConnection(asyncio.Protocol):
             reply = [request_id, False, [_SHUSH_ERROR, pickle.dumps(exc)]]
         except Exception as exc:  # the caller hears of it, as a Ray call's caller would
             reply = [request_id, False, [_OTHER_ERROR, f"{type(exc).__name__}: {exc}"]]
+        self.server.served[method] = self.server.served.get(method, 0) + 1
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(_frame(reply))
+            _send(self.transport, reply)
 
 
 class LaneServer:
@@ -130,6 +131,7 @@ class LaneServer:
         self.what = what
         self.directory = directory or lane_directory()
         self.connections: set[_ServerConnection] = set()
+        self.served: dict[str, int] = {}  # calls answered, by method
         self.path = ""
         self._server: asyncio.AbstractServer | None = None
 
@@ -253,7 +255,7 @@ class LaneClient(asyncio.Protocol):
         request_id = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
-        self._transport.write(_frame([request_id, method, args]))
+        _send(self._transport, [request_id, method, args])
         try:
             async with asyncio.timeout(timeout_s):
                 return await future

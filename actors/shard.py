@@ -441,6 +441,7 @@ class ShardActorBody:
                 "fenced": self.fenced, "recovered": self.recovered, **self.core.stats,
                 **self.persistence.stats, "sweep": self.always_on.sweep_progress(),
                 "steps": self.steps.to_wire(), "way_in": self.way_in.to_wire(),
+                "lane_calls": dict(self._lane.served) if self._lane is not None else {},
                 "gc_cycles_found": self.freezer.cycles_found}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from typing import Any
 
 import grpc
 import pytest
@@ -61,11 +62,29 @@ def test_higher_pcvl_wins_and_a_lever_flips_it_at_run_time(running: RunningEngin
         running.client.set_lever("rate_offer", 1.0)
 
 
-def _scored_by_replicas(running: RunningEngine) -> int:
+def _shard_health(running: RunningEngine) -> list[dict[str, Any]]:
     config = running.engine.config
-    return sum(ray_calls.call_blocking(
+    return [ray_calls.call_blocking(
         ray_calls.get_actor(ray_calls.actor_name("shard", i), config.namespace), "health",
-        timeout_s=10)["scored_here"] for i in range(config.num_shards))
+        timeout_s=10) for i in range(config.num_shards)]
+
+
+def _scored_by_replicas(running: RunningEngine) -> int:
+    return sum(health["scored_here"] for health in _shard_health(running))
+
+
+def _lane_calls(running: RunningEngine, method: str) -> int:
+    return sum(health["lane_calls"].get(method, 0) for health in _shard_health(running))
+
+
+def test_batches_and_decides_reach_the_shards_by_their_lanes(running: RunningEngine) -> None:
+    """On one node the routers' batches and the gateway's Decides skip Ray (actors.lanes)."""
+    submits, decides = _lane_calls(running, "submit"), _lane_calls(running, "decide")
+    erin = customer()
+    running.client.submit([event_dict(erin, "savings_withdrawal", now_ms(), amount=10.0)])
+    running.client.decide(erin, "web")
+    assert _lane_calls(running, "submit") == submits + 1
+    assert _lane_calls(running, "decide") == decides + 1
 
 
 def test_a_triggered_decision_without_budgets_is_scored_by_the_shards_replica(
