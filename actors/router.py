@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 # a submit's events for one shard, who waits for their acks, and when it was sent to the
 # router (by the gateway: None if unstamped) and taken in (``actors.way_in``)
 Chunk = tuple[list[Any], "asyncio.Future[list[list[Any]]]", float | None, float]
+# Events validated between two looks at other calls: a request of 250 events held the loop
+# ~2-3 ms, and an inbound Decide arriving meanwhile waited for all of it (stop 22, at 10,000
+# events/s: Decide p50 3.2-3.6 ms with chunks of 64 against 4.2-4.8)
+VALIDATE_CHUNK = 64
 
 
 class RouterActorBody:
@@ -81,9 +85,19 @@ class RouterActorBody:
             self.stats["refused"] += n
             raise BackpressureError("router is full", retry_after_s=self.settings.resend_backoff_s)
         self.stats["received"] += n
-        results: list[list[Any] | None] = [None] * n
+        self.buffered += n  # held from here: validating lets other requests in
+        try:
+            return await self._route(events, sent_at_s, received_s)
+        finally:
+            self.buffered -= n
+
+    async def _route(self, events: list[Any], sent_at_s: float | None, received_s: float
+                     ) -> list[list[Any]]:
+        results: list[list[Any] | None] = [None] * len(events)
         per_shard: dict[int, tuple[list[int], list[Any]]] = {}
         for i, event in enumerate(events):
+            if i and i % VALIDATE_CHUNK == 0:
+                await asyncio.sleep(0)  # an inbound Decide waits for a chunk, not the request
             try:
                 signal = validate_wire_event(event, self.signal_types)
             except EventRejected as exc:
@@ -100,14 +114,9 @@ class RouterActorBody:
             future: asyncio.Future[list[list[Any]]] = loop.create_future()
             self._enqueue(shard, (chunk, future, sent_at_s, received_s))
             waits.append((positions, future))
-        accepted = n - sum(1 for r in results if r is not None)
-        self.buffered += accepted
-        try:
-            for positions, future in waits:
-                for pos, ack in zip(positions, await future, strict=True):
-                    results[pos] = ack
-        finally:
-            self.buffered -= accepted
+        for positions, future in waits:
+            for pos, ack in zip(positions, await future, strict=True):
+                results[pos] = ack
         return results  # type: ignore[return-value]  # every position is filled
 
     def _dead_letter(self, event: Any, exc: EventRejected) -> None:

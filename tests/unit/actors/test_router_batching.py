@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shush.actors.router import RouterActorBody
+from shush.actors.router import VALIDATE_CHUNK, RouterActorBody
 from shush.engine import codec
 from shush.engine.catalog import load_catalog
 from shush.engine.config import EngineConfig, RouterConfig
@@ -138,5 +138,26 @@ def test_a_batch_carries_when_its_oldest_submit_was_sent_taken_in_and_sent_on(
         unstamped = asyncio.create_task(router.submit_events(_batch(200, 1)))
         await asyncio.wait_for(unstamped, 1)
         assert shard.stamps[-1][0] is None
+
+    asyncio.run(scenario())
+
+
+def test_other_calls_get_the_loop_while_a_large_request_is_validated(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        router, shard = _router(tmp_path)
+        shard.release.set()
+        seen: list[int] = []
+
+        async def inbound_decide() -> None:  # arrives just after the request
+            seen.append(router.buffered)
+            seen.append(sum(router._inflight.values()))  # batches sent so far
+
+        submit = asyncio.create_task(router.submit_events(_batch(0, 4 * VALIDATE_CHUNK)))
+        await asyncio.sleep(0)  # the request starts validating
+        decide = asyncio.create_task(inbound_decide())
+        await asyncio.gather(submit, decide)
+        # it ran mid-request: before any event was routed, and counted as buffered already
+        assert seen == [4 * VALIDATE_CHUNK, 0]
+        assert router.buffered == 0
 
     asyncio.run(scenario())
