@@ -24,7 +24,8 @@ from ..engine.config import EngineConfig
 from ..engine.errors import CatalogError
 from ..policies.budgets import BudgetBook, apply_budgets
 from ..policies.policy_config import catalog_policies
-from . import gil
+from . import gil, ray_calls
+from .lanes import ARBITRATOR_LANE_METHODS, LaneHost
 from .ports import StoreFactory
 from .scoring import scorer_for
 
@@ -56,6 +57,13 @@ class ArbitrationActorBody:
         self._last_save = time.monotonic()
         self.scored = 0
         self.learned = 0
+        self.lane_host = LaneHost(self, ARBITRATOR_LANE_METHODS,
+                                  what=ray_calls.actor_name("arbitration", index))
+
+    async def lane(self) -> list[str]:
+        """Where this arbitrator serves its lane (``actors.lanes``): ``[node id, socket
+        path]``. Shards on the same node send their scoring and reports there."""
+        return await self.lane_host.where()
 
     async def arbitrate(self, batch: bytes) -> bytes:
         """Score candidate sets. The envelope may carry the shard's reports since its last
@@ -78,7 +86,9 @@ class ArbitrationActorBody:
         ``stamp`` is already current (``None``)."""
         if stamp == self._stamp():
             return None
-        return msgpack.packb({"stamp": self._stamp(), "scorer": self.scorer.to_replica()})
+        packed: bytes = msgpack.packb({"stamp": self._stamp(),
+                                       "scorer": self.scorer.to_replica()})
+        return packed
 
     async def learn(self, batch: bytes) -> int:
         """Outcomes ``[action_id, feature_row_code, positive]`` from the shards."""
@@ -132,7 +142,8 @@ class ArbitrationActorBody:
         return self.scorer.table.levers()
 
     async def health(self) -> dict[str, Any]:
-        return {"index": self.index, "scored": self.scored, "learned": self.learned}
+        return {"index": self.index, "scored": self.scored, "learned": self.learned,
+                "lane_calls": self.lane_host.served()}
 
 
 ArbitrationActor = ray.remote(ArbitrationActorBody)

@@ -37,7 +37,10 @@ from . import ray_calls
 
 log = logging.getLogger(__name__)
 
-LANE_METHODS = frozenset({"submit", "decide"})  # what takes a lane when one is at hand
+# what takes a lane when one is at hand: the calls made per batch, per Decide, per outcome
+# batch and per decision turn; control calls (health, flush, levers...) stay on Ray
+SHARD_LANE_METHODS = frozenset({"submit", "decide", "record_outcomes"})
+ARBITRATOR_LANE_METHODS = frozenset({"arbitrate", "learn", "settle_budgets", "replica"})
 MAX_FRAME_BYTES = 64 * 1024 * 1024  # a larger length prefix is a broken peer, not a batch
 _HEADER = struct.Struct("<I")
 # a failed call's result: its ShushError pickled (it reaches the caller as itself, as over
@@ -271,15 +274,48 @@ class LaneClient(asyncio.Protocol):
         self.closed = True
 
 
-class ShardLanes:
-    """Calls to the shards: ``LANE_METHODS`` over a shard's lane when it runs on this node,
-    the rest (and every call to a shard elsewhere) over Ray through ``directory``."""
+class LaneHost:
+    """An actor's end: serves ``methods`` of ``actor`` on a lane opened on the first ask."""
 
-    def __init__(self, directory: ray_calls.ActorDirectory,
+    def __init__(self, actor: object, methods: frozenset[str], *, what: str,
+                 directory: str | None = None,
                  node_id: Callable[[], str] = ray_calls.node_id) -> None:
+        self.actor = actor
+        self.methods = methods
+        self.what = what
         self.directory = directory
         self._node_id = node_id
-        # per shard: its open lane, or None when it is on another node (Ray carries its calls)
+        self.server: LaneServer | None = None
+        self._opening = asyncio.Lock()
+
+    async def where(self) -> list[str]:
+        """``[node id, socket path]``: what the actor's ``lane`` method answers over Ray."""
+        async with self._opening:
+            if self.server is None:
+                server = LaneServer(self._call, what=self.what, directory=self.directory)
+                await server.start()
+                self.server = server
+        return [self._node_id(), self.server.path]
+
+    async def _call(self, method: str, args: list[Any]) -> Any:
+        if method not in self.methods:
+            raise ValueError(f"no such lane method {method!r} ({', '.join(sorted(self.methods))})")
+        return await getattr(self.actor, method)(*args)
+
+    def served(self) -> dict[str, int]:
+        return dict(self.server.served) if self.server is not None else {}
+
+
+class ActorLanes:
+    """Calls to the actors of a kind: ``methods`` over an actor's lane when it runs on this
+    node, the rest (and every call to an actor elsewhere) over Ray through ``directory``."""
+
+    def __init__(self, directory: ray_calls.ActorDirectory, methods: frozenset[str],
+                 node_id: Callable[[], str] = ray_calls.node_id) -> None:
+        self.directory = directory
+        self.methods = methods
+        self._node_id = node_id
+        # per actor: its open lane, or None when it is on another node (Ray carries its calls)
         self._lanes: dict[int, LaneClient | None] = {}
         self._finding: dict[int, asyncio.Lock] = {}
 
@@ -287,21 +323,21 @@ class ShardLanes:
         return len(self.directory)
 
     async def call(self, index: int, method: str, *args: Any, timeout_s: float) -> Any:
-        """Call the ``index``-th shard; when it is gone, find it afresh next time."""
+        """Call the ``index``-th actor; when it is gone, find it afresh next time."""
         try:
-            lane = await self._lane(index, timeout_s) if method in LANE_METHODS else None
+            lane = await self._lane(index, timeout_s) if method in self.methods else None
             if lane is None:
                 return await self.directory.call(index, method, *args, timeout_s=timeout_s)
             return await lane.call(method, list(args), timeout_s=timeout_s)
         except EngineUnavailable:
             lane = self._lanes.get(index)
-            if lane is None or lane.closed:  # a lane open to a slow shard stays open
+            if lane is None or lane.closed:  # a lane open to a slow actor stays open
                 self.forget(index)
             raise
 
     async def _lane(self, index: int, timeout_s: float) -> LaneClient | None:
         lock = self._finding.setdefault(index, asyncio.Lock())
-        async with lock:  # one lookup and one connection per shard, however many callers
+        async with lock:  # one lookup and one connection per actor, however many callers
             if index in self._lanes:
                 lane = self._lanes[index]
                 if lane is None or not lane.closed:

@@ -31,7 +31,7 @@ from ..engine.errors import BackpressureError, EngineUnavailable, EventRejected
 from ..engine.partitions import PartitionTable
 from ..engine.signals import validate_wire_event
 from . import gil, heap, ray_calls
-from .lanes import ShardLanes
+from .lanes import SHARD_LANE_METHODS, ActorLanes
 from .ports import EdgeFactory, EdgeServer, SinkFactory
 
 log = logging.getLogger(__name__)
@@ -60,8 +60,8 @@ class RouterActorBody:
         self.dead_letters = dead_letter_factory()
         self.clock = SystemClock()
         self.table = PartitionTable.from_wire(table_wire)
-        self.shards = ShardLanes(ray_calls.ActorDirectory("shard", self.config.num_shards,
-                                                          self.config.namespace))
+        self.shards = ActorLanes(ray_calls.ActorDirectory(
+            "shard", self.config.num_shards, self.config.namespace), SHARD_LANE_METHODS)
         self._buffers: dict[int, list[Chunk]] = {}
         self._buffered_counts: dict[int, int] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}

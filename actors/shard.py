@@ -32,7 +32,7 @@ from ..engine.models import Removal
 from ..engine.partitions import PartitionTable
 from ..engine.runs import EmergencyRun
 from . import gil, heap, ray_calls
-from .lanes import LaneServer
+from .lanes import ARBITRATOR_LANE_METHODS, SHARD_LANE_METHODS, ActorLanes, LaneHost
 from .ports import ChannelFactory, StoreFactory
 from .shard_always_on import ShardAlwaysOn
 from .shard_core import ShardCore
@@ -80,8 +80,9 @@ class ShardActorBody:
         self.way_in = WayIn()  # how batches and Decides got here, and took how long
         self.steps.time_collections()
         self.freezer = heap.SurvivorFreezer(self.config.shard.full_collection_interval_s)
-        self.arbitrators = ray_calls.ActorDirectory("arbitration", self.config.num_arbitrators,
-                                                    self.config.namespace)
+        self.arbitrators = ActorLanes(ray_calls.ActorDirectory(
+            "arbitration", self.config.num_arbitrators, self.config.namespace),
+            ARBITRATOR_LANE_METHODS)
         self.arbitrator_index = index % self.config.num_arbitrators
         self.fenced = False
         self._batches = asyncio.Lock()  # submits apply in arrival order, one at a time
@@ -92,8 +93,8 @@ class ShardActorBody:
         self._always_on_task: asyncio.Task[None] | None = None
         self._decider_task: asyncio.Task[None] | None = None
         self._decisions_due = asyncio.Event()
-        self._lane: LaneServer | None = None
-        self._lane_opening = asyncio.Lock()
+        self.lane_host = LaneHost(self, SHARD_LANE_METHODS,
+                                  what=ray_calls.actor_name("shard", index))
 
     def _ensure_background(self) -> None:
         if self._background is None:
@@ -406,21 +407,9 @@ class ShardActorBody:
 
     async def lane(self) -> list[str]:
         """Where this shard serves its lane (``actors.lanes``): ``[node id, socket path]``.
-        Callers on the same node send batches and Decides there instead of through Ray."""
-        async with self._lane_opening:
-            if self._lane is None:
-                lane = LaneServer(self._lane_call,
-                                  what=ray_calls.actor_name("shard", self.core.index))
-                await lane.start()
-                self._lane = lane
-        return [ray_calls.node_id(), self._lane.path]
-
-    async def _lane_call(self, method: str, args: list[Any]) -> Any:
-        if method == "submit":
-            return await self.submit(*args)
-        if method == "decide":
-            return await self.decide(*args)
-        raise ValueError(f"no such lane method {method!r} (submit, decide)")
+        Callers on the same node send batches, Decides and outcomes there instead of
+        through Ray."""
+        return await self.lane_host.where()
 
     async def explain(self, customer_id: str) -> list[dict[str, Any]]:
         return self.core.recent_decisions(customer_id)
@@ -441,7 +430,7 @@ class ShardActorBody:
                 "fenced": self.fenced, "recovered": self.recovered, **self.core.stats,
                 **self.persistence.stats, "sweep": self.always_on.sweep_progress(),
                 "steps": self.steps.to_wire(), "way_in": self.way_in.to_wire(),
-                "lane_calls": dict(self._lane.served) if self._lane is not None else {},
+                "lane_calls": self.lane_host.served(),
                 "gc_cycles_found": self.freezer.cycles_found}
 
 

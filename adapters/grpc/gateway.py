@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from ...actors import ray_calls
-from ...actors.lanes import ShardLanes
+from ...actors.lanes import SHARD_LANE_METHODS, ActorLanes
 from ...actors.ports import RouterFront
 from ...engine import codec
 from ...engine.arbitration import Verdict
@@ -31,8 +31,8 @@ class EngineGateway:
         self.supervisor = supervisor
         self.router = router
         self.table = config.partition_table()
-        self.shards = ShardLanes(ray_calls.ActorDirectory("shard", config.num_shards,
-                                                          config.namespace))
+        self.shards = ActorLanes(ray_calls.ActorDirectory(
+            "shard", config.num_shards, config.namespace), SHARD_LANE_METHODS)
 
     async def submit(self, events: list[list[Any]], arrived_s: float | None = None
                      ) -> list[list[Any]]:

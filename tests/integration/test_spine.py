@@ -87,6 +87,20 @@ def test_batches_and_decides_reach_the_shards_by_their_lanes(running: RunningEng
     assert _lane_calls(running, "decide") == decides + 1
 
 
+def test_shards_reach_the_arbitrators_by_their_lanes(running: RunningEngine) -> None:
+    """Each maintenance tick a shard refreshes its scorer replica from its arbitrator."""
+    config = running.engine.config
+    deadline = time.monotonic() + 20
+    while True:
+        served = [ray_calls.call_blocking(
+            ray_calls.get_actor(ray_calls.actor_name("arbitration", i), config.namespace),
+            "health", timeout_s=10)["lane_calls"] for i in range(config.num_arbitrators)]
+        if any(calls.get("replica", 0) for calls in served) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert any(calls.get("replica", 0) for calls in served)
+
+
 def test_a_triggered_decision_without_budgets_is_scored_by_the_shards_replica(
         running: RunningEngine) -> None:
     before = _scored_by_replicas(running)

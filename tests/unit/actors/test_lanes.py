@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
-from shush.actors.lanes import LaneClient, LaneServer, ShardLanes, lane_directory
+from shush.actors.lanes import ActorLanes, LaneClient, LaneHost, LaneServer, lane_directory
 from shush.actors.ray_calls import ActorDirectory
 from shush.engine.errors import EngineUnavailable, RequestRejected
 
 Scenario = Callable[[LaneServer], Awaitable[None]]
+LANED = frozenset({"submit", "decide"})
 
 
 async def _echo(method: str, args: list[Any]) -> Any:
@@ -170,7 +171,7 @@ def test_lane_methods_take_the_lane_on_the_same_node_and_the_rest_take_ray(
         tmp_path: Path) -> None:
     async def scenario(server: LaneServer) -> None:
         ray_side = FakeShards("node-a", server.path)
-        shards = ShardLanes(ray_side, node_id=lambda: "node-a")
+        shards = ActorLanes(ray_side, LANED, node_id=lambda: "node-a")
         assert await shards.call(0, "submit", b"b", None, timeout_s=5) == ["submit", [b"b", None]]
         assert await shards.call(0, "decide", "c1", timeout_s=5) == ["decide", ["c1"]]
         assert await shards.call(0, "explain", "c1", timeout_s=5) == ["ray", "explain"]
@@ -181,7 +182,7 @@ def test_lane_methods_take_the_lane_on_the_same_node_and_the_rest_take_ray(
 def test_a_shard_on_another_node_is_called_through_ray(tmp_path: Path) -> None:
     async def scenario(server: LaneServer) -> None:
         ray_side = FakeShards("node-b", server.path)
-        shards = ShardLanes(ray_side, node_id=lambda: "node-a")
+        shards = ActorLanes(ray_side, LANED, node_id=lambda: "node-a")
         for _ in range(2):
             assert await shards.call(0, "submit", b"b", timeout_s=5) == ["ray", "submit"]
         assert ray_side.calls == ["lane", "submit", "submit"]
@@ -196,7 +197,7 @@ def test_after_a_lost_lane_the_caller_asks_ray_again(tmp_path: Path) -> None:
             os.makedirs(server.directory)
             await server.start()
         ray_side = FakeShards("node-a", first.path)
-        shards = ShardLanes(ray_side, node_id=lambda: "node-a")
+        shards = ActorLanes(ray_side, LANED, node_id=lambda: "node-a")
         assert await shards.call(0, "decide", "c1", timeout_s=5) == ["decide", ["c1"]]
         first.close()  # the shard died; Ray restarts it with a lane of its own
         ray_side.path = second.path
@@ -204,4 +205,29 @@ def test_after_a_lost_lane_the_caller_asks_ray_again(tmp_path: Path) -> None:
         assert await shards.call(0, "decide", "c2", timeout_s=5) == ["decide", ["c2"]]
         assert ray_side.calls == ["lane", "lane"]
         second.close()
+    asyncio.run(run())
+
+
+def test_a_host_serves_its_actors_laned_methods_and_names_them_for_any_other(
+        tmp_path: Path) -> None:
+    class Actor:
+        async def submit(self, batch: bytes) -> bytes:
+            return batch[::-1]
+
+        async def health(self) -> str:
+            return "not over a lane"
+
+    async def run() -> None:
+        host = LaneHost(Actor(), frozenset({"submit"}), what="shard-1",
+                        directory=str(tmp_path), node_id=lambda: "node-a")
+        assert host.served() == {}
+        node, path = await host.where()
+        assert (node, await host.where()) == ("node-a", [node, path])  # one server
+        client = await LaneClient.connect(path, what="shard-1", timeout_s=5)
+        assert await client.call("submit", [b"abc"], timeout_s=5) == b"cba"
+        with pytest.raises(RuntimeError, match=r"no such lane method 'health' \(submit\)"):
+            await client.call("health", [], timeout_s=5)
+        assert host.served() == {"submit": 1, "health": 1}
+        assert host.server is not None
+        host.server.close()
     asyncio.run(run())
