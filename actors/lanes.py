@@ -50,8 +50,15 @@ _SHUSH_ERROR, _OTHER_ERROR = 0, 1
 Handler = Callable[[str, list[Any]], Awaitable[Any]]
 
 
+class FrameTooLarge(ValueError):
+    """A message larger than a lane carries: it goes by Ray instead."""
+
+
 def _send(transport: asyncio.Transport, message: list[Any]) -> None:
     body: bytes = msgpack.packb(message, use_bin_type=True)
+    if len(body) > MAX_FRAME_BYTES:
+        raise FrameTooLarge(f"a message of {len(body)} bytes (a lane carries at most "
+                            f"{MAX_FRAME_BYTES})")
     transport.writelines((_HEADER.pack(len(body)), body))  # no copy of a batch to prefix it
 
 
@@ -123,7 +130,10 @@ class _ServerConnection(asyncio.Protocol):
             reply = [request_id, False, [_OTHER_ERROR, f"{type(exc).__name__}: {exc}"]]
         self.server.served[method] = self.server.served.get(method, 0) + 1
         if self.transport is not None and not self.transport.is_closing():
-            _send(self.transport, reply)
+            try:
+                _send(self.transport, reply)
+            except FrameTooLarge as exc:
+                _send(self.transport, [request_id, False, [_OTHER_ERROR, str(exc)]])
 
 
 class LaneServer:
@@ -256,9 +266,9 @@ class LaneClient(asyncio.Protocol):
         if self.closed or self._transport is None:
             raise EngineUnavailable("lane closed", what=self.what)
         request_id = next(self._ids)
+        _send(self._transport, [request_id, method, args])
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
-        _send(self._transport, [request_id, method, args])
         try:
             async with asyncio.timeout(timeout_s):
                 return await future
@@ -326,9 +336,10 @@ class ActorLanes:
         """Call the ``index``-th actor; when it is gone, find it afresh next time."""
         try:
             lane = await self._lane(index, timeout_s) if method in self.methods else None
-            if lane is None:
-                return await self.directory.call(index, method, *args, timeout_s=timeout_s)
-            return await lane.call(method, list(args), timeout_s=timeout_s)
+            if lane is not None:
+                with contextlib.suppress(FrameTooLarge):
+                    return await lane.call(method, list(args), timeout_s=timeout_s)
+            return await self.directory.call(index, method, *args, timeout_s=timeout_s)
         except EngineUnavailable:
             lane = self._lanes.get(index)
             if lane is None or lane.closed:  # a lane open to a slow actor stays open

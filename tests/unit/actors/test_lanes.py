@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from shush.actors import lanes
 from shush.actors.lanes import ActorLanes, LaneClient, LaneHost, LaneServer, lane_directory
 from shush.actors.ray_calls import ActorDirectory
 from shush.engine.errors import EngineUnavailable, RequestRejected
@@ -25,6 +26,8 @@ async def _echo(method: str, args: list[Any]) -> Any:
         raise ValueError(f"cannot {args[0]}")
     if method == "reject":
         raise RequestRejected("no such channel", field="channel")
+    if method == "grow":
+        return args[0] * 2
     if method == "sleep":
         await asyncio.sleep(args[0])
     return [method, args]
@@ -231,3 +234,19 @@ def test_a_host_serves_its_actors_laned_methods_and_names_them_for_any_other(
         assert host.server is not None
         host.server.close()
     asyncio.run(run())
+
+
+def test_a_message_too_large_for_a_lane_goes_by_ray(monkeypatch: pytest.MonkeyPatch,
+                                                    tmp_path: Path) -> None:
+    monkeypatch.setattr(lanes, "MAX_FRAME_BYTES", 1000)
+
+    async def scenario(server: LaneServer) -> None:
+        ray_side = FakeShards("node-a", server.path)
+        shards = ActorLanes(ray_side, LANED, node_id=lambda: "node-a")
+        assert await shards.call(0, "submit", b"x" * 10, timeout_s=5) == ["submit", [b"x" * 10]]
+        assert await shards.call(0, "submit", b"x" * 2000, timeout_s=5) == ["ray", "submit"]
+        client = await _client(server)  # a reply too large: the caller hears why
+        with pytest.raises(RuntimeError, match="a lane carries at most 1000"):
+            await client.call("grow", [b"y" * 900], timeout_s=5)
+        assert await shards.call(0, "decide", "c1", timeout_s=5) == ["decide", ["c1"]]
+    _serve(tmp_path, scenario)
