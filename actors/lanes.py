@@ -1,19 +1,21 @@
-"""Lanes: the engine's busiest calls to a shard over a local Unix socket instead of Ray.
+"""Lanes: the engine's busiest actor calls over a local Unix socket instead of Ray.
 
 A Ray actor call costs its caller ~0.7 ms of CPU (argument checks, tracing hooks, pickling,
 the core worker's bookkeeping: 685-743 µs measured at stop 21 for a 100 KB batch); the same
 round trip between two processes over a Unix socket costs 47-76 µs. A router's batches and
-the gateway's inbound Decides are most of the engine's calls, so they take a lane when caller
-and shard run on the same node; every other call, and every call across nodes, stays on Ray.
+outcomes, the gateway's inbound Decides and a shard's calls to its arbitrator are most of the
+engine's calls, so they take a lane when caller and callee run on the same node; every other
+call (health, flush, levers...), and every call across nodes, stays on Ray.
 
-A shard serves its lane on a socket in a directory only its user can enter (mode 0700), and
-tells callers where through Ray (``ShardActor.lane``) together with its node id. Ray stays the
-source of truth for where a shard lives: a caller whose lane breaks (the shard died, or
-restarted in another process) fails the calls in flight at once, and asks Ray again.
+An actor serves its lane (``LaneHost``) on a socket in a directory only its user can enter
+(mode 0700), and tells callers where through Ray (its ``lane`` method) together with its node
+id. Ray stays the source of truth for where an actor lives: a caller whose lane breaks (the
+actor died, or restarted in another process) fails the calls in flight at once, and asks Ray
+again (``ActorLanes``).
 
 Frames are a 4-byte little-endian length, then msgpack: a request ``[id, method, args]``, a
 reply ``[id, ok, result]``. Replies come back in any order: each request runs as its own task
-in the shard's loop, as a Ray call would, so a Decide does not wait behind a batch.
+in the actor's loop, as a Ray call would, so a Decide does not wait behind a batch.
 """
 
 from __future__ import annotations
@@ -137,7 +139,7 @@ class _ServerConnection(asyncio.Protocol):
 
 
 class LaneServer:
-    """A shard's end: serves ``handler(method, args)`` on a Unix socket of its own."""
+    """Serves ``handler(method, args)`` on a Unix socket of its own."""
 
     def __init__(self, handler: Handler, *, what: str, directory: str | None = None) -> None:
         self.handler = handler
@@ -150,7 +152,7 @@ class LaneServer:
 
     async def start(self) -> str:
         """Listen; return the socket's path. A socket is named after its process, and the
-        sockets of processes that are gone (a killed shard cannot remove its own) go first."""
+        sockets of processes that are gone (a killed actor cannot remove its own) go first."""
         _remove_orphans(self.directory)
         self.path = os.path.join(self.directory, f"{self.what}.{os.getpid()}.sock")
         with contextlib.suppress(FileNotFoundError):
@@ -175,7 +177,7 @@ class LaneServer:
 
 def lane_directory() -> str:
     """This user's directory of lane sockets: only its owner may enter it, so only the
-    engine's own processes can reach a shard this way (a lane skips the edge's auth)."""
+    engine's own processes can reach an actor this way (a lane skips the edge's auth)."""
     path = os.path.join(tempfile.gettempdir(), f"shush-lanes-{os.getuid()}")
     os.makedirs(path, mode=0o700, exist_ok=True)
     info = os.lstat(path)
@@ -204,7 +206,7 @@ def _alive(pid: int) -> bool:
 
 
 class LaneClient(asyncio.Protocol):
-    """A caller's end of one shard's lane: calls in flight by id, each with its deadline."""
+    """A caller's end of one actor's lane: calls in flight by id, each with its deadline."""
 
     def __init__(self, what: str) -> None:
         self.what = what
@@ -228,8 +230,8 @@ class LaneClient(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """The shard's process ended or closed the lane: every call in flight fails now, so
-        its caller can re-send (to the shard Ray restarts) instead of waiting out a timeout."""
+        """The actor's process ended or closed the lane: every call in flight fails now, so
+        its caller can re-send (to the actor Ray restarts) instead of waiting out a timeout."""
         self.closed = True
         for future in self._pending.values():
             if not future.done():
