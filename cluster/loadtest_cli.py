@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -194,13 +197,15 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
               help="Write a PNG: latency over time and achieved vs target throughput")
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--quiet", is_flag=True, help="No live view")
+@click.option("--keep-data", is_flag=True,
+              help="Keep the embedded engine's data directory (store, treatments) after the run")
 def loadtest(target: str | None, embedded: bool, config_path: str | None, channel: str | None,
              rate: float, duration_s: float, batch_size: int, senders: int, processes: int,
              customers: int, trigger_fraction: float, decide_rate_hz: float, drain_s: float,
              shards: int | None, routers: int | None, num_cpus: int | None,
              store_url: str | None, step_from: float | None, step_by: float | None,
              p99_bound_ms: float, step_s: float, max_steps: int, json_path: str | None,
-             plot_path: str | None, seed: int, quiet: bool) -> None:
+             plot_path: str | None, seed: int, quiet: bool, keep_data: bool) -> None:
     """Drive an engine at an open-loop target rate through the real gRPC client.
 
     Events leave on a fixed schedule whatever the replies, so latency includes queueing.
@@ -258,9 +263,10 @@ def loadtest(target: str | None, embedded: bool, config_path: str | None, channe
 
     if live is not None:
         live.start()
+    stack = ExitStack()
     try:
         if embedded:
-            workdir = Path(tempfile.mkdtemp(prefix="shush-loadtest-"))
+            workdir = stack.enter_context(scratch_dir(keep=keep_data))
             overrides: dict[str, Any] = {
                 "grpc": {"port": 0}, "data_dir": str(workdir),
                 "channel": {"path": str(workdir / "treatments.jsonl")},
@@ -275,6 +281,7 @@ def loadtest(target: str | None, embedded: bool, config_path: str | None, channe
             channel_path = Path(channel) if channel else _channel_of(config_path)
             report = drive(target, channel_path, [])
     finally:
+        stack.close()
         if live is not None:
             live.stop()
 
@@ -295,6 +302,20 @@ def loadtest(target: str | None, embedded: bool, config_path: str | None, channe
     if plot_path:
         plot_report(report, Path(plot_path))
         console.print(f"plot: {plot_path}")
+
+
+@contextmanager
+def scratch_dir(*, keep: bool) -> Iterator[Path]:
+    """The embedded engine's data directory, removed after the run unless ``keep``: a 30-s
+    run at 10,000 events/s leaves ~650 MB, most of it SQLite's WAL."""
+    path = Path(tempfile.mkdtemp(prefix="shush-loadtest-"))
+    try:
+        yield path
+    finally:
+        if keep:
+            console.print(f"data kept in {path}")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _channel_of(config_path: str | None) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from shush.cluster import loadtest as lt
+from shush.cluster.loadtest_cli import scratch_dir
 from shush.cluster.loadtest_measure import is_ray_process, steps_between
 from shush.cluster.loadtest_workload import SEGMENTS
 
@@ -326,3 +328,16 @@ def test_the_summary_shows_each_shards_way_in_stage_by_stage() -> None:
     assert decides.startswith("shard 0 Decides' way in")
     assert decides.endswith("deciding 40, <= 2 / <= 7 / <= 10") and "decide:" not in decides
     assert other.startswith("shard 1 batches' way in")
+
+
+def test_the_embedded_engines_data_is_removed_after_the_run_unless_kept() -> None:
+    with scratch_dir(keep=False) as removed:
+        (removed / "store.db-wal").write_bytes(b"x" * 1000)
+    assert not removed.exists()
+    with pytest.raises(RuntimeError), scratch_dir(keep=False) as failed:
+        raise RuntimeError("the engine did not start")
+    assert not failed.exists()
+    with scratch_dir(keep=True) as kept:
+        (kept / "treatments.jsonl").write_text("{}\n")
+    assert (kept / "treatments.jsonl").exists()
+    shutil.rmtree(kept)
