@@ -329,10 +329,7 @@ class ActorLanes:
         self._node_id = node_id
         # per actor: its open lane, or None when it is on another node (Ray carries its calls)
         self._lanes: dict[int, LaneClient | None] = {}
-        self._finding: dict[int, asyncio.Lock] = {}
-
-    def __len__(self) -> int:
-        return len(self.directory)
+        self._finding = [asyncio.Lock() for _ in directory.names]  # one lookup at a time
 
     async def call(self, index: int, method: str, *args: Any, timeout_s: float) -> Any:
         """Call the ``index``-th actor; when it is gone, find it afresh next time."""
@@ -349,8 +346,7 @@ class ActorLanes:
             raise
 
     async def _lane(self, index: int, timeout_s: float) -> LaneClient | None:
-        lock = self._finding.setdefault(index, asyncio.Lock())
-        async with lock:  # one lookup and one connection per actor, however many callers
+        async with self._finding[index]:  # one lookup and connection, however many callers
             if index in self._lanes:
                 lane = self._lanes[index]
                 if lane is None or not lane.closed:
