@@ -305,6 +305,7 @@ async def _coordinate(spec: LoadSpec, population: Population, tail: TreatmentTai
     return build_report(spec, totals=totals, matcher=matcher, ack=ack, lag=lag,
                         decide=totals.decide, decide_errors=totals.decide_errors,
                         samples=samples, cpu_seconds=sampler.cpu_seconds(),
+                        cpu_wait_seconds=sampler.cpu_wait_seconds(),
                         population=len(population), profile_s=profile_s, span_s=span_s)
 
 
@@ -428,7 +429,8 @@ def build_report(spec: LoadSpec, *, totals: _Totals, matcher: LatencyMatcher,
                  ack: LatencyHistogram, lag: LatencyHistogram, decide: LatencyHistogram,
                  decide_errors: dict[str, int], samples: list[dict[str, float]],
                  cpu_seconds: dict[str, float], population: int, profile_s: float,
-                 span_s: float) -> dict[str, Any]:
+                 span_s: float, cpu_wait_seconds: dict[str, float] | None = None
+                 ) -> dict[str, Any]:
     c = totals.counters
     seconds = sorted(s for s in totals.per_second if 0 <= s < math.ceil(span_s))
     timeline = []
@@ -446,7 +448,7 @@ def build_report(spec: LoadSpec, *, totals: _Totals, matcher: LatencyMatcher,
         missing_sample=sorted(matcher.pending)[:10],
         e2e=matcher.total.summary(), ack=ack.summary(), lag=lag.summary(),
         decide=decide.summary(), decide_errors=decide_errors, samples=samples,
-        cpu_seconds=cpu_seconds, timeline=timeline)
+        cpu_seconds=cpu_seconds, cpu_wait_seconds=cpu_wait_seconds, timeline=timeline)
 
 
 def report_dict(*, spec: LoadSpec, population: int, profile_s: float, span_s: float,
@@ -455,7 +457,8 @@ def report_dict(*, spec: LoadSpec, population: int, profile_s: float, span_s: fl
                 ack: dict[str, Any], lag: dict[str, Any], decide: dict[str, Any],
                 decide_errors: dict[str, int],
                 samples: list[dict[str, float]], timeline: list[dict[str, Any]],
-                cpu_seconds: dict[str, float] | None = None) -> dict[str, Any]:
+                cpu_seconds: dict[str, float] | None = None,
+                cpu_wait_seconds: dict[str, float] | None = None) -> dict[str, Any]:
     """The JSON report: plain dicts, lists and numbers.
 
     Rates divide by ``span_s``, from the scheduled start to the last reply: an engine that
@@ -499,6 +502,9 @@ def report_dict(*, spec: LoadSpec, population: int, profile_s: float, span_s: fl
                       "cpu_seconds": cpu_seconds or {},
                       "cpu_us_per_event": cpu_per_event(cpu_seconds or {},
                                                         counters.get("accepted", 0)),
+                      "cpu_wait_seconds": cpu_wait_seconds or {},
+                      "cpu_wait_per_cpu": wait_per_cpu(cpu_wait_seconds or {},
+                                                       cpu_seconds or {}),
                       "samples": samples},
         "timeline": timeline,
     }
@@ -512,6 +518,14 @@ def cpu_per_event(cpu_seconds: dict[str, float], accepted: int) -> dict[str, flo
     per_event = {role: round(s * 1e6 / accepted, 1) for role, s in cpu_seconds.items()}
     per_event["all"] = round(sum(cpu_seconds.values()) * 1e6 / accepted, 1)
     return per_event
+
+
+def wait_per_cpu(wait_seconds: dict[str, float], cpu_seconds: dict[str, float]
+                 ) -> dict[str, float]:
+    """By role, seconds spent runnable but waiting for a CPU per second on one: 0 on an idle
+    machine; above 1, the role's processes waited longer for a core than they ran."""
+    return {role: round(waited / cpu_seconds[role], 2) for role, waited in wait_seconds.items()
+            if cpu_seconds.get(role, 0) > 0}
 
 
 # -- step mode -------------------------------------------------------------------------------

@@ -83,6 +83,10 @@ def summary_lines(report: dict[str, Any], *, machine_loop_ms: float | None = Non
                        key=lambda role: -per_event[role])
         lines.append("CPU per accepted event (µs): " + ", ".join(
             f"{role} {per_event[role]:,.1f}" for role in roles) + f"; all {per_event['all']:,.1f}")
+    waits = r.get("cpu_wait_per_cpu") or {}
+    if waits:
+        lines.append("Waiting for a CPU while runnable, per second of CPU: " + ", ".join(
+            f"{role} {waits[role]:.2f}" for role in sorted(waits, key=lambda role: -waits[role])))
     for index, steps in enumerate(report.get("shard_steps", [])):
         lines.append(f"shard {index} loop steps, longest total first (count, p50 / p99 / max "
                      f"bucket in ms): " + "; ".join(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -80,9 +81,28 @@ def process_role(cmdline: Sequence[str]) -> str:
     return next((role for name, role in ACTOR_ROLES if f"ray::{name}" in joined), "ray")
 
 
+def run_queue_wait_s(pid: int) -> float | None:
+    """Seconds the process's threads have spent runnable but waiting for a CPU, since they
+    started (Linux ``/proc/<pid>/task/*/schedstat``, second field); ``None`` without it."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    waited_ns = 0
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as handle:
+                waited_ns += int(handle.read().split()[1])
+        except (OSError, ValueError, IndexError):  # a thread that just ended
+            continue
+    return waited_ns / 1e9
+
+
 class ResourceSampler:
     """CPU (% of one core, summed) and RSS of the Ray processes and of extra pids, and the
-    CPU time each role has used since the first sample (``cpu_seconds``).
+    CPU time each role has used since the first sample (``cpu_seconds``), with the time its
+    processes waited, runnable, for a CPU (``cpu_wait_seconds``: on a busy machine a call's
+    every hop waits so, whatever the code does).
 
     With ``extra_pids`` (an embedded engine's process: its driver), the processes descending
     from them count (Ray's, its Python daemons included), so other Ray sessions on the machine
@@ -95,6 +115,12 @@ class ResourceSampler:
         self._procs: dict[int, psutil.Process] = {}
         self._cpu_seen: dict[int, float] = {}  # each process's CPU time at its last sample
         self._cpu_seconds: dict[str, float] = defaultdict(float)
+        self._wait_seen: dict[int, float] = {}  # each process's run-queue wait, last sample
+        self._wait_seconds: dict[str, float] = defaultdict(float)
+
+    def cpu_wait_seconds(self) -> dict[str, float]:
+        """Seconds by role, since the first sample, of waiting for a CPU while runnable."""
+        return {role: round(seconds, 3) for role, seconds in sorted(self._wait_seconds.items())}
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU seconds by role since the first sample: the load test divides them by the
@@ -110,6 +136,15 @@ class ResourceSampler:
             self._cpu_seconds[role] += max(0.0, total - last)
         else:
             self._cpu_seconds.setdefault(role, 0.0)
+        waited = run_queue_wait_s(proc.pid)
+        if waited is None:
+            return
+        last_wait = self._wait_seen.get(proc.pid)
+        self._wait_seen[proc.pid] = waited
+        if last_wait is not None:  # a thread that ended takes its count along: never below 0
+            self._wait_seconds[role] += max(0.0, waited - last_wait)
+        else:
+            self._wait_seconds.setdefault(role, 0.0)
 
     def _load_generator(self, engine_pids: set[int]) -> list[psutil.Process]:
         me = psutil.Process()
@@ -161,6 +196,7 @@ class ResourceSampler:
             del self._procs[pid]
         for pid in set(self._cpu_seen) - seen:
             del self._cpu_seen[pid]
+            self._wait_seen.pop(pid, None)
         return {"ray_cpu_pct": ray_cpu, "ray_rss_mb": ray_rss / 1e6, "ray_processes": count,
                 "driver_cpu_pct": extra_cpu, "driver_rss_mb": extra_rss / 1e6,
                 "machine_cpu_pct": psutil.cpu_percent(None) * (psutil.cpu_count() or 1)}

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -311,6 +315,37 @@ def test_the_sampler_counts_this_process_as_the_load_generator() -> None:
     sum(i * i for i in range(300_000))  # some CPU of our own
     sampler.sample()
     assert sampler.cpu_seconds()[LOAD_ROLE] > 0
+
+
+def test_the_sampler_counts_waits_for_a_cpu() -> None:
+    """Twice as many spinning processes as cores wait for a core about as long as they run;
+    the sampler adds their waits (children: the load generator's) to its role."""
+    from shush.cluster.loadtest_measure import LOAD_ROLE, ResourceSampler, run_queue_wait_s
+
+    assert run_queue_wait_s(os.getpid()) is not None
+    assert run_queue_wait_s(2**22 + 12345) is None  # no such process
+    spin = "import time\nend = time.monotonic() + 2.0\nwhile time.monotonic() < end: pass"
+    spinners = [subprocess.Popen([sys.executable, "-c", spin])
+                for _ in range(2 * (os.cpu_count() or 1))]
+    sampler = ResourceSampler()
+    sampler.sample()
+    time.sleep(1.0)
+    sampler.sample()  # while they spin: a process that ended is no longer sampled
+    for spinner in spinners:
+        spinner.wait()
+    assert sampler.cpu_wait_seconds()[LOAD_ROLE] > 0.1
+
+
+def test_waits_per_cpu_second_are_by_role() -> None:
+    assert lt.wait_per_cpu({"shards": 0.3, "routers": 2.0, "ray": 0.1},
+                           {"shards": 1.0, "routers": 1.0, "ray": 0.0}) == \
+        {"shards": 0.3, "routers": 2.0}
+    from shush.cluster.loadtest_cli import summary_lines
+
+    data = lt.report_dict(**{**REPORT_ARGS, "cpu_seconds": {"shards": 2.0, "routers": 0.5},
+                             "cpu_wait_seconds": {"shards": 0.5, "routers": 0.6}})
+    [line] = [line for line in summary_lines(data) if line.startswith("Waiting for a CPU")]
+    assert line.endswith("per second of CPU: routers 1.20, shards 0.25")
 
 
 def test_the_summary_shows_each_shards_way_in_stage_by_stage() -> None:
