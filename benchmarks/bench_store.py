@@ -14,6 +14,11 @@ Last, SQLite under a shard's write mix, once with the store's ``secure_delete = 
 with Debian's default (``ON``): per round a journal entry (a batch of events), a ledger write
 (3 treatments and their decisions) and its dispatch marks; every 40 rounds a snapshot step that
 truncates the journal. CPU per call (the thread's, kernel included) and the WAL's growth.
+
+And the ledger as it grows: ``--ledger-calls`` calls of 8 treatments (keys as the engine makes
+them, customers drawn from 200,000) and their decisions, each followed by its dispatch marks;
+CPU per treatment and WAL bytes per treatment over the second half, where the ledger's
+random-keyed B-trees no longer fit a few pages.
 """
 
 from __future__ import annotations
@@ -151,6 +156,38 @@ def write_mix(path: Path, secure_delete: str, rounds: int) -> str:
             + f" us CPU per call (p50); WAL {wal_mb:,.0f} MB after {rounds:,} rounds")
 
 
+def ledger_growth(path: Path, calls: int, per_call: int = 8) -> str:
+    """CPU (ledger write, marks) and WAL bytes per treatment (see the module's docstring)."""
+    store = SqliteStateStore(path, checkpoint_interval_s=3600)  # the WAL keeps every write
+    payload, decision = os.urandom(700), os.urandom(600)
+    ledger_us: list[float] = []
+    marks_us: list[float] = []
+    wal_from = 0
+    try:
+        for i in range(calls):
+            at_ms = 1_700_000_000_000 + i
+            customers = [f"customer-{(i * 7919 + j * 104729) % 200_000}" for j in range(per_call)]
+            rows = [TreatmentRow(f"{c}|offer_{j % 5}|moment-{i}-{j}", uuid.uuid4().hex, c,
+                                 f"offer_{j % 5}", at_ms, payload)
+                    for j, c in enumerate(customers)]
+            started = time.thread_time()
+            store.record_treatments(rows, decisions=[DecisionRow(c, at_ms, decision)
+                                                     for c in customers])
+            recorded = time.thread_time()
+            store.mark_dispatched([row.idempotency_key for row in rows], at_ms)
+            if i >= calls // 2:
+                ledger_us.append((recorded - started) * 1e6 / per_call)
+                marks_us.append((time.thread_time() - recorded) * 1e6 / per_call)
+            elif i == calls // 2 - 1:
+                wal_from = os.path.getsize(f"{path}-wal")
+        wal_kb = (os.path.getsize(f"{path}-wal") - wal_from) / 1024 / (len(ledger_us) * per_call)
+    finally:
+        store.close()
+    return (f"ledger {statistics.median(ledger_us):.1f} + marks {statistics.median(marks_us):.1f}"
+            f" us CPU per treatment (p50); WAL {wal_kb:.1f} KB per treatment;"
+            f" {calls * per_call:,} treatments")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=50_000)
@@ -160,6 +197,8 @@ def main() -> None:
                         help="snapshots per call in the step timing (a shard's snapshot step)")
     parser.add_argument("--mix-rounds", type=int, default=2000,
                         help="rounds of the shard write mix (0: skip it)")
+    parser.add_argument("--ledger-calls", type=int, default=6000,
+                        help="calls of 8 treatments in the ledger's growth (0: skip it)")
     parser.add_argument("--postgres", default="", help="also bench PostgreSQL at this URL")
     args = parser.parse_args()
     print(f"{args.customers:,} customers, {args.snapshot_bytes}-byte snapshots,"
@@ -185,6 +224,10 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 print(f"  secure_delete {mode:<4}  "
                       f"{write_mix(Path(tmp) / 'mix.db', mode, args.mix_rounds)}")
+    if args.ledger_calls:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(f"sqlite, the ledger as it grows: "
+                  f"{ledger_growth(Path(tmp) / 'ledger.db', args.ledger_calls)}")
 
 
 if __name__ == "__main__":

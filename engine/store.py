@@ -12,7 +12,7 @@ Rules every implementation keeps (the contract suite in
   epoch check and the write happen in the same transaction.
 - **Last row wins** when a batch upserts the same key twice (snapshots, timers).
 - **Exactly one ledger row per idempotency key**, even for duplicates inside one batch or from
-  concurrent connections; the outbox row is written in the same transaction as the ledger row.
+  concurrent connections; its outbox entry (its send state) is written in the same transaction.
 - **The journal** is one entry per shard batch, covering the partitions it was fenced by.
   Sequence numbers grow across the store and are never reused, even after truncation. Each
   partition has a mark: its snapshots cover the journal up to that sequence number. An entry
@@ -249,7 +249,7 @@ class StateStore(Protocol):
 
     def purge_treatments(self, before_ms: int, limit: int) -> int:
         """Delete up to ``limit`` treatments decided before ``before_ms`` whose send is settled
-        (dispatched or failed), with their outbox rows, oldest first, in one transaction;
+        (dispatched or failed), their outbox entries with them, oldest first, in one transaction;
         return how many. A pending one stays, whatever its age."""
         ...
 

@@ -35,7 +35,7 @@ from ...engine.store import (
     require_partitions,
     require_positive,
 )
-from .sql_common import SqlStoreCommon
+from .sql_common import MOVE_OUTBOX, OUTBOX_COLUMNS, PENDING_INDEX, SqlStoreCommon
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -73,18 +73,13 @@ CREATE TABLE IF NOT EXISTS treatments (
     customer_id TEXT NOT NULL,
     action_id TEXT NOT NULL,
     decided_at_ms BIGINT NOT NULL,
-    payload BYTEA NOT NULL
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    idempotency_key TEXT PRIMARY KEY REFERENCES treatments (idempotency_key),
-    status TEXT NOT NULL,
+    payload BYTEA NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT NOT NULL DEFAULT '',
-    enqueued_at_ms BIGINT NOT NULL,
-    next_attempt_at_ms BIGINT NOT NULL,
+    next_attempt_at_ms BIGINT NOT NULL DEFAULT 0,
     dispatched_at_ms BIGINT
 );
-CREATE INDEX IF NOT EXISTS outbox_by_status ON outbox (status, next_attempt_at_ms, idempotency_key);
 CREATE TABLE IF NOT EXISTS decisions (
     id BIGSERIAL PRIMARY KEY,
     customer_id TEXT NOT NULL,
@@ -140,6 +135,15 @@ class PostgresStateStore(SqlStoreCommon):
                 cur.execute("INSERT INTO journal_entries (data)"
                             " SELECT data FROM journal ORDER BY partition, seq")
                 cur.execute("DROP TABLE journal")
+            if cur.execute("SELECT to_regclass('outbox')").fetchone()[0] is not None:
+                # written while the outbox was a table of its own: its columns move into
+                # the treatments rows
+                for name, declaration in OUTBOX_COLUMNS:
+                    cur.execute(f"ALTER TABLE treatments ADD COLUMN IF NOT EXISTS"
+                                f" {name} {declaration}")
+                cur.execute(MOVE_OUTBOX)
+                cur.execute("DROP TABLE outbox")
+            cur.execute(PENDING_INDEX)
 
     def close(self) -> None:
         with self._lock:
@@ -320,21 +324,15 @@ class PostgresStateStore(SqlStoreCommon):
             _insert_decisions(cur, decisions)
             cur.execute(
                 "INSERT INTO treatments (idempotency_key, treatment_id, customer_id, action_id,"
-                " decided_at_ms, payload) SELECT * FROM unnest(%s::text[], %s::text[],"
-                " %s::text[], %s::text[], %s::bigint[], %s::bytea[])"
+                " decided_at_ms, payload, status, next_attempt_at_ms)"
+                " SELECT k, t, c, a, d, p, 'pending', d FROM unnest(%s::text[], %s::text[],"
+                " %s::text[], %s::text[], %s::bigint[], %s::bytea[]) AS u (k, t, c, a, d, p)"
                 " ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key",
                 ([r.idempotency_key for r in unique], [r.treatment_id for r in unique],
                  [r.customer_id for r in unique], [r.action_id for r in unique],
                  [r.decided_at_ms for r in unique], [r.payload for r in unique]),
             )
             new = {row[0] for row in cur.fetchall()}
-            if new:
-                cur.execute(
-                    "INSERT INTO outbox (idempotency_key, status, enqueued_at_ms,"
-                    " next_attempt_at_ms) SELECT idempotency_key, 'pending', decided_at_ms,"
-                    " decided_at_ms FROM treatments WHERE idempotency_key = ANY(%s::text[])",
-                    (sorted(new),),
-                )
         return [r.idempotency_key in new and first[r.idempotency_key] == index
                 for index, r in enumerate(rows)]
 

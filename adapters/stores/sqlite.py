@@ -61,7 +61,7 @@ from ...engine.store import (
     require_partitions,
     require_positive,
 )
-from .sql_common import SqlStoreCommon
+from .sql_common import MOVE_OUTBOX, OUTBOX_COLUMNS, PENDING_INDEX, SqlStoreCommon
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS partitions (
@@ -96,18 +96,13 @@ CREATE TABLE IF NOT EXISTS treatments (
     customer_id TEXT NOT NULL,
     action_id TEXT NOT NULL,
     decided_at_ms INTEGER NOT NULL,
-    payload BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    idempotency_key TEXT PRIMARY KEY REFERENCES treatments (idempotency_key),
-    status TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT NOT NULL DEFAULT '',
-    enqueued_at_ms INTEGER NOT NULL,
-    next_attempt_at_ms INTEGER NOT NULL,
+    next_attempt_at_ms INTEGER NOT NULL DEFAULT 0,
     dispatched_at_ms INTEGER
 );
-CREATE INDEX IF NOT EXISTS outbox_by_status ON outbox (status, next_attempt_at_ms, idempotency_key);
 CREATE TABLE IF NOT EXISTS decisions (
     id INTEGER PRIMARY KEY,
     customer_id TEXT NOT NULL,
@@ -172,6 +167,8 @@ class SqliteStateStore(SqlStoreCommon):
                 if statement.strip():
                     cur.execute(statement)
             _migrate_journal(cur)
+            _migrate_outbox(cur)
+            cur.execute(PENDING_INDEX)
         self._conn.execute("PRAGMA busy_timeout = 0")  # _waiting polls for locks instead
         self._closing = threading.Event()
         self._checkpointer: threading.Thread | None = None
@@ -381,18 +378,13 @@ class SqliteStateStore(SqlStoreCommon):
             for r in rows:
                 cur.execute(
                     "INSERT INTO treatments (idempotency_key, treatment_id, customer_id,"
-                    " action_id, decided_at_ms, payload) VALUES (?, ?, ?, ?, ?, ?)"
+                    " action_id, decided_at_ms, payload, status, next_attempt_at_ms)"
+                    " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)"
                     " ON CONFLICT (idempotency_key) DO NOTHING",
                     (r.idempotency_key, r.treatment_id, r.customer_id, r.action_id,
-                     r.decided_at_ms, r.payload),
+                     r.decided_at_ms, r.payload, r.decided_at_ms),
                 )
                 recorded.append(cur.rowcount == 1)
-            cur.executemany(
-                "INSERT INTO outbox (idempotency_key, status, enqueued_at_ms, next_attempt_at_ms)"
-                " VALUES (?, 'pending', ?, ?)",
-                [(r.idempotency_key, r.decided_at_ms, r.decided_at_ms)
-                 for r, new in zip(rows, recorded, strict=True) if new],
-            )
         return recorded
 
     # -- decision audit ---------------------------------------------------------------------
@@ -418,6 +410,20 @@ class SqliteStateStore(SqlStoreCommon):
 def _insert_decisions(cur: sqlite3.Cursor, rows: Sequence[DecisionRow]) -> None:
     cur.executemany("INSERT INTO decisions (customer_id, decided_at_ms, data) VALUES (?, ?, ?)",
                     [(r.customer_id, r.decided_at_ms, r.data) for r in rows])
+
+
+def _migrate_outbox(cur: sqlite3.Cursor) -> None:
+    """A file written while the outbox was a table of its own: its columns move into the
+    treatments rows (``OUTBOX_COLUMNS``), and the table goes."""
+    if not cur.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outbox'"
+                       ).fetchone():
+        return
+    columns = {row[1] for row in cur.execute("PRAGMA table_info(treatments)")}
+    for name, declaration in OUTBOX_COLUMNS:
+        if name not in columns:
+            cur.execute(f"ALTER TABLE treatments ADD COLUMN {name} {declaration}")
+    cur.execute(MOVE_OUTBOX)
+    cur.execute("DROP TABLE outbox")
 
 
 def _migrate_journal(cur: sqlite3.Cursor) -> None:

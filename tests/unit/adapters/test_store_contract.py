@@ -652,6 +652,72 @@ def test_postgres_moves_a_per_partition_journal_to_one_entry_per_batch(
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+# The ledger's layout while the outbox was a table of its own, and three sends in it: one
+# dispatched, one failed for good, one waiting to be retried.
+OLD_LEDGER = """
+CREATE TABLE treatments (idempotency_key TEXT PRIMARY KEY, treatment_id TEXT NOT NULL,
+    customer_id TEXT NOT NULL, action_id TEXT NOT NULL, decided_at_ms BIGINT NOT NULL,
+    payload {blob} NOT NULL);
+CREATE TABLE outbox (idempotency_key TEXT PRIMARY KEY REFERENCES treatments
+    (idempotency_key), status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT NOT NULL DEFAULT '', enqueued_at_ms BIGINT NOT NULL,
+    next_attempt_at_ms BIGINT NOT NULL, dispatched_at_ms BIGINT);
+CREATE INDEX outbox_by_status ON outbox (status, next_attempt_at_ms, idempotency_key);
+INSERT INTO treatments VALUES ('sent', 't1', 'c1', 'a', 100, {p1}),
+    ('failed', 't2', 'c2', 'a', 200, {p2}), ('retrying', 't3', 'c3', 'a', 300, {p3});
+INSERT INTO outbox VALUES ('sent', 'dispatched', 0, '', 100, 100, 150),
+    ('failed', 'failed', 3, 'channel down', 200, 200, NULL),
+    ('retrying', 'pending', 1, 'timeout', 300, 900, NULL)
+"""
+
+
+def _check_moved_outbox(store: StateStore) -> None:
+    sent, failed, retrying = (store.outbox_item(k) for k in ("sent", "failed", "retrying"))
+    assert sent is not None and (sent.status, sent.dispatched_at_ms) == ("dispatched", 150)
+    assert failed is not None and (failed.status, failed.attempts, failed.last_error) == (
+        "failed", 3, "channel down")
+    assert retrying is not None and (retrying.status, retrying.attempts,
+                                     retrying.next_attempt_at_ms) == ("pending", 1, 900)
+    assert retrying.payload == b"p3" and retrying.enqueued_at_ms == 300
+    assert [i.idempotency_key for i in store.pending_outbox(10, now_ms=899)] == []
+    assert store.record_treatments([treatment("new", decided_at_ms=400)]) == [True]
+    assert [i.idempotency_key for i in store.pending_outbox(10)] == ["new", "retrying"]
+    assert store.mark_dispatched(["retrying"], 1000) == 1
+
+
+def test_sqlite_moves_a_separate_outbox_into_the_treatments_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(OLD_LEDGER.format(blob="BLOB", p1="x'7031'", p2="x'7032'",
+                                             p3="x'7033'"))
+    with SqliteStateStore(path) as store:
+        _check_moved_outbox(store)
+    with SqliteStateStore(path) as store:  # opened again: nothing left to move
+        assert [i.idempotency_key for i in store.pending_outbox(10)] == ["new"]
+    with sqlite3.connect(path) as conn:
+        assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'outbox'").fetchall()
+
+
+def test_postgres_moves_a_separate_outbox_into_the_treatments_rows(postgres_url: str) -> None:
+    schema = f"shush_test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"SET search_path TO {schema}")
+        for statement in OLD_LEDGER.format(blob="BYTEA", p1="'p1'::bytea", p2="'p2'::bytea",
+                                           p3="'p3'::bytea").split(";"):
+            conn.execute(statement)
+    store = PostgresStateStore(postgres_url, schema=schema)
+    try:
+        _check_moved_outbox(store)
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            assert conn.execute("SELECT to_regclass(%s)", (f"{schema}.outbox",)
+                                ).fetchone() == (None,)
+    finally:
+        store.close()
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
 def test_sqlite_runs_in_wal_mode_with_normal_sync_and_fast_secure_delete(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     with SqliteStateStore(path) as store:
