@@ -98,6 +98,18 @@ def run_queue_wait_s(pid: int) -> float | None:
     return waited_ns / 1e9
 
 
+def _add_since(seen: dict[int, float], totals: dict[str, float], pid: int, role: str,
+               count: float) -> None:
+    """Add to ``role``'s total what the process's cumulative ``count`` grew by since its last
+    sample (nothing on its first). Never below 0: a thread that ended takes its share along."""
+    last = seen.get(pid)
+    seen[pid] = count
+    if last is not None:
+        totals[role] += max(0.0, count - last)
+    else:
+        totals.setdefault(role, 0.0)
+
+
 class ResourceSampler:
     """CPU (% of one core, summed) and RSS of the Ray processes and of extra pids, and the
     CPU time each role has used since the first sample (``cpu_seconds``), with the time its
@@ -129,22 +141,10 @@ class ResourceSampler:
 
     def _add_cpu(self, proc: psutil.Process, role: str) -> None:
         times = proc.cpu_times()
-        total = times.user + times.system
-        last = self._cpu_seen.get(proc.pid)
-        self._cpu_seen[proc.pid] = total
-        if last is not None:
-            self._cpu_seconds[role] += max(0.0, total - last)
-        else:
-            self._cpu_seconds.setdefault(role, 0.0)
+        _add_since(self._cpu_seen, self._cpu_seconds, proc.pid, role, times.user + times.system)
         waited = run_queue_wait_s(proc.pid)
-        if waited is None:
-            return
-        last_wait = self._wait_seen.get(proc.pid)
-        self._wait_seen[proc.pid] = waited
-        if last_wait is not None:  # a thread that ended takes its count along: never below 0
-            self._wait_seconds[role] += max(0.0, waited - last_wait)
-        else:
-            self._wait_seconds.setdefault(role, 0.0)
+        if waited is not None:
+            _add_since(self._wait_seen, self._wait_seconds, proc.pid, role, waited)
 
     def _load_generator(self, engine_pids: set[int]) -> list[psutil.Process]:
         me = psutil.Process()
