@@ -15,7 +15,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -624,32 +625,48 @@ def test_sqlite_moves_a_per_partition_journal_to_one_entry_per_batch(tmp_path: P
         assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'journal'").fetchall()
 
 
-def test_postgres_moves_a_per_partition_journal_to_one_entry_per_batch(
-        postgres_url: str) -> None:
+@contextmanager
+def _postgres_store_over(postgres_url: str, layout: Sequence[str]
+                         ) -> Iterator[tuple[PostgresStateStore, Callable[[str], bool]]]:
+    """A store opened on a fresh schema first laid out by ``layout`` (an earlier version's
+    tables and rows), and a check of whether a table is still there; the schema is dropped
+    afterwards."""
     schema = f"shush_test_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:  # the layout before the change
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
-        conn.execute(f"CREATE TABLE {schema}.partitions (partition INTEGER PRIMARY KEY,"
-                     " epoch BIGINT NOT NULL, owner TEXT NOT NULL,"
-                     " journal_seq BIGINT NOT NULL DEFAULT 0)")
-        conn.execute(f"CREATE TABLE {schema}.journal (partition INTEGER NOT NULL,"
-                     " seq BIGINT NOT NULL, data BYTEA NOT NULL, PRIMARY KEY (partition, seq))")
-        conn.execute(f"INSERT INTO {schema}.partitions VALUES (1, 3, 'shard-0', 2),"
-                     " (2, 3, 'shard-0', 1)")
-        conn.execute(f"INSERT INTO {schema}.journal VALUES (2, 1, '\\x20'), (1, 2, '\\x12'),"
-                     " (1, 1, '\\x11')")
+        conn.execute(f"SET search_path TO {schema}")
+        for statement in layout:
+            conn.execute(statement)
+
+    def has_table(name: str) -> bool:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            row = conn.execute("SELECT to_regclass(%s)", (f"{schema}.{name}",)).fetchone()
+            return row is not None and row[0] is not None
+
     store = PostgresStateStore(postgres_url, schema=schema)
     try:
-        assert [e.data for e in store.read_journal()] == [b"\x11", b"\x12", b"\x20"]
-        assert store.journal_marks([1, 2]) == {1: 0, 2: 0}
-        assert store.append_journal({1: 3}, b"new") == 4
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            assert conn.execute("SELECT to_regclass(%s)", (f"{schema}.journal",)
-                                ).fetchone() == (None,)
+        yield store, has_table
     finally:
         store.close()
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_postgres_moves_a_per_partition_journal_to_one_entry_per_batch(
+        postgres_url: str) -> None:
+    layout = [  # the layout before the change
+        "CREATE TABLE partitions (partition INTEGER PRIMARY KEY, epoch BIGINT NOT NULL,"
+        " owner TEXT NOT NULL, journal_seq BIGINT NOT NULL DEFAULT 0)",
+        "CREATE TABLE journal (partition INTEGER NOT NULL, seq BIGINT NOT NULL,"
+        " data BYTEA NOT NULL, PRIMARY KEY (partition, seq))",
+        "INSERT INTO partitions VALUES (1, 3, 'shard-0', 2), (2, 3, 'shard-0', 1)",
+        "INSERT INTO journal VALUES (2, 1, '\\x20'), (1, 2, '\\x12'), (1, 1, '\\x11')",
+    ]
+    with _postgres_store_over(postgres_url, layout) as (store, has_table):
+        assert [e.data for e in store.read_journal()] == [b"\x11", b"\x12", b"\x20"]
+        assert store.journal_marks([1, 2]) == {1: 0, 2: 0}
+        assert store.append_journal({1: 3}, b"new") == 4
+        assert not has_table("journal")
 
 
 # The ledger's layout while the outbox was a table of its own, and three sends in it: one
@@ -699,23 +716,11 @@ def test_sqlite_moves_a_separate_outbox_into_the_treatments_rows(tmp_path: Path)
 
 
 def test_postgres_moves_a_separate_outbox_into_the_treatments_rows(postgres_url: str) -> None:
-    schema = f"shush_test_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-        conn.execute(f"SET search_path TO {schema}")
-        for statement in OLD_LEDGER.format(blob="BYTEA", p1="'p1'::bytea", p2="'p2'::bytea",
-                                           p3="'p3'::bytea").split(";"):
-            conn.execute(statement)
-    store = PostgresStateStore(postgres_url, schema=schema)
-    try:
+    layout = OLD_LEDGER.format(blob="BYTEA", p1="'p1'::bytea", p2="'p2'::bytea",
+                               p3="'p3'::bytea").split(";")
+    with _postgres_store_over(postgres_url, layout) as (store, has_table):
         _check_moved_outbox(store)
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            assert conn.execute("SELECT to_regclass(%s)", (f"{schema}.outbox",)
-                                ).fetchone() == (None,)
-    finally:
-        store.close()
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        assert not has_table("outbox")
 
 
 def test_sqlite_runs_in_wal_mode_with_normal_sync_and_fast_secure_delete(tmp_path: Path) -> None:
