@@ -127,6 +127,20 @@ CREATE TABLE IF NOT EXISTS models (
 );
 """
 
+# Fencing in one read (``_check``): any change to a partition's epoch, by whatever code writes
+# the file, bumps the one-row generation in the same transaction, so a writer re-reads the
+# epochs it checked before only when the generation moved. Triggers, not the store's code, do
+# the bump, so an older process sharing the file cannot move an epoch unseen.
+_FENCING = (
+    "CREATE TABLE IF NOT EXISTS fencing ("
+    " id INTEGER PRIMARY KEY CHECK (id = 1), generation INTEGER NOT NULL)",
+    "INSERT OR IGNORE INTO fencing (id, generation) VALUES (1, 0)",
+    *(f"CREATE TRIGGER IF NOT EXISTS fencing_on_{name} AFTER {event} ON partitions"
+      " BEGIN UPDATE fencing SET generation = generation + 1; END"
+      for name, event in (("insert", "INSERT"), ("epoch", "UPDATE OF epoch"),
+                          ("delete", "DELETE"))),
+)
+
 log = logging.getLogger(__name__)
 _IN_PARTITIONS = "partition IN (SELECT value FROM json_each(?))"
 LOCK_POLL_S = (0.0002, 0.0005, 0.001, 0.002)  # waits between tries for the write lock
@@ -152,6 +166,9 @@ class SqliteStateStore(SqlStoreCommon):
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        # the epochs this connection found current, at the fencing generation it read then
+        self._fence_generation: int | None = None
+        self._current_epochs: dict[int, int] = {}
         with _unavailable_on_driver_error():
             self._conn = sqlite3.connect(self.path, timeout=busy_timeout_s,
                                          isolation_level=None, check_same_thread=False)
@@ -169,6 +186,8 @@ class SqliteStateStore(SqlStoreCommon):
             _migrate_journal(cur)
             _migrate_outbox(cur)
             cur.execute(PENDING_INDEX)
+            for statement in _FENCING:
+                cur.execute(statement)
         self._conn.execute("PRAGMA busy_timeout = 0")  # _waiting polls for locks instead
         self._closing = threading.Event()
         self._checkpointer: threading.Thread | None = None
@@ -255,8 +274,22 @@ class SqliteStateStore(SqlStoreCommon):
         return dict(rows.fetchall())
 
     def _check(self, cur: sqlite3.Cursor, partition_epochs: Mapping[int, int]) -> None:
-        if partition_epochs:
-            check_epochs(partition_epochs, self._epochs(cur, list(partition_epochs)))
+        """Raise ``FencedError`` unless every partition is at the epoch given. Inside the
+        write transaction, so no epoch can move before the write commits. While the fencing
+        generation stands, the epochs found current before still are: only new pairs are
+        read (a journal entry's ~110 partitions cost ~80 µs of CPU to read, the generation
+        one row)."""
+        if not partition_epochs:
+            return
+        [(generation,)] = cur.execute("SELECT generation FROM fencing").fetchall()
+        if generation != self._fence_generation:
+            self._fence_generation = generation
+            self._current_epochs = {}
+        current = self._current_epochs
+        unseen = {p: e for p, e in partition_epochs.items() if current.get(p) != e}
+        if unseen:
+            check_epochs(unseen, self._epochs(cur, list(unseen)))
+            current.update(unseen)
 
     # -- fencing ----------------------------------------------------------------------------
     def acquire_partitions(self, partitions: Sequence[int], owner: str) -> int:

@@ -606,6 +606,27 @@ def test_sqlite_lock_held_past_the_busy_timeout_is_store_unavailable(tmp_path: P
         assert store.record_treatment(treatment("k")) is True  # usable again
 
 
+@pytest.mark.parametrize("statement", [
+    "UPDATE partitions SET epoch = epoch + 1 WHERE partition = 2",
+    "DELETE FROM partitions WHERE partition = 2",
+])
+def test_sqlite_fences_an_epoch_moved_by_any_writer_of_the_file(tmp_path: Path,
+                                                                 statement: str) -> None:
+    """The store re-reads epochs only when the fencing generation moves; triggers move it, so
+    an epoch changed by other code on the file (an older process, an operator) still fences."""
+    path = tmp_path / "state.db"
+    with SqliteStateStore(path) as store:
+        epoch = store.acquire_partitions([1, 2], "shard-0")
+        assert store.append_journal({1: epoch, 2: epoch}, b"e1") == 1  # both checked
+        with sqlite3.connect(path, isolation_level=None) as other:
+            other.execute(statement)
+            other.execute("UPDATE partitions SET journal_mark = 1")  # not an epoch: no fence
+        with pytest.raises(FencedError) as caught:
+            store.append_journal({1: epoch, 2: epoch}, b"e2")
+        assert caught.value.partition == 2
+        assert store.append_journal({1: epoch}, b"e3") == 2  # partition 1 is still its own
+
+
 def test_sqlite_moves_a_per_partition_journal_to_one_entry_per_batch(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as conn:  # the layout of a file written before the change
