@@ -202,21 +202,21 @@ def snapshot_rounds(path: Path, customers: int, rounds: int = 3, row_bytes: int 
     partitions = list(range(0, NUM_PARTITIONS, 2))  # shard 0 of 2
     epoch = store.acquire_partitions(partitions, "bench")
     ids = [f"customer-{i}" for i in range(customers)]
+    partition = {c: partitions[partition_of(c, len(partitions))] for c in ids}
     by_partition: dict[int, list[str]] = {p: [] for p in partitions}
     for customer in ids:
-        by_partition[partitions[partition_of(customer, len(partitions))]].append(customer)
+        by_partition[partition[customer]].append(customer)
     steps: list[list[SnapshotRow]] = [[]]
     for p in partitions:  # a step takes whole partitions until it holds step_customers
         if len(steps[-1]) >= step_customers:
             steps.append([])
         steps[-1].extend(SnapshotRow(c, p, b"", 0) for c in by_partition[p])
-    order = {c: p for p, members in by_partition.items() for c in members}
     random.Random(1).shuffle(ids)
     cpu_s, rows = 0.0, 0
     try:
         data = os.urandom(row_bytes)
         for start in range(0, customers, 100):  # first snapshots, in the order events come
-            chunk = [SnapshotRow(c, order[c], data, 1) for c in ids[start:start + 100]]
+            chunk = [SnapshotRow(c, partition[c], data, 1) for c in ids[start:start + 100]]
             store.save_snapshots({p: epoch for p in {r.partition for r in chunk}}, chunk)
         with sqlite3.connect(path) as conn:  # the WAL from empty: its size is what was written
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
