@@ -49,6 +49,9 @@ class EdgeServer(Protocol):
 
     async def start(self, port: int) -> int: ...  # the port bound (0: pick a free one)
 
+    @property
+    def frames_port(self) -> int | None: ...  # the frames edge's, once started (None: off)
+
     async def stop(self, grace_s: float) -> None: ...
 
 

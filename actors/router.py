@@ -250,6 +250,7 @@ class RouterActorBody:
 
     async def health(self) -> dict[str, Any]:
         return {"index": self.index, "buffered": self.buffered, "edge_port": self.edge_port,
+                "frames_port": None if self.edge is None else self.edge.frames_port,
                 **self.stats}
 
 

@@ -10,6 +10,10 @@ Security: ``api_key=`` sends ``authorization: Bearer <key>`` with every call; TL
 ``tls=True`` or any certificate is given (``root_certificates`` to trust a private CA,
 ``client_certificate`` + ``client_key`` for mutual TLS; each as PEM bytes or a file path).
 Refused credentials (``UNAUTHENTICATED``, ``PERMISSION_DENIED``) are never retried.
+
+``AsyncShushClient(..., frames_target="host:port")`` sends its unary calls (submits, Decide,
+outcomes, operator calls) over the engine's frames edge (``grpc.frames_port``): the same
+messages, keys, TLS and errors without HTTP/2 (``adapters/frames``); ``stream`` stays on gRPC.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import grpc
 from ..engine import codec
 from ..engine.clock import to_ms
 from ..engine.models import Signal
+from .frames.channel import FramesChannel, FramesStub, client_tls
 from .grpc import convert
 from .grpc import shush_pb2 as pb
 from .grpc import shush_pb2_grpc as pb_grpc
@@ -270,7 +275,8 @@ class _ClientSettings:
                  max_attempts: int = 8, backoff_s: float = 0.05, api_key: str | None = None,
                  tls: bool = False, root_certificates: Pem | None = None,
                  client_certificate: Pem | None = None, client_key: Pem | None = None,
-                 server_name: str | None = None, connections: int = 2) -> None:
+                 server_name: str | None = None, connections: int = 2,
+                 frames_target: str | None = None) -> None:
         if connections < 1:
             raise ValueError(f"connections must be at least 1, got {connections}")
         self.target = target
@@ -284,6 +290,12 @@ class _ClientSettings:
             client_certificate=client_certificate, client_key=client_key,
             server_name=server_name)
         self._metadata = self._connection.metadata
+        self.frames_target = frames_target
+        self._frames_tls = (client_tls(_pem(root_certificates), _pem(client_certificate),
+                                       _pem(client_key))
+                            if frames_target and self._connection.credentials is not None
+                            else None)
+        self._server_name = server_name
 
     def _take_turns(self, channels: Sequence[Any]) -> None:
         self._stubs = itertools.cycle([pb_grpc.ShushStub(c) for c in channels])
@@ -351,6 +363,9 @@ class ShushClient(_ClientSettings):
     """Blocking client. ``with ShushClient("127.0.0.1:50051") as client: client.submit(...)``"""
 
     def __init__(self, target: str, **settings: Any) -> None:
+        if settings.get("frames_target"):
+            raise ValueError("frames_target is AsyncShushClient's: the frames edge is for "
+                             "asyncio callers")
         super().__init__(target, **settings)
         self._channels = [self._connection.channel() for _ in range(self.connections)]
         self._take_turns(self._channels)
@@ -480,6 +495,11 @@ class AsyncShushClient(_ClientSettings):
         super().__init__(target, **settings)
         self._channels = [self._connection.aio_channel() for _ in range(self.connections)]
         self._take_turns(self._channels)
+        self._streams = self._stubs  # streaming calls are gRPC's only
+        self._frames = [FramesChannel(self.frames_target, self._frames_tls, self._server_name)
+                        for _ in range(self.connections)] if self.frames_target else []
+        if self._frames:  # unary calls go over the frames edge
+            self._stubs = itertools.cycle([FramesStub(c) for c in self._frames])
 
     async def __aenter__(self) -> AsyncShushClient:
         return self
@@ -488,6 +508,8 @@ class AsyncShushClient(_ClientSettings):
         await self.close()
 
     async def close(self) -> None:
+        for frames in self._frames:
+            await frames.close()
         for channel in self._channels:
             await channel.close()
 
@@ -541,7 +563,7 @@ class AsyncShushClient(_ClientSettings):
                 sent.extend(batch)
                 yield pb.EventBatch(events=batch)
 
-        reply = await self._stub().StreamEvents(batches(), timeout=self.timeout_s,
+        reply = await next(self._streams).StreamEvents(batches(), timeout=self.timeout_s,
                                               metadata=self._metadata)
         return _result([e.event_id for e in sent], reply)[0]
 

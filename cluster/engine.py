@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ class Engine:
 
     @classmethod
     def start(cls, config: EngineConfig, *, detached: bool = False) -> Engine:
+        config = _frames_port_chosen(config)
         catalog = load_engine_catalog(config)
         config.data_dir.mkdir(parents=True, exist_ok=True)
         url = config.resolved_store_url
@@ -66,6 +68,12 @@ class Engine:
         assert self.port is not None, "serve_grpc() first"
         return f"{self.config.grpc.host}:{self.port}"
 
+    @property
+    def frames_target(self) -> str | None:
+        """host:port of the frames edge, served beside gRPC when ``grpc.frames_port`` is set."""
+        port = self.config.grpc.frames_port
+        return None if port is None else f"{self.config.grpc.host}:{port}"
+
     def stop(self) -> None:
         """Stop serving, snapshot every shard, stop every actor."""
         self.port = None
@@ -74,6 +82,16 @@ class Engine:
                                     timeout_s=self.config.call_timeout_s)
         finally:
             ray_calls.kill(self.supervisor)
+
+
+def _frames_port_chosen(config: EngineConfig) -> EngineConfig:
+    """``frames_port`` 0 made a free port now, so that every router serves the same one."""
+    if config.grpc.frames_port != 0:
+        return config
+    with socket.create_server((config.grpc.host, 0)) as probe:
+        port = probe.getsockname()[1]
+    return config.model_copy(update={"grpc": config.grpc.model_copy(
+        update={"frames_port": port})})
 
 
 def _tls_paths_resolved(config: EngineConfig) -> EngineConfig:

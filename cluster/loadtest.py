@@ -99,7 +99,8 @@ async def _client(process: int, spec: LoadSpec, tag: str, population_size: int,
     triggers: list[tuple[str, int]] = []
     per_second: dict[int, list[int]] = defaultdict(lambda: [0, 0])  # second -> sent, accepted
     async with AsyncShushClient(spec.target, batch_size=spec.batch_size,
-                                timeout_s=spec.timeout_s) as client:
+                                timeout_s=spec.timeout_s,
+                                frames_target=spec.frames_target) as client:
         await client.health()
         out.put(("ready", process, None))
         await asyncio.get_running_loop().run_in_executor(None, go.wait)
@@ -372,8 +373,8 @@ async def _decides(spec: LoadSpec, tag: str, population_size: int, start_at: Any
     def report(kind: str) -> None:
         out.put((kind, DECIDE_PROCESS, {"hist": hist.encode(), "errors": dict(errors)}))
 
-    async with AsyncShushClient(spec.target, timeout_s=spec.timeout_s,
-                                max_attempts=1) as client:
+    async with AsyncShushClient(spec.target, timeout_s=spec.timeout_s, max_attempts=1,
+                                frames_target=spec.frames_target) as client:
         await client.health()
         out.put(("ready", DECIDE_PROCESS, None))
         await asyncio.get_running_loop().run_in_executor(None, go.wait)
@@ -471,7 +472,8 @@ def report_dict(*, spec: LoadSpec, population: int, profile_s: float, span_s: fl
     machine_cpu = [s["machine_cpu_pct"] for s in samples]
     return {
         "version": 1,
-        "spec": {"target": spec.target, "rate_eps": spec.rate_eps, "duration_s": duration,
+        "spec": {"target": spec.target, "frames_target": spec.frames_target,
+                 "rate_eps": spec.rate_eps, "duration_s": duration,
                  "batch_size": spec.batch_size, "senders": spec.senders,
                  "processes": spec.processes, "customers": population,
                  "trigger_fraction": spec.trigger_fraction,
@@ -586,6 +588,7 @@ class EmbeddedEngine:
         self.num_cpus = num_cpus
         self.overrides = overrides
         self.target = ""
+        self.frames_target: str | None = None  # when the config serves the frames edge
         self.channel_path = Path()
         self.pid = 0
         self._conn: Any = None
@@ -603,7 +606,7 @@ class EmbeddedEngine:
         status, *detail = self._conn.recv()
         if status != "ready":
             raise RuntimeError(f"the embedded engine failed to start: {detail[0]}")
-        self.target, channel, self.pid = detail
+        self.target, self.frames_target, channel, self.pid = detail
         self.channel_path = Path(channel)
         return self
 
@@ -632,7 +635,8 @@ def _engine_host(config_path: str | None, num_cpus: int | None, overrides: dict[
         conn.send(("failed", repr(exc)))
         return
     try:
-        conn.send(("ready", engine.target, str(Path(config.channel.path).resolve()),
+        conn.send(("ready", engine.target, engine.frames_target,
+                   str(Path(config.channel.path).resolve()),
                    os.getpid()))
         conn.recv()
     except EOFError:

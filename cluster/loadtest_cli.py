@@ -184,6 +184,10 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
               help="Inbound Decide calls per second (0: none)")
 @click.option("--drain-s", type=float, default=10, show_default=True,
               help="Longest wait for outstanding treatments after the load stops")
+@click.option("--edge", type=click.Choice(["grpc", "frames"]), default="grpc",
+              show_default=True, help="Submits and Decides over gRPC, or over the frames edge "
+              "(the embedded engine serves it; with --target give --frames-target)")
+@click.option("--frames-target", help="host:port of the --target engine's frames edge")
 @click.option("--shards", type=int, help="Shard actors of the embedded engine")
 @click.option("--routers", type=int, help="Router actors of the embedded engine")
 @click.option("--num-cpus", type=int, help="CPUs of the embedded Ray")
@@ -206,7 +210,8 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
 def loadtest(target: str | None, embedded: bool, config_path: str | None, channel: str | None,
              rate: float, duration_s: float, batch_size: int, senders: int, processes: int,
              customers: int, trigger_fraction: float, decide_rate_hz: float, drain_s: float,
-             shards: int | None, routers: int | None, num_cpus: int | None,
+             edge: str, frames_target: str | None, shards: int | None, routers: int | None,
+             num_cpus: int | None,
              store_url: str | None, step_from: float | None, step_by: float | None,
              p99_bound_ms: float, step_s: float, max_steps: int, json_path: str | None,
              plot_path: str | None, seed: int, quiet: bool, keep_data: bool) -> None:
@@ -230,6 +235,8 @@ def loadtest(target: str | None, embedded: bool, config_path: str | None, channe
                                    ) from exc
     if bool(target) == embedded:
         raise click.UsageError("give exactly one of --target HOST:PORT or --embedded")
+    if edge == "frames" and target and not frames_target:
+        raise click.UsageError("--edge frames with --target needs --frames-target HOST:PORT")
     if (step_from is None) != (step_by is None):
         raise click.UsageError("step mode needs both --step-from and --step-by")
     step_mode = step_from is not None
@@ -255,8 +262,10 @@ def loadtest(target: str | None, embedded: bool, config_path: str | None, channe
                       f"{report['throughput']['accepted_eps']:>9,.0f} ev/s, p99 "
                       f"{_ms(s['p99'])} ms, missing {report['treatments']['missing']}")
 
-    def drive(target_: str, channel_path: Path, extra_pids: list[int]) -> dict[str, Any]:
-        spec = lt.LoadSpec(target=target_, channel_path=channel_path, **common)
+    def drive(target_: str, frames_: str | None, channel_path: Path, extra_pids: list[int]
+              ) -> dict[str, Any]:
+        spec = lt.LoadSpec(target=target_, channel_path=channel_path,
+                           frames_target=frames_ if edge == "frames" else None, **common)
         if step_mode:
             assert step_from is not None and step_by is not None
             return asyncio.run(lt.run_steps(
@@ -272,18 +281,20 @@ def loadtest(target: str | None, embedded: bool, config_path: str | None, channe
         if embedded:
             workdir = stack.enter_context(scratch_dir(keep=keep_data))
             overrides: dict[str, Any] = {
-                "grpc": {"port": 0}, "data_dir": str(workdir),
+                "grpc": {"port": 0, "frames_port": 0 if edge == "frames" else None},
+                "data_dir": str(workdir),
                 "channel": {"path": str(workdir / "treatments.jsonl")},
                 "num_shards": shards, "num_routers": routers, "store_url": store_url}
             overrides = {k: v for k, v in overrides.items() if v is not None}
             console.print(f"starting an embedded engine (data in {workdir})…")
             with lt.EmbeddedEngine(config_path, num_cpus=num_cpus, **overrides) as engine:
                 console.print(f"engine on {engine.target}; treatments in {engine.channel_path}")
-                report = drive(engine.target, engine.channel_path, [engine.pid])
+                report = drive(engine.target, engine.frames_target, engine.channel_path,
+                               [engine.pid])
         else:
             assert target is not None
             channel_path = Path(channel) if channel else _channel_of(config_path)
-            report = drive(target, channel_path, [])
+            report = drive(target, frames_target, channel_path, [])
     finally:
         stack.close()
         if live is not None:

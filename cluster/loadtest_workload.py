@@ -36,6 +36,7 @@ class LoadSpec:
     drain_s: float = 10.0
     timeout_s: float = 30.0
     seed: int = 7
+    frames_target: str | None = None  # submits and Decides over the frames edge, not gRPC
 
     def trigger_customers(self) -> int:
         """Customers kept apart for triggers: enough for the run, one trigger each."""

@@ -149,6 +149,10 @@ class GrpcSecurityConfig(_Frozen):
 class GrpcConfig(_Frozen):
     host: str = Field("127.0.0.1", description="Address the gRPC server binds")
     port: Annotated[int, Field(ge=0, le=65535)] = Field(50051, description="0 picks a free port")
+    frames_port: Annotated[int, Field(ge=0, le=65535)] | None = Field(
+        None, description="Port of the frames edge: the same unary calls, keys, TLS and limits "
+        "without HTTP/2, for the lowest latency (adapters/frames); 0 picks a free port; "
+        "null: off")
     max_events_per_request: PositiveInt = Field(
         10_000, description="Events (or outcomes) per request; larger requests are refused")
     max_message_bytes: PositiveInt = Field(16 * 1024 * 1024, description="gRPC message limit")

@@ -9,15 +9,13 @@ skips one actor call each way and a second decoding (stop 19's figures in the RE
 
 from __future__ import annotations
 
-import grpc
-
 from ...actors import ray_calls
 from ...actors.ports import RouterFront
 from ...actors.supervisor import SUPERVISOR_NAME
 from ...engine.config import EngineConfig
 from ...engine.errors import EngineUnavailable
 from .gateway import EngineGateway
-from .server import start_server
+from .server import EdgeServers, start_server
 
 
 class GrpcEdge:
@@ -26,7 +24,7 @@ class GrpcEdge:
         self.config = config
         self.outcome_kinds = outcome_kinds
         self.router = router
-        self.server: grpc.aio.Server | None = None
+        self.server: EdgeServers | None = None
 
     async def start(self, port: int) -> int:
         supervisor = ray_calls.get_actor(SUPERVISOR_NAME, self.config.namespace)
@@ -37,6 +35,10 @@ class GrpcEdge:
         self.server, bound = await start_server(
             gateway, self.config.grpc.model_copy(update={"port": port}))
         return bound
+
+    @property
+    def frames_port(self) -> int | None:
+        return None if self.server is None else self.server.frames_port
 
     async def stop(self, grace_s: float) -> None:
         if self.server is not None:

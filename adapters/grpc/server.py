@@ -21,6 +21,7 @@ import grpc
 from ...engine import codec
 from ...engine.config import GrpcConfig
 from ...engine.errors import BackpressureError, CodecError, ConfigError, EventRejected, ShushError
+from ..frames.server import FramesServer, server_tls
 from . import convert, limits
 from . import shush_pb2 as pb
 from . import shush_pb2_grpc as pb_grpc
@@ -213,19 +214,42 @@ def server_credentials(config: GrpcConfig) -> grpc.ServerCredentials | None:
                                        require_client_auth=client_ca is not None)
 
 
-async def start_server(gateway: EngineGateway, config: GrpcConfig) -> tuple[grpc.aio.Server, int]:
+class EdgeServers:
+    """The gRPC server and, when ``frames_port`` is set, the frames server beside it, both
+    answered by one ``ShushServicer``."""
+
+    def __init__(self, grpc_server: grpc.aio.Server, frames: FramesServer | None,
+                 frames_port: int | None) -> None:
+        self.grpc = grpc_server
+        self.frames = frames
+        self.frames_port = frames_port
+
+    async def stop(self, grace_s: float) -> None:
+        if self.frames is not None:
+            await self.frames.stop(grace_s)
+        await self.grpc.stop(grace_s)
+
+
+async def start_server(gateway: EngineGateway, config: GrpcConfig) -> tuple[EdgeServers, int]:
+    """Serve ``config``: gRPC on ``port``, and frames on ``frames_port`` if set; return the
+    servers and the gRPC port bound."""
     options = [("grpc.max_receive_message_length", config.max_message_bytes),
                ("grpc.max_send_message_length", config.max_message_bytes)]
     for warning in exposure_warnings(config):
         log.warning("%s", warning)
     server = grpc.aio.server(options=options,
                              interceptors=[AuthInterceptor(KeyRing(config.security.api_keys))])
-    pb_grpc.add_ShushServicer_to_server(ShushServicer(gateway, config), server)
+    servicer = ShushServicer(gateway, config)
+    pb_grpc.add_ShushServicer_to_server(servicer, server)
     address = f"{config.host}:{config.port}"
     credentials = server_credentials(config)
     port = (server.add_secure_port(address, credentials) if credentials is not None
             else server.add_insecure_port(address))
     if port == 0:
         raise OSError(f"cannot bind gRPC on {address}")
+    frames, frames_port = None, None
+    if config.frames_port is not None:
+        frames = FramesServer(servicer, config)
+        frames_port = await frames.start(config.host, config.frames_port, server_tls(config))
     await server.start()
-    return server, port
+    return EdgeServers(server, frames, frames_port), port

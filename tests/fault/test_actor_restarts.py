@@ -3,6 +3,7 @@ router killed is restarted and serves gRPC again, while the others take its clie
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from shush.actors import ray_calls
-from shush.client import ShushClient
+from shush.client import AsyncShushClient, ShushClient
 from tests.factories import event_dict
 from tests.integration.conftest import RunningEngine, start_engine
 
@@ -93,6 +94,20 @@ def test_every_router_serves_grpc_and_a_killed_one_serves_again(
             assert client.submit([event_dict(customer, "balance_update", now,
                                                 balance=500.0)]).accepted == 1
     assert all(r["received"] > 0 for r in _router_health(engine))
+    frames = engine.engine.frames_target
+    assert frames is not None
+    assert [r["frames_port"] for r in _router_health(engine)] == [int(frames.split(":")[1])] * 2
+    before = [r["received"] for r in _router_health(engine)]
+
+    async def over_frames() -> int:  # the frames port is shared the same way
+        async with AsyncShushClient(engine.engine.target, frames_target=frames,
+                                    connections=16) as client:
+            results = await asyncio.gather(*(client.submit([event_dict(
+                c, "balance_update", now, balance=400.0)]) for c in customers[:20]))
+            return sum(r.accepted for r in results)
+
+    assert asyncio.run(over_frames()) == 20
+    assert all(r["received"] > b for r, b in zip(_router_health(engine), before, strict=True))
 
     routers = ray_calls.call_blocking(engine.engine.supervisor, "get_routers", timeout_s=10)
     ray_calls.kill(routers[0], no_restart=False)  # Ray restarts it, without its server
@@ -109,4 +124,5 @@ def test_every_router_serves_grpc_and_a_killed_one_serves_again(
             break
         time.sleep(0.2)
     assert [r.get("edge_port") for r in found] == [port, port]
+    assert [r.get("frames_port") for r in found] == [int(frames.split(":")[1])] * 2
     assert {t["customer_id"] for t in engine.wait_for(lambda ts: len(ts) >= 40)} >= set(customers)

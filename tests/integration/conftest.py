@@ -61,7 +61,8 @@ def start_engine(directory: Path, **overrides: Any) -> RunningEngine:
     if "catalog_paths" not in overrides:
         overrides["catalog_paths"] = [str(write_catalog(directory))]
     overrides.setdefault("arbitration", {"explore": False})  # P = the posterior mean
-    overrides["grpc"] = {"port": 0, **overrides.get("grpc", {})}  # e.g. security settings
+    # free ports for gRPC and the frames edge; e.g. security settings from the caller
+    overrides["grpc"] = {"port": 0, "frames_port": 0, **overrides.get("grpc", {})}
     config = load_config(
         namespace=f"t-{uuid.uuid4().hex[:8]}",
         data_dir=str(directory / "data"), channel={"path": str(directory / "treatments.jsonl")},

@@ -203,6 +203,26 @@ def test_stream_and_async_client(running: RunningEngine) -> None:
     assert len(running.for_customer(awaited)) == 1
 
 
+def test_the_frames_edge_takes_events_and_decides(running: RunningEngine) -> None:
+    frames_target = running.engine.frames_target
+    assert frames_target is not None
+    assert {h["frames_port"] for h in running.client.health()[1]["routers"]} == {
+        int(frames_target.rsplit(":", 1)[1])}
+    customers = [customer() for _ in range(4)]
+
+    async def go() -> tuple[int, list[str]]:
+        async with AsyncShushClient(running.engine.target, frames_target=frames_target,
+                                    connections=4) as client:
+            submitted = await client.submit(
+                [event_dict(c, "balance_update", now_ms(), balance=10.0) for c in customers])
+            decided = await asyncio.gather(*(client.decide(c, "web") for c in customers))
+            return submitted.accepted, [d.customer_id for d in decided]
+
+    assert asyncio.run(go()) == (4, customers)
+    for c in customers:
+        assert [t["action_id"] for t in running.for_customer(c)] == ["low_balance_sms"]
+
+
 def test_unknown_lever_and_oversized_batch_get_clear_errors(running: RunningEngine) -> None:
     with pytest.raises(grpc.RpcError) as info:
         running.client.set_lever("no_such_action", 2.0)

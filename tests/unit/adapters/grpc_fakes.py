@@ -80,6 +80,7 @@ class BackgroundServer:
         self.gateway = gateway
         self.config = config
         self.port = 0
+        self.frames_port: int | None = None  # when config.frames_port is set
         self.grace_s = 1.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -91,6 +92,7 @@ class BackgroundServer:
         self._stopping = asyncio.Event()
         try:
             server, self.port = await start_server(self.gateway, self.config)
+            self.frames_port = server.frames_port
         except BaseException as exc:
             self._error = exc
             raise
@@ -130,11 +132,24 @@ class BackgroundServer:
 def serving(config: GrpcConfig, gateway: FakeGateway | None = None
             ) -> Iterator[tuple[str, FakeGateway]]:
     """Serve ``config`` (port forced to 0) in a thread; yield its target and gateway."""
+    with serving_both(config, gateway) as (target, _, gateway):
+        yield target, gateway
+
+
+@contextmanager
+def serving_both(config: GrpcConfig, gateway: FakeGateway | None = None
+                 ) -> Iterator[tuple[str, str, FakeGateway]]:
+    """``serving``, with the frames edge beside gRPC (its port forced to 0 too when set);
+    yield both targets (frames: empty when off) and the gateway."""
     gateway = gateway or FakeGateway()
-    server = BackgroundServer(gateway, config.model_copy(update={"port": 0}))
+    update: dict[str, Any] = {"port": 0}
+    if config.frames_port is not None:
+        update["frames_port"] = 0
+    server = BackgroundServer(gateway, config.model_copy(update=update))
     port = server.start()
     try:
-        yield f"127.0.0.1:{port}", gateway
+        frames = f"127.0.0.1:{server.frames_port}" if server.frames_port else ""
+        yield f"127.0.0.1:{port}", frames, gateway
     finally:
         server.stop(grace_s=0.1)
 
