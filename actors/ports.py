@@ -56,3 +56,29 @@ class EdgeServer(Protocol):
 
 
 EdgeFactory = Callable[[RouterFront], EdgeServer]
+
+
+class ShardFront(Protocol):
+    """What a Decide server in a shard's process calls on that shard, directly."""
+
+    index: int
+
+    def shard_of(self, customer_id: str) -> int: ...
+
+    async def decide(self, customer_id: str, channel: str | None, present: bool = False,
+                     sent_at_s: float | None = None) -> bytes: ...
+
+
+class DecideServer(Protocol):
+    """A server in a shard's process that answers Decides about that shard's customers
+    (the frames adapter), so a client that knows the routes skips the router."""
+
+    async def start(self) -> str: ...  # the address clients reach it at, host:port
+
+    async def stop(self, grace_s: float) -> None: ...
+
+    @property
+    def served(self) -> int: ...  # calls answered
+
+
+DecideServerFactory = Callable[[ShardFront], DecideServer]

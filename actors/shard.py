@@ -33,7 +33,7 @@ from ..engine.partitions import PartitionTable
 from ..engine.runs import EmergencyRun
 from . import gil, heap, ray_calls
 from .lanes import ARBITRATOR_LANE_METHODS, SHARD_LANE_METHODS, ActorLanes, LaneHost
-from .ports import ChannelFactory, StoreFactory
+from .ports import ChannelFactory, DecideServer, DecideServerFactory, StoreFactory
 from .shard_always_on import ShardAlwaysOn
 from .shard_core import ShardCore
 from .shard_persistence import ShardPersistence
@@ -60,12 +60,18 @@ LOCAL_SCORING_MAX_SETS = 32
 class ShardActorBody:
     def __init__(self, index: int, config_json: str, catalog_wire: dict[str, Any],
                  table_wire: dict[str, Any], channel_factory: ChannelFactory,
-                 store_factory: StoreFactory) -> None:
+                 store_factory: StoreFactory,
+                 decide_server_factory: DecideServerFactory | None = None) -> None:
         heap.tune_for_resident_state()
         self.config = EngineConfig.model_validate_json(config_json)
         gil.hand_over_every(self.config.gil_switch_interval_ms)
         store = store_factory()
-        self.persistence = ShardPersistence(store, index, PartitionTable.from_wire(table_wire),
+        self.index = index
+        self.table = PartitionTable.from_wire(table_wire)
+        self.decide_server_factory = decide_server_factory
+        self.decide_server: DecideServer | None = None
+        self.decide_address: str | None = None
+        self.persistence = ShardPersistence(store, index, self.table,
                                             self.config.shard.snapshot_interval_s,
                                             self.config.shard.max_replay_events)
         catalog = Catalog.from_wire(catalog_wire)
@@ -405,6 +411,19 @@ class ShardActorBody:
         return codec.encode_verdicts([verdict], removed=removed,
                                      treatment_id=presented.treatment_id if presented else "")
 
+    def shard_of(self, customer_id: str) -> int:
+        return self.table.shard_of(customer_id)
+
+    async def serve_decide(self) -> str | None:
+        """Serve Decides about this shard's customers in this process (``DecideServer``);
+        return its address (None: this engine has none). Idempotent: the supervisor calls it
+        after every health check, so a restarted shard serves again."""
+        if self.decide_server is None and self.decide_server_factory is not None:
+            server = self.decide_server_factory(self)
+            self.decide_address = await server.start()
+            self.decide_server = server
+        return self.decide_address
+
     async def lane(self) -> list[str]:
         """Where this shard serves its lane (``actors.lanes``): ``[node id, socket path]``.
         Callers on the same node send batches, Decides and outcomes there instead of
@@ -431,6 +450,8 @@ class ShardActorBody:
                 **self.persistence.stats, "sweep": self.always_on.sweep_progress(),
                 "steps": self.steps.to_wire(), "way_in": self.way_in.to_wire(),
                 "lane_calls": self.lane_host.served(),
+                "decide_address": self.decide_address,
+                "decides_direct": 0 if self.decide_server is None else self.decide_server.served,
                 "gc_cycles_found": self.freezer.cycles_found}
 
 

@@ -43,6 +43,7 @@ import grpc
 from ..engine import codec
 from ..engine.clock import to_ms
 from ..engine.models import Signal
+from ..engine.partitions import PartitionTable
 from .frames.channel import FramesChannel, FramesStub, client_tls
 from .grpc import convert
 from .grpc import shush_pb2 as pb
@@ -266,6 +267,29 @@ def _outcome_result(offsets: Sequence[int], batch: Sequence[pb.Outcome],
         elif ack.status == pb.RETRY:
             retry.append(ack.index)
     return result, retry
+
+
+# A direct Decide that fails so goes through a router, and the routes are asked again: the
+# shard is gone (UNAVAILABLE) or no longer owns the customer (FAILED_PRECONDITION)
+STALE_ROUTE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.FAILED_PRECONDITION,
+                         grpc.StatusCode.UNIMPLEMENTED})
+ROUTES_RETRY_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class DecideRoutes:
+    """Which shard owns each customer, and where the shards that serve Decide listen."""
+
+    table: PartitionTable
+    addresses: dict[int, str]
+
+    @classmethod
+    def from_reply(cls, reply: pb.RoutesReply) -> DecideRoutes:
+        table = PartitionTable(list(reply.owners) or [0], int(reply.version))
+        return cls(table, {e.shard: e.address for e in reply.decide})
+
+    def address_of(self, customer_id: str) -> str | None:
+        return self.addresses.get(self.table.shard_of(customer_id)) if self.addresses else None
 
 
 class _ClientSettings:
@@ -500,6 +524,10 @@ class AsyncShushClient(_ClientSettings):
                         for _ in range(self.connections)] if self.frames_target else []
         if self._frames:  # unary calls go over the frames edge
             self._stubs = itertools.cycle([FramesStub(c) for c in self._frames])
+        self._routes: DecideRoutes | None = None  # where Decides go directly (frames only)
+        self._routes_due = 0.0  # monotonic time before which Routes is not asked again
+        self._routes_asked = asyncio.Lock()
+        self._shard_stubs: dict[str, FramesStub] = {}
 
     async def __aenter__(self) -> AsyncShushClient:
         return self
@@ -508,7 +536,7 @@ class AsyncShushClient(_ClientSettings):
         await self.close()
 
     async def close(self) -> None:
-        for frames in self._frames:
+        for frames in [*self._frames, *(s.channel for s in self._shard_stubs.values())]:
             await frames.close()
         for channel in self._channels:
             await channel.close()
@@ -572,8 +600,54 @@ class AsyncShushClient(_ClientSettings):
 
     async def decide(self, customer_id: str, channel: str | None = None, *,
                      present: bool = False) -> DecideResult:
-        return _decide_result(await self._call(self._stub().Decide, pb.DecideRequest(
-            customer_id=customer_id, channel=channel or "", present=present)))
+        """Over frames, straight to the customer's shard when the routes name it; else (or
+        when that shard is gone or no longer owns the customer) through a router."""
+        request = pb.DecideRequest(customer_id=customer_id, channel=channel or "",
+                                   present=present)
+        if self._frames:
+            reply = await self._decide_at_shard(request)
+            if reply is not None:
+                return _decide_result(reply)
+        return _decide_result(await self._call(self._stub().Decide, request))
+
+    async def _decide_at_shard(self, request: pb.DecideRequest) -> pb.DecideReply | None:
+        routes = await self._current_routes()
+        address = routes.address_of(request.customer_id) if routes is not None else None
+        if address is None:
+            return None
+        stub = self._shard_stubs.get(address)
+        if stub is None:
+            stub = self._shard_stubs[address] = FramesStub(
+                FramesChannel(address, self._frames_tls, self._server_name))
+        try:
+            reply: pb.DecideReply = await stub.Decide(request, timeout=self.timeout_s,
+                                                      metadata=self._metadata)
+            return reply
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in STALE_ROUTE:
+                raise
+            self._routes = None  # asked again, at most every ROUTES_RETRY_S
+            return None
+
+    async def _current_routes(self) -> DecideRoutes | None:
+        asking = self._routes_asked.locked()
+        if self._routes is None and (asking or time.monotonic() >= self._routes_due):
+            async with self._routes_asked:  # concurrent Decides wait for one Routes call
+                if self._routes is None and time.monotonic() >= self._routes_due:
+                    self._routes = await self._ask_routes()
+        return self._routes
+
+    async def _ask_routes(self) -> DecideRoutes | None:
+        self._routes_due = time.monotonic() + ROUTES_RETRY_S
+        try:
+            reply = await self._stub().Routes(pb.RoutesRequest(), timeout=self.timeout_s,
+                                              metadata=self._metadata)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAUTHENTICATED,
+                              grpc.StatusCode.PERMISSION_DENIED):
+                raise
+            return None  # an engine without Routes, or none reachable: the routers
+        return DecideRoutes.from_reply(reply)
 
     async def set_lever(self, action_id: str, lever: float) -> dict[str, float]:
         reply = await self._call(self._stub().SetLever,

@@ -15,6 +15,7 @@ from typing import Any
 from ..actors import ray_calls
 from ..actors.supervisor import SUPERVISOR_NAME, SupervisorActor
 from ..adapters.channels.jsonl import JsonlChannel
+from ..adapters.frames.shard_edge import ShardDecideServer
 from ..adapters.grpc.router_edge import GrpcEdge
 from ..adapters.stores import make_store
 from ..adapters.stores.dead_letters import open_dead_letters
@@ -37,7 +38,7 @@ class Engine:
 
     @classmethod
     def start(cls, config: EngineConfig, *, detached: bool = False) -> Engine:
-        config = _frames_port_chosen(config)
+        config = _tls_paths_resolved(_frames_port_chosen(config))
         catalog = load_engine_catalog(config)
         config.data_dir.mkdir(parents=True, exist_ok=True)
         url = config.resolved_store_url
@@ -47,10 +48,14 @@ class Engine:
         dead_letter_factory = functools.partial(open_dead_letters, url)
         store_factory = functools.partial(make_store, url)
         outcome_kinds = frozenset(catalog_policies(catalog).outcomes.known() - {IGNORED})
-        edge_factory = functools.partial(GrpcEdge, _tls_paths_resolved(config), outcome_kinds)
+        edge_factory = functools.partial(GrpcEdge, config, outcome_kinds)
+        # with the frames edge on, each shard also answers Decides about its own customers
+        decide_server_factory = (functools.partial(ShardDecideServer, config)
+                                 if config.grpc.frames_port is not None else None)
         supervisor = ray_calls.create(
             SupervisorActor, config.model_dump_json(), catalog.to_wire(), channel_factory,
-            dead_letter_factory, store_factory, edge_factory, name=SUPERVISOR_NAME,
+            dead_letter_factory, store_factory, edge_factory, decide_server_factory,
+            name=SUPERVISOR_NAME,
             namespace=config.namespace, num_cpus=0, max_restarts=-1, detached=detached)
         ray_calls.call_blocking(supervisor, "start", timeout_s=config.call_timeout_s * 4)
         routers = ray_calls.call_blocking(supervisor, "get_routers",
@@ -95,8 +100,8 @@ def _frames_port_chosen(config: EngineConfig) -> EngineConfig:
 
 
 def _tls_paths_resolved(config: EngineConfig) -> EngineConfig:
-    """The TLS files as absolute paths: the routers that read them are Ray workers, whose
-    working directory is not the caller's."""
+    """The TLS files as absolute paths: the routers and shards that read them are Ray
+    workers, whose working directory is not the caller's."""
     security = config.grpc.security
     resolved = {name: path.resolve() for name in ("tls_cert_path", "tls_key_path",
                                                   "tls_client_ca_path")

@@ -87,6 +87,16 @@ class EngineUnavailable(ShushError):
         super().__init__(f"{what}: {reason}" if what else reason)
 
 
+class WrongShard(ShushError):
+    """A call about a customer reached a shard that does not own it (stale routes)."""
+
+    def __init__(self, customer_id: str, *, owner: int, shard: int) -> None:
+        self.customer_id = customer_id
+        self.owner = owner
+        super().__init__(f"customer {customer_id[:64]!r} is served by shard {owner}, not "
+                         f"{shard}: ask Routes again")
+
+
 class AuthError(ShushError):
     def __init__(self, reason: str, *, role: str = "") -> None:
         self.reason = reason

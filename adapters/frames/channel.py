@@ -135,7 +135,7 @@ class FramesStub:
         service = pb.DESCRIPTOR.services_by_name["Shush"]
         self._replies = {m.name: getattr(pb, m.output_type.name) for m in service.methods
                          if not m.client_streaming and not m.server_streaming}
-        self._channel = channel
+        self.channel = channel
 
     def __getattr__(self, name: str) -> Callable[..., Awaitable[Message]]:
         reply_type = self.__dict__["_replies"].get(name)
@@ -144,7 +144,7 @@ class FramesStub:
 
         async def call(request: Message, timeout: float | None = None,
                        metadata: Any = ()) -> Message:
-            data = await self._channel.call(name, request.SerializeToString(),
+            data = await self.channel.call(name, request.SerializeToString(),
                                             tuple(metadata or ()), timeout)
             reply: Message = reply_type.FromString(data)
             return reply

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -69,11 +69,13 @@ class _Method:
     request: type[Message]
 
 
-def unary_methods(servicer: Any) -> dict[str, _Method]:
-    """The service's unary-unary methods, by name, bound to ``servicer``."""
+def unary_methods(servicer: Any, only: Collection[str] | None = None) -> dict[str, _Method]:
+    """The service's unary-unary methods (``only`` these, if given), by name, bound to
+    ``servicer``."""
     service = pb.DESCRIPTOR.services_by_name["Shush"]
     return {m.name: _Method(getattr(servicer, m.name), getattr(pb, m.input_type.name))
-            for m in service.methods if not m.client_streaming and not m.server_streaming}
+            for m in service.methods if not m.client_streaming and not m.server_streaming
+            and (only is None or m.name in only)}
 
 
 def _code(code: grpc.StatusCode) -> int:
@@ -82,13 +84,15 @@ def _code(code: grpc.StatusCode) -> int:
 
 
 class FramesServer:
-    def __init__(self, servicer: Any, config: GrpcConfig) -> None:
-        self.methods = unary_methods(servicer)
+    def __init__(self, servicer: Any, config: GrpcConfig,
+                 only: Collection[str] | None = None) -> None:
+        self.methods = unary_methods(servicer, only)
         self.keys = KeyRing(config.security.api_keys)
         self.max_body_bytes = config.max_message_bytes + wire.ENVELOPE_BYTES
         self.config = config
         self.server: asyncio.Server | None = None
         self.connections: set[_Connection] = set()
+        self.answered = 0  # calls answered, whatever their status
 
     async def start(self, host: str, port: int, tls: ssl.SSLContext | None) -> int:
         """Listen on ``host:port`` (0: a free port), shared with the other routers
@@ -183,6 +187,7 @@ class _Connection(asyncio.Protocol):
 
     async def _call(self, call_id: int, body: bytes | wire.Oversized) -> None:
         code, details, trailing, reply = await self.server.answer(body)
+        self.server.answered += 1
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(wire.reply_frame(call_id, code, details, trailing, reply))
 

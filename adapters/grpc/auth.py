@@ -3,7 +3,8 @@
 A call carries ``authorization: Bearer <key>`` metadata. The key's SHA-256 is looked up among
 the configured keys (only hashes are configured); the key's role must allow the method:
 
-- ``submitter``: SubmitEvents, SubmitPacked, StreamEvents, Decide, RecordOutcome, Health;
+- ``submitter``: SubmitEvents, SubmitPacked, StreamEvents, Decide, RecordOutcome, Health,
+  Routes;
 - ``operator``: every method (levers, explain, and the catalog / emergency-run calls to come).
 
 A method not listed for submitters is operator-only, so a new RPC is closed by default.
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 
 SERVICE = "shush.v1.Shush"
 SUBMITTER_METHODS = frozenset({"SubmitEvents", "SubmitPacked", "StreamEvents", "Decide",
-                               "RecordOutcome", "Health"})
+                               "RecordOutcome", "Health", "Routes"})
 ROLE_METHODS: dict[Role, frozenset[str] | None] = {
     "submitter": SUBMITTER_METHODS,
     "operator": None,  # every method

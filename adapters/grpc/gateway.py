@@ -18,9 +18,16 @@ from ...engine import codec
 from ...engine.arbitration import Verdict
 from ...engine.config import EngineConfig
 from ...engine.outcomes import IGNORED, OutcomeKinds
+from ...engine.partitions import PartitionTable
 from ...engine.runs import EmergencyRun
 
 REPORTABLE_OUTCOMES = frozenset(OutcomeKinds().known() - {IGNORED})
+
+
+def decided(reply: bytes) -> tuple[Verdict, list[Any], str]:
+    """A shard's Decide reply: (ranked verdict, removals, treatment id when presented)."""
+    verdicts, meta = codec.decode_verdict_batch(reply)
+    return verdicts[0], list(meta.get("removed", [])), str(meta.get("treatment_id", ""))
 
 
 class EngineGateway:
@@ -47,12 +54,16 @@ class EngineGateway:
     async def decide(self, customer_id: str, channel: str | None, present: bool = False
                      ) -> tuple[Verdict, list[Any], str]:
         """(ranked verdict, removals, treatment id when ``present``)."""
-        reply = await self.shards.call(self.table.shard_of(customer_id), "decide", customer_id,
-                                       channel, present, time.time(),
-                                       timeout_s=self.config.call_timeout_s)
-        verdicts, meta = codec.decode_verdict_batch(reply)
-        verdict = verdicts[0]
-        return verdict, list(meta.get("removed", [])), str(meta.get("treatment_id", ""))
+        return decided(await self.shards.call(
+            self.table.shard_of(customer_id), "decide", customer_id, channel, present,
+            time.time(), timeout_s=self.config.call_timeout_s))
+
+    async def routes(self) -> tuple[PartitionTable, dict[int, str]]:
+        """The partition table, and the shards that serve Decide directly, by address."""
+        addresses: dict[int, str] = await ray_calls.call(
+            self.supervisor, "decide_routes", timeout_s=self.config.call_timeout_s,
+            what="decide_routes")
+        return self.table, addresses
 
     async def explain(self, customer_id: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = await self.shards.call(

@@ -104,6 +104,16 @@ class ShushServicer(pb_grpc.ShushServicer):
 
         return await self._guard(context, work)
 
+    async def Routes(self, request: pb.RoutesRequest,
+                     context: grpc.aio.ServicerContext) -> pb.RoutesReply:
+        async def work() -> pb.RoutesReply:
+            table, addresses = await self.gateway.routes()
+            return pb.RoutesReply(owners=table.owners, version=table.version, decide=[
+                pb.ShardEndpoint(shard=shard, address=address)
+                for shard, address in sorted(addresses.items())])
+
+        return await self._guard(context, work)
+
     async def Health(self, request: pb.HealthRequest,
                      context: grpc.aio.ServicerContext) -> pb.HealthReply:
         try:

@@ -64,6 +64,11 @@ class ShushStub:
                 request_serializer=shush__pb2.OutcomeBatch.SerializeToString,
                 response_deserializer=shush__pb2.OutcomeReply.FromString,
                 _registered_method=True)
+        self.Routes = channel.unary_unary(
+                '/shush.v1.Shush/Routes',
+                request_serializer=shush__pb2.RoutesRequest.SerializeToString,
+                response_deserializer=shush__pb2.RoutesReply.FromString,
+                _registered_method=True)
         self.SetLever = channel.unary_unary(
                 '/shush.v1.Shush/SetLever',
                 request_serializer=shush__pb2.SetLeverRequest.SerializeToString,
@@ -130,6 +135,12 @@ class ShushServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RecordOutcome(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Routes(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -204,6 +215,11 @@ def add_ShushServicer_to_server(servicer, server):
                     servicer.RecordOutcome,
                     request_deserializer=shush__pb2.OutcomeBatch.FromString,
                     response_serializer=shush__pb2.OutcomeReply.SerializeToString,
+            ),
+            'Routes': grpc.unary_unary_rpc_method_handler(
+                    servicer.Routes,
+                    request_deserializer=shush__pb2.RoutesRequest.FromString,
+                    response_serializer=shush__pb2.RoutesReply.SerializeToString,
             ),
             'SetLever': grpc.unary_unary_rpc_method_handler(
                     servicer.SetLever,
@@ -398,6 +414,33 @@ class Shush:
             '/shush.v1.Shush/RecordOutcome',
             shush__pb2.OutcomeBatch.SerializeToString,
             shush__pb2.OutcomeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Routes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shush.v1.Shush/Routes',
+            shush__pb2.RoutesRequest.SerializeToString,
+            shush__pb2.RoutesReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -15,6 +15,7 @@ from ...engine.errors import (
     ExpressionError,
     RequestRejected,
     ShushError,
+    WrongShard,
 )
 
 STATUS_OF: dict[type[ShushError], grpc.StatusCode] = {
@@ -27,6 +28,7 @@ STATUS_OF: dict[type[ShushError], grpc.StatusCode] = {
     BackpressureError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     EngineUnavailable: grpc.StatusCode.UNAVAILABLE,
     AuthError: grpc.StatusCode.PERMISSION_DENIED,
+    WrongShard: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 

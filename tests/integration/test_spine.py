@@ -218,7 +218,10 @@ def test_the_frames_edge_takes_events_and_decides(running: RunningEngine) -> Non
             decided = await asyncio.gather(*(client.decide(c, "web") for c in customers))
             return submitted.accepted, [d.customer_id for d in decided]
 
+    direct = sum(s["decides_direct"] for s in running.client.health()[1]["shards"])
     assert asyncio.run(go()) == (4, customers)
+    # each Decide went straight to its customer's shard (Routes), not through a router
+    assert sum(s["decides_direct"] for s in running.client.health()[1]["shards"]) == direct + 4
     for c in customers:
         assert [t["action_id"] for t in running.for_customer(c)] == ["low_balance_sms"]
 

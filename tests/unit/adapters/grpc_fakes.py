@@ -20,6 +20,7 @@ from shush.engine import codec
 from shush.engine.arbitration import Verdict
 from shush.engine.config import GrpcConfig
 from shush.engine.errors import EngineUnavailable
+from shush.engine.partitions import PartitionTable
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ class FakeGateway:
     lever_values: dict[str, float] = field(default_factory=dict)
     outcome_kinds: frozenset[str] = REPORTABLE_OUTCOMES
     record_outcomes_missing: bool = False  # the router side not there yet
+    table: PartitionTable = field(default_factory=lambda: PartitionTable([0]))
+    decide_addresses: dict[int, str] = field(default_factory=dict)  # Routes' shard servers
 
     async def submit(self, events: list[list[Any]], arrived_s: float | None = None
                      ) -> list[list[Any]]:
@@ -48,6 +51,10 @@ class FakeGateway:
                      ) -> tuple[Verdict, list[Any], str]:
         self.calls.append(("decide", customer_id))
         return Verdict(customer_id, (), None), [], ""
+
+    async def routes(self) -> tuple[PartitionTable, dict[int, str]]:
+        self.calls.append(("routes", None))
+        return self.table, dict(self.decide_addresses)
 
     async def explain(self, customer_id: str) -> list[dict[str, Any]]:
         self.calls.append(("explain", customer_id))
