@@ -61,7 +61,8 @@ def run(config_path: str | None, address: str | None, port: int | None,
         console.print(f"[bold red]WARNING:[/] {warning}")
     engine = _start(config, address, num_cpus)
     engine.serve_grpc()
-    console.print(f"Shush serving gRPC on {engine.target}; treatments go to "
+    frames = f", frames on {engine.frames_target}" if engine.frames_target else ""
+    console.print(f"Shush serving gRPC on {engine.target}{frames}; treatments go to "
                   f"{config.channel.path}. Ctrl-C stops.")
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())

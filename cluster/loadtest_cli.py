@@ -75,7 +75,8 @@ def summary_lines(report: dict[str, Any], *, machine_loop_ms: float | None = Non
         f"ray processes: CPU {_ms(r['ray_cpu_pct_mean'])} % mean, {_ms(r['ray_cpu_pct_max'])}"
         f" % max (of one core); RSS {_ms(r['ray_rss_mb_max'])} MB max; driver process CPU "
         f"{_ms(r['driver_cpu_pct_mean'])} %; whole machine {_ms(r['machine_cpu_pct_mean'])} %"
-        f" of {r['cpu_count']} cores (load generator included)",
+        f" of one core, of {100 * r['cpu_count']} % on {r['cpu_count']} cores (load "
+        f"generator included)",
     ]
     per_event = r.get("cpu_us_per_event") or {}
     if per_event:
