@@ -35,7 +35,6 @@ class _ClientConnection(asyncio.Protocol):
         self.reader = wire.FrameReader(MAX_REPLY_BYTES)
         self.pending: dict[int, asyncio.Future[tuple[int, str, wire.Metadata, bytes]]] = {}
         self.transport: asyncio.Transport | None = None
-        self.lost: Exception | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -57,12 +56,12 @@ class _ClientConnection(asyncio.Protocol):
                                             f"malformed reply frame: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = exc or ConnectionResetError("the server closed the connection")
         self.transport = None
+        reason = exc or "the server closed the connection"
         for future in self.pending.values():
             if not future.done():
                 future.set_exception(_error(grpc.StatusCode.UNAVAILABLE,
-                                            f"connection lost: {self.lost}"))
+                                            f"connection lost: {reason}"))
         self.pending.clear()
 
 
@@ -132,9 +131,7 @@ class FramesStub:
     ``await stub.Decide(request, timeout=..., metadata=...)``."""
 
     def __init__(self, channel: FramesChannel) -> None:
-        service = pb.DESCRIPTOR.services_by_name["Shush"]
-        self._replies = {m.name: getattr(pb, m.output_type.name) for m in service.methods
-                         if not m.client_streaming and not m.server_streaming}
+        self._replies = {m.name: getattr(pb, m.output_type.name) for m in wire.unary_methods()}
         self.channel = channel
 
     def __getattr__(self, name: str) -> Callable[..., Awaitable[Message]]:

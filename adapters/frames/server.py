@@ -69,13 +69,11 @@ class _Method:
     request: type[Message]
 
 
-def unary_methods(servicer: Any, only: Collection[str] | None = None) -> dict[str, _Method]:
+def bound_methods(servicer: Any, only: Collection[str] | None = None) -> dict[str, _Method]:
     """The service's unary-unary methods (``only`` these, if given), by name, bound to
     ``servicer``."""
-    service = pb.DESCRIPTOR.services_by_name["Shush"]
     return {m.name: _Method(getattr(servicer, m.name), getattr(pb, m.input_type.name))
-            for m in service.methods if not m.client_streaming and not m.server_streaming
-            and (only is None or m.name in only)}
+            for m in wire.unary_methods() if only is None or m.name in only}
 
 
 def _code(code: grpc.StatusCode) -> int:
@@ -86,10 +84,9 @@ def _code(code: grpc.StatusCode) -> int:
 class FramesServer:
     def __init__(self, servicer: Any, config: GrpcConfig,
                  only: Collection[str] | None = None) -> None:
-        self.methods = unary_methods(servicer, only)
+        self.methods = bound_methods(servicer, only)
         self.keys = KeyRing(config.security.api_keys)
         self.max_body_bytes = config.max_message_bytes + wire.ENVELOPE_BYTES
-        self.config = config
         self.server: asyncio.Server | None = None
         self.connections: set[_Connection] = set()
         self.answered = 0  # calls answered, whatever their status

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
+from google.protobuf.descriptor import MethodDescriptor
+
+from ..grpc import shush_pb2 as pb
 
 HEADER = struct.Struct("!II")
 MAX_CALL_ID = 2**32 - 1
@@ -30,6 +33,12 @@ MAX_CALL_ID = 2**32 - 1
 ENVELOPE_BYTES = 64 * 1024
 
 Metadata = tuple[tuple[str, str], ...]
+
+
+def unary_methods() -> list[MethodDescriptor]:
+    """The service's unary-unary methods: what the frames edge carries."""
+    return [m for m in pb.DESCRIPTOR.services_by_name["Shush"].methods
+            if not m.client_streaming and not m.server_streaming]
 
 
 @dataclass(frozen=True, slots=True)
