@@ -143,6 +143,39 @@ def test_a_turn_up_to_the_local_limit_is_scored_by_the_replica_a_larger_one_remo
     asyncio.run(scenario())
 
 
+def test_while_batches_queue_a_decision_round_waits_for_more_customers(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    """Four batches sent at once queue for the shard: one round decides all four triggers.
+    One batch at a time gets a round each; so does a queue once the hold has passed."""
+    import shush.actors.shard as shard_module
+
+    async def rounds(batches_at_once: int) -> tuple[int, int]:
+        shard, arbitration, channel = _shard(tmp_path)
+        arbitration.release.set()
+        settles = 0
+        settle = shard.core.settle
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal settles
+            settles += 1
+            return settle(*args, **kwargs)
+
+        shard.core.settle = counted  # type: ignore[method-assign]
+        customers = [f"q{batches_at_once}-{i}" for i in range(4)]
+        for at in range(0, 4, batches_at_once):
+            await asyncio.gather(*(shard.submit(_withdrawal(c))
+                                   for c in customers[at:at + batches_at_once]))
+        deadline = time.monotonic() + 2
+        while len(channel.sent) < 4 and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+        return settles, len({t.customer_id for t in channel.sent})
+
+    assert asyncio.run(rounds(4)) == (1, 4)
+    assert asyncio.run(rounds(1)) == (4, 4)
+    monkeypatch.setattr(shard_module, "DECISION_HOLD_S", 0.0)
+    assert asyncio.run(rounds(4)) == (4, 4)
+
+
 def test_a_decide_is_answered_between_chunks_of_a_snapshot_step(tmp_path: Path) -> None:
     from shush.actors.shard import SNAPSHOT_PACK_CHUNK
 
