@@ -145,8 +145,9 @@ def test_a_turn_up_to_the_local_limit_is_scored_by_the_replica_a_larger_one_remo
 
 def test_while_batches_queue_a_decision_round_waits_for_more_customers(
         tmp_path: Path, monkeypatch: Any) -> None:
-    """Four batches sent at once queue for the shard: one round decides all four triggers.
-    One batch at a time gets a round each; so does a queue once the hold has passed."""
+    """Four batches sent at once queue for the shard: one round decides all four triggers,
+    when the queue ends, however long the hold. One batch at a time gets a round each; so
+    does a queue once the hold has passed."""
     import shush.actors.shard as shard_module
 
     async def rounds(batches_at_once: int) -> tuple[int, int]:
@@ -170,6 +171,7 @@ def test_while_batches_queue_a_decision_round_waits_for_more_customers(
             await asyncio.sleep(0.001)
         return settles, len({t.customer_id for t in channel.sent})
 
+    monkeypatch.setattr(shard_module, "DECISION_HOLD_S", 60.0)  # the queue's end decides
     assert asyncio.run(rounds(4)) == (1, 4)
     assert asyncio.run(rounds(1)) == (4, 4)
     monkeypatch.setattr(shard_module, "DECISION_HOLD_S", 0.0)
