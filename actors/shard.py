@@ -479,6 +479,7 @@ class ShardActorBody:
                 "fenced": self.fenced, "recovered": self.recovered, **self.core.stats,
                 **self.persistence.stats, "sweep": self.always_on.sweep_progress(),
                 "steps": self.steps.to_wire(), "way_in": self.way_in.to_wire(),
+                "store_writes": self.core.store.write_times(),
                 "lane_calls": self.lane_host.served(),
                 "decide_address": self.decide_address,
                 "decides_direct": 0 if self.decide_server is None else self.decide_server.served,

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from typing import Any
 
 BOUNDS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500)
+# a store's write transactions, by stage: most take well under a millisecond
+WRITE_BOUNDS_MS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
 GC_STEPS = ("gc young", "gc middle", "gc old")  # a collection of each generation
 
 

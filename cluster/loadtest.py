@@ -229,7 +229,8 @@ async def run_load(spec: LoadSpec, *, tag: str | None = None, extra_pids: Sequen
                                    extra_pids, profile_s, on_progress)
         async with AsyncShushClient(spec.target, timeout_s=spec.timeout_s) as client:
             after = await _shard_timings(client)
-        for key in ("steps", "way_in"):  # the shards' loop steps, and what reached them how
+        # the shards' loop steps, what reached them how, and their store's write transactions
+        for key in ("steps", "way_in", "store_writes"):
             report[f"shard_{key}"] = [
                 steps_between(a[key], b[key]) if a.get(key) and b.get(key) else {}
                 for a, b in zip(before, after, strict=False)]
@@ -242,10 +243,10 @@ async def run_load(spec: LoadSpec, *, tag: str | None = None, extra_pids: Sequen
 
 
 async def _shard_timings(client: Any) -> list[dict[str, Any]]:
-    """Each shard's loop steps and way in so far (``actors.step_times`` wire form; empty for
-    a shard that did not answer)."""
+    """Each shard's loop steps, way in and store writes so far (``actors.step_times`` wire
+    form; empty for a shard that did not answer)."""
     _, detail = await client.health()
-    return [{"steps": shard.get("steps", {}), "way_in": shard.get("way_in", {})}
+    return [{key: shard.get(key, {}) for key in ("steps", "way_in", "store_writes")}
             for shard in detail.get("shards", [])]
 
 

@@ -96,6 +96,13 @@ def summary_lines(report: dict[str, Any], *, machine_loop_ms: float | None = Non
                          for name, s in sorted(steps.items(), key=lambda kv: -kv[1]["total_ms"]))
                      + ("" if any(name.startswith("gc ") for name in steps)
                         else "; no collector pause"))
+    for index, writes in enumerate(report.get("shard_store_writes", [])):
+        if writes:
+            count = max(stage["count"] for stage in writes.values())
+            lines.append(f"shard {index} store: {count:,} write transactions (total, p50 / p99 /"
+                         " max bucket in ms): " + "; ".join(
+                             f"{name} {s['total_ms']:,.0f} ms, {s['p50_ms']} / {s['p99_ms']} / "
+                             f"{s['longest_ms']}" for name, s in writes.items()))
     for index, way_in in enumerate(report.get("shard_way_in", [])):
         for what, stages in (("batches'", WayIn.BATCH_STAGES), ("Decides'", WayIn.DECIDE_STAGES)):
             if any(name in way_in for name in stages):

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from .errors import ConfigError, FencedError, StoreUsageError
 
@@ -136,6 +136,14 @@ class StateStore(Protocol):
     # -- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:
         """Release the connection; the store is unusable afterwards."""
+        ...
+
+    def write_times(self) -> dict[str, Any]:
+        """How long this connection's write transactions took so far, by stage (waiting for
+        the write lock or beginning, the statements, the commit):
+        ``{"bounds_ms": [...], "steps": {stage: {"counts": [...], "total_ms": ...}}}``, a count
+        per bucket of ``bounds_ms`` and one past the last (a store without transactions has no
+        stages). The counts only grow: two readings subtract to the writes between them."""
         ...
 
     # -- fencing ----------------------------------------------------------------------------

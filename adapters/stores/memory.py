@@ -10,7 +10,9 @@ import itertools
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
+from ...actors.step_times import WRITE_BOUNDS_MS
 from ...engine.store import (
     DeadLetterRow,
     DecisionRow,
@@ -51,6 +53,10 @@ class MemoryStateStore:
 
     def close(self) -> None:
         """Nothing to release; the data stays readable through other references."""
+
+    def write_times(self) -> dict[str, Any]:
+        """No transactions: no stages."""
+        return {"bounds_ms": list(WRITE_BOUNDS_MS), "steps": {}}
 
     def __enter__(self) -> MemoryStateStore:
         return self

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from ...actors.step_times import WRITE_BOUNDS_MS, StepTimes
 from ...engine.errors import StoreUnavailable, StoreUsageError
 from ...engine.store import (
     DeadLetterRow,
@@ -117,6 +119,7 @@ class PostgresStateStore(SqlStoreCommon):
         self.schema = schema
         self.page_size = page_size
         self._lock = threading.Lock()
+        self._write_times = StepTimes(WRITE_BOUNDS_MS)  # under _lock
         with _unavailable_on_driver_error():
             self._conn = psycopg.connect(url, autocommit=True,
                                          connect_timeout=connect_timeout_s)
@@ -158,9 +161,20 @@ class PostgresStateStore(SqlStoreCommon):
     @contextmanager
     def _write(self) -> Iterator[psycopg.Cursor[Any]]:
         """One transaction; rolled back if the body raises."""
-        with (self._lock, _unavailable_on_driver_error(), self._conn.transaction(),
-              self._conn.cursor() as cur):
-            yield cur
+        with self._lock, _unavailable_on_driver_error():
+            asked = time.perf_counter()
+            with self._conn.transaction(), self._conn.cursor() as cur:
+                began = time.perf_counter()
+                yield cur
+                written = time.perf_counter()
+            times = self._write_times
+            times.record("begin", (began - asked) * 1000)
+            times.record("statements", (written - began) * 1000)
+            times.record("commit", (time.perf_counter() - written) * 1000)
+
+    def write_times(self) -> dict[str, Any]:
+        with self._lock:
+            return self._write_times.to_wire()
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s")  # psycopg's placeholder

@@ -45,6 +45,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ...actors.step_times import WRITE_BOUNDS_MS, StepTimes
 from ...engine.errors import StoreUnavailable, StoreUsageError
 from ...engine.store import (
     DeadLetterRow,
@@ -177,6 +178,7 @@ class SqliteStateStore(SqlStoreCommon):
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._write_times = StepTimes(WRITE_BOUNDS_MS)  # under _lock
         # the epochs this connection found current, at the fencing generation it read then
         self._fence_generation: int | None = None
         self._current_epochs: dict[int, int] = {}
@@ -249,14 +251,25 @@ class SqliteStateStore(SqlStoreCommon):
         """One write transaction, holding SQLite's write lock from its start."""
         with self._lock, _unavailable_on_driver_error():
             cur = self._conn.cursor()
+            asked = time.perf_counter()
             self._waiting(cur, "BEGIN IMMEDIATE")
+            began = time.perf_counter()
             try:
                 yield cur
+                written = time.perf_counter()
                 cur.execute("COMMIT")
             except BaseException:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise
+            times = self._write_times
+            times.record("waiting for the write lock", (began - asked) * 1000)
+            times.record("statements", (written - began) * 1000)
+            times.record("commit", (time.perf_counter() - written) * 1000)
+
+    def write_times(self) -> dict[str, Any]:
+        with self._lock:
+            return self._write_times.to_wire()
 
     def _waiting(self, cur: sqlite3.Cursor, sql: str, params: Sequence[Any] = ()
                  ) -> sqlite3.Cursor:

@@ -452,6 +452,28 @@ def test_treatments_and_their_decisions_are_recorded_together(store: StateStore)
 
 
 
+def test_write_transactions_are_timed_by_stage(store: StateStore) -> None:
+    """Each write transaction adds one to every stage's counts (none in the memory store);
+    a failed one adds nothing."""
+    before = store.write_times()
+    store.record_treatments([treatment("k1")], decisions=[DecisionRow("a", 100, b"why")])
+    store.append_decisions([DecisionRow("a", 200, b"again")])
+    with pytest.raises(StoreError):
+        store.save_snapshots({7: 1}, [SnapshotRow("c", 7, b"x", 1)])  # partition never acquired
+    after = store.write_times()
+    assert after["bounds_ms"] == before["bounds_ms"]
+    if isinstance(store, MemoryStateStore):
+        assert after["steps"] == {}
+        return
+    assert len(after["steps"]) == 3
+    for name, stage in after["steps"].items():
+        earlier = before["steps"].get(name, {"counts": [0] * len(stage["counts"]),
+                                            "total_ms": 0.0})
+        assert len(stage["counts"]) == len(after["bounds_ms"]) + 1
+        assert sum(stage["counts"]) - sum(earlier["counts"]) == 2, name
+        assert stage["total_ms"] >= earlier["total_ms"]
+
+
 def test_decisions_past_their_retention_are_purged_oldest_first(store: StateStore) -> None:
     store.append_decisions([DecisionRow("a", 100, b"d1"), DecisionRow("b", 150, b"b1"),
                             DecisionRow("a", 300, b"d3"), DecisionRow("a", 200, b"d2")])

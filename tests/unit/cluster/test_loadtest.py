@@ -365,6 +365,22 @@ def test_the_summary_shows_each_shards_way_in_stage_by_stage() -> None:
     assert other.startswith("shard 1 batches' way in")
 
 
+def test_the_summary_shows_each_shards_store_writes_by_stage() -> None:
+    from shush.cluster.loadtest_cli import summary_lines
+
+    def stage(total_ms: float) -> dict[str, object]:
+        return {"count": 1_200, "total_ms": total_ms, "p50_ms": "<= 0.5", "p99_ms": "<= 5",
+                "longest_ms": "<= 20"}
+
+    data = {**lt.report_dict(**REPORT_ARGS), "shard_store_writes": [
+        {"waiting for the write lock": stage(1520.4), "statements": stage(1600.0),
+         "commit": stage(1700.0)}, {}]}
+    [line] = [line for line in summary_lines(data) if " store: " in line]
+    assert line.startswith("shard 0 store: 1,200 write transactions")
+    assert "waiting for the write lock 1,520 ms, <= 0.5 / <= 5 / <= 20" in line
+    assert line.endswith("commit 1,700 ms, <= 0.5 / <= 5 / <= 20")
+
+
 def test_the_embedded_engines_data_is_removed_after_the_run_unless_kept() -> None:
     with scratch_dir(keep=False) as removed:
         (removed / "store.db-wal").write_bytes(b"x" * 1000)
