@@ -167,14 +167,7 @@ class PostgresStateStore(SqlStoreCommon):
                 began = time.perf_counter()
                 yield cur
                 written = time.perf_counter()
-            times = self._write_times
-            times.record("begin", (began - asked) * 1000)
-            times.record("statements", (written - began) * 1000)
-            times.record("commit", (time.perf_counter() - written) * 1000)
-
-    def write_times(self) -> dict[str, Any]:
-        with self._lock:
-            return self._write_times.to_wire()
+            self._timed("begin", asked, began, written)
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s")  # psycopg's placeholder

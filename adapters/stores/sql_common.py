@@ -3,11 +3,14 @@ differs only in the placeholder (``?`` here; PostgreSQL's ``_sql`` turns it into
 
 from __future__ import annotations
 
+import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, cast
 
+from ...actors.step_times import StepTimes
 from ...engine.store import (
     DeadLetterRow,
     DecisionRow,
@@ -56,6 +59,21 @@ class SqlStoreCommon(ABC):
     """The shared half of a SQL ``StateStore``; subclasses give the connection handling."""
 
     page_size: int  # rows per read when loading snapshots
+    _lock: threading.Lock  # held through each transaction
+    _write_times: StepTimes  # under _lock
+
+    def write_times(self) -> dict[str, Any]:
+        with self._lock:
+            return self._write_times.to_wire()
+
+    def _timed(self, opening: str, asked: float, began: float, written: float) -> None:
+        """Count a committed transaction's stages (``_lock`` held): ``opening`` (taking the
+        write lock, or beginning) from ``asked`` to ``began``, its statements until
+        ``written``, its commit until now."""
+        times = self._write_times
+        times.record(opening, (began - asked) * 1000)
+        times.record("statements", (written - began) * 1000)
+        times.record("commit", (time.perf_counter() - written) * 1000)
 
     def _sql(self, sql: str) -> str:
         """The statement in the driver's placeholder style (``?`` for sqlite3)."""

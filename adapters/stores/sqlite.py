@@ -262,14 +262,7 @@ class SqliteStateStore(SqlStoreCommon):
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise
-            times = self._write_times
-            times.record("waiting for the write lock", (began - asked) * 1000)
-            times.record("statements", (written - began) * 1000)
-            times.record("commit", (time.perf_counter() - written) * 1000)
-
-    def write_times(self) -> dict[str, Any]:
-        with self._lock:
-            return self._write_times.to_wire()
+            self._timed("waiting for the write lock", asked, began, written)
 
     def _waiting(self, cur: sqlite3.Cursor, sql: str, params: Sequence[Any] = ()
                  ) -> sqlite3.Cursor:
