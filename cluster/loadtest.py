@@ -229,8 +229,7 @@ async def run_load(spec: LoadSpec, *, tag: str | None = None, extra_pids: Sequen
                                    extra_pids, profile_s, on_progress)
         async with AsyncShushClient(spec.target, timeout_s=spec.timeout_s) as client:
             after = await _shard_timings(client)
-        # the shards' loop steps, what reached them how, and their store's write transactions
-        for key in ("steps", "way_in", "store_writes"):
+        for key in SHARD_TIMINGS:
             report[f"shard_{key}"] = [
                 steps_between(a[key], b[key]) if a.get(key) and b.get(key) else {}
                 for a, b in zip(before, after, strict=False)]
@@ -242,11 +241,15 @@ async def run_load(spec: LoadSpec, *, tag: str | None = None, extra_pids: Sequen
                 proc.terminate()
 
 
+# in shard health: its loop steps, what reached it how, and its store's write transactions
+SHARD_TIMINGS = ("steps", "way_in", "store_writes")
+
+
 async def _shard_timings(client: Any) -> list[dict[str, Any]]:
     """Each shard's loop steps, way in and store writes so far (``actors.step_times`` wire
     form; empty for a shard that did not answer)."""
     _, detail = await client.health()
-    return [{key: shard.get(key, {}) for key in ("steps", "way_in", "store_writes")}
+    return [{key: shard.get(key, {}) for key in SHARD_TIMINGS}
             for shard in detail.get("shards", [])]
 
 
