@@ -236,10 +236,13 @@ class ShardCore:
             acks.append([codec.ACCEPTED, ""])
         self.stats["events"] += accepted
         self.stats["moments"] += moments_made
+        wheel = self.timers
         for customer_id, customer in batch.items():
-            self.timers.schedule(customer_id, customer.next_due_ms())
+            # most customers have no timer and no deferred send, and had none before
+            if customer.timers or customer.deferred or customer_id in wheel:
+                wheel.schedule(customer_id, customer.next_due_ms())
         if self.persistence is not None:
-            self.persistence.touched(batch)
+            self.persistence.touched_customers(batch.values())
         if self.always_on is not None:
             self.always_on.observe(batch.values(), profiled, earliest)
         return acks

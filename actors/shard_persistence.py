@@ -135,6 +135,21 @@ class ShardPersistence:
             else:
                 changed.add(customer_id)
 
+    def touched_customers(self, customers: Iterable[CustomerState]) -> None:
+        """``touched`` for customers at hand: each one's partition is hashed once and kept
+        on it (``CustomerState.partition``). After a turn the shard marks every customer it
+        applied to; hashing each id again took ~8 % of the turn under load."""
+        dirty = self.dirty
+        for customer in customers:
+            partition = customer.partition
+            if partition < 0:
+                partition = customer.partition = self.partition(customer.customer_id)
+            changed = dirty.get(partition)
+            if changed is None:
+                dirty[partition] = {customer.customer_id}
+            else:
+                changed.add(customer.customer_id)
+
     def due_partitions(self) -> list[int]:
         """The partitions whose snapshot turn has come since the last call, with something to
         save or truncate: every partition has a turn once per ``snapshot_interval_s``, or

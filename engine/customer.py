@@ -117,7 +117,7 @@ class RecentIds:
 class CustomerState:
     __slots__ = (
         "_recent", "contacts", "customer_id", "deferred", "detector_state", "last",
-        "last_event_ms", "moments", "profile", "timers", "treated", "undecided",
+        "last_event_ms", "moments", "partition", "profile", "timers", "treated", "undecided",
     )
 
     def __init__(self, customer_id: str, *, dedup_ids: int = 64) -> None:
@@ -133,6 +133,9 @@ class CustomerState:
         self.contacts = ContactHistory()  # treatments sent and their outcomes (contact policy)
         self.deferred: dict[str, tuple[int, dict[str, Any]]] = {}  # key -> (send at, treatment)
         self.undecided = False  # new moments await a decision (survives a crash in snapshots)
+        # the partition its id hashes to, kept by the shard hosting it (-1: not asked yet);
+        # not in snapshots: a hash of the id, and the partition count is the engine's
+        self.partition = -1
 
     # -- events ---------------------------------------------------------------------------
     def seen(self, event_id: str) -> bool:

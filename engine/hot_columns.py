@@ -192,6 +192,9 @@ class HotColumns:
             self._arrays[f"cat:{cat.name}"] = np.zeros(n, np.uint8)
         for col in spec.sets:
             self._arrays[f"set:{col.name}"] = np.zeros(n, np.uint64)
+        # columns an event can change without touching the profile (see ``update``)
+        self._event_columns = bool(spec.signals) or any(num.signal is not None
+                                                          for num in spec.numeric)
 
     # -- rows ------------------------------------------------------------------------------
     @property
@@ -289,6 +292,15 @@ class HotColumns:
         row = self._rows.get(customer.customer_id)
         if row is None:
             row, profile = self.ensure(customer.customer_id), True
+        elif not (profile or self._event_columns) and earliest_event_ms is not None:
+            # nothing but first_seen can move (a shard's turn, for most customers)
+            first = self._arrays["first_seen"]
+            current = first.item(row)
+            if current == NEVER_MS or earliest_event_ms < current:
+                first[row] = earliest_event_ms
+            if last_contact_ms is not None:
+                self.set_contact(customer.customer_id, last_contact_ms)
+            return row
         arrays = self._arrays
         last, attributes = customer.last, customer.profile
         earliest = NEVER_MS

@@ -228,6 +228,19 @@ def test_absence_fires_on_the_engine_clock_once_and_rearms_after_a_deposit(
     assert h.core.timers.due_ms("joe") == T0_MS + 62 * DAY_MS  # re-armed from the deposit
 
 
+def test_after_a_turn_the_wheel_holds_each_customers_next_due_time_or_nothing(
+        bank: Catalog) -> None:
+    h = Harness(bank)
+    h.submit(event("joe", "profile_update", T0_MS, segment="mass"),
+             event("ann", "balance_update", T0_MS, balance=500.0))
+    joe = h.core.customers["joe"]
+    assert h.core.timers.due_ms("joe") == joe.next_due_ms() is not None
+    assert "ann" not in h.core.timers  # no timer, never scheduled
+    joe.timers.clear()  # e.g. the detector's wait ended: nothing due any more
+    h.submit(event("joe", "balance_update", T0_MS + 1, balance=400.0))
+    assert "joe" not in h.core.timers
+
+
 def test_a_late_event_is_rejected_with_the_field_and_dead_lettered(bank: Catalog) -> None:
     h = Harness(bank)
     h.submit(event("kim", "deposit", T0_MS, amount=10.0))

@@ -202,3 +202,19 @@ def test_a_step_packs_in_chunks_each_customer_as_it_is_when_packed(clock: Clock)
              if r.customer_id == later]
     assert CustomerState.from_snapshot(shard_persistence._unpack(row.data)).profile == {
         "segment": "student"}
+
+
+def test_touched_customers_marks_the_partitions_their_ids_hash_to() -> None:
+    persistence = ShardPersistence(MemoryStateStore(), 0, PartitionTable.round_robin(8, 1),
+                                   snapshot_interval_s=1.0)
+    customers = [CustomerState(f"c{i}") for i in range(20)]
+    persistence.touched_customers(customers)
+    by_id = ShardPersistence(MemoryStateStore(), 0, PartitionTable.round_robin(8, 1),
+                             snapshot_interval_s=1.0)
+    by_id.touched(c.customer_id for c in customers)
+    assert persistence.dirty == by_id.dirty
+    assert all(c.partition == persistence.partition(c.customer_id) for c in customers)
+    customers[0].partition = 7  # kept on the customer: not hashed again
+    persistence.dirty.clear()
+    persistence.touched_customers(customers[:1])
+    assert persistence.dirty == {7: {"c0"}}

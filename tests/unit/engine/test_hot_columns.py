@@ -100,6 +100,24 @@ def test_an_update_without_the_profile_keeps_its_columns_but_a_new_row_takes_it(
     assert cols.numeric("churn_score")[0] == 0.7
 
 
+def test_without_event_columns_an_update_without_the_profile_moves_only_first_seen() -> None:
+    profile_only = spec_from_mapping({"categorical": [{"name": "segment"}],
+                                      "numeric": [{"name": "churn_score"}]})
+    cols = HotColumns(profile_only)
+    state = customer("f", {"balance_update": {"balance": 10, "_at": T0}}, segment="mass",
+                     churn_score=0.5)
+    cols.update(state, profile=False, earliest_event_ms=T0)  # new row: all of it
+    state.profile.update(segment="student", churn_score=0.7)
+    cols.update(state, profile=False, earliest_event_ms=T0 - 5, last_contact_ms=T0 + 1)
+    cols.update(state, profile=False, earliest_event_ms=T0 + 5)  # later: first_seen stays
+    assert cols.vocabulary("segment")[cols.codes("segment")[0]] == "mass"
+    assert cols.numeric("churn_score")[0] == 0.5
+    assert cols.first_seen[0] == T0 - 5 and cols.last_contact[0] == T0 + 1
+    cols.update(state, earliest_event_ms=T0 + 6)
+    assert cols.vocabulary("segment")[cols.codes("segment")[0]] == "student"
+    assert cols.numeric("churn_score")[0] == 0.7 and cols.first_seen[0] == T0 - 5
+
+
 def test_products_as_a_comma_separated_string() -> None:
     cols = HotColumns(TYPICAL)
     cols.update(customer("d", products="card, savings"))
