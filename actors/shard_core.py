@@ -95,20 +95,21 @@ class ShardCore:
                       "holdouts": 0, "deferred": 0, "dropped_at_send": 0,
                       "activations": 0, "passivations": 0, "scored_here": 0}
 
-    def customer(self, customer_id: str) -> CustomerState:
-        """The customer, resident or activated from the store, or new."""
-        state = self.find(customer_id)
+    def customer(self, customer_id: str, now_ms: int | None = None) -> CustomerState:
+        """The customer, resident or activated from the store, or new. ``now_ms``: the
+        engine's time, when the caller has it at hand (a turn of events)."""
+        state = self.find(customer_id, now_ms)
         if state is None:
             state = CustomerState(customer_id, dedup_ids=self.config.dedup_ids_per_customer)
             self._reside(state)
         return state
 
-    def find(self, customer_id: str) -> CustomerState | None:
+    def find(self, customer_id: str, now_ms: int | None = None) -> CustomerState | None:
         """A known customer (activated from its snapshot if passivated), else ``None``."""
         state = self.customers.get(customer_id)
         if state is not None:
             self.customers.move_to_end(customer_id)
-            self.active_ms[customer_id] = self.clock.now_ms()
+            self.active_ms[customer_id] = self.clock.now_ms() if now_ms is None else now_ms
             return state
         if self.persistence is None or not self._known(customer_id):
             return None
@@ -197,6 +198,7 @@ class ShardCore:
         catalog = self.catalog
         signals = catalog.signals
         observe = self.clock.observe
+        now_ms = self.clock.now_ms()  # when this turn's customers were last active
         accepted = moments_made = 0  # added to the stats once, after the loop
         for event in events:
             try:
@@ -208,7 +210,8 @@ class ShardCore:
                     profiled.add(signal.customer_id)
                 customer = batch.get(signal.customer_id)
                 if customer is None:
-                    customer = batch[signal.customer_id] = self.customer(signal.customer_id)
+                    customer = batch[signal.customer_id] = self.customer(signal.customer_id,
+                                                                         now_ms)
                 moments = customer.apply(signal, catalog)
             except EventRejected as exc:  # e.g. later than the customer's watermark
                 self.stats["late" if isinstance(exc, LateEventError) else "rejected"] += 1

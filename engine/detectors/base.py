@@ -209,7 +209,8 @@ class NumericSignalDetector(SignalDetector):
         """The attribute's value if the signal matches and is not older than the last one
         taken (kept in ``state["seen_ms"]``): a series follows event time, not arrival."""
         value = signal.attributes.get(self.attribute)
-        if value is None or not self.matches(signal):
+        if value is None or signal.type != self.signal or (self.where
+                                                           and not self.matches(signal)):
             return None
         t = signal.occurred_at_ms
         if t < state.get("seen_ms", t):
