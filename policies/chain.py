@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from ..engine.arbitration import CandidateSet
@@ -32,7 +32,7 @@ from .consent import ConsentPolicy, ConsentRecord
 from .contact import CapsPolicy, ContactView, CooldownPolicy, ServiceIssuePolicy, SuppressionPolicy
 from .expressions import compile_expression
 from .local_time import customer_zone
-from .policy_config import PolicyCatalog
+from .policy_config import ActionPolicy, ContactClass, PolicyCatalog, SuppressionRule
 from .quiet_hours import QuietHoursPolicy
 
 __all__ = ["CustomerContext", "PolicyChain", "SendPlan"]
@@ -51,6 +51,13 @@ class CustomerContext:
     trigger: str = "triggered"  # triggered | inbound | sweep | emergency
     emergency_bypass: bool = False  # the operator's word, honoured only for emergency runs
     namespace: Mapping[str, Any] | None = None  # for contact.service_issue_when
+
+
+class _ActionPolicies(NamedTuple):
+    action: Action
+    settings: ActionPolicy
+    contact_class: ContactClass
+    suppression: tuple[SuppressionRule, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +80,12 @@ class PolicyChain:
         when = policy.contact.service_issue_when
         self._issue_rule = compile_expression(when) if when else None
         self._bypass = frozenset(policy.contact.emergency_bypass)
+        # what the chain reads of each action on every check: its policy settings, contact
+        # class and suppression rules, looked up once (catalogs do not change under a chain)
+        self._per_action = {a: _ActionPolicies(action, policy.for_action(a),
+                                               policy.contact_class(action),
+                                               policy.suppression_for(a))
+                            for a, action in actions.items()}
 
     # -- helpers --------------------------------------------------------------------------
     @property
@@ -103,9 +116,7 @@ class PolicyChain:
               consent: ConsentRecord | None = None,
               issues: tuple[str, ...] | None = None) -> Removal | None:
         """The first policy that refuses this action for this customer now, or None."""
-        action = self.actions[action_id]
-        settings = self.policy.for_action(action_id)
-        cls = self.policy.contact_class(action)
+        action, settings, cls, suppression = self._per_action[action_id]
         bypass = self._bypassed(ctx)
         if consent is None:
             consent = ctx.consent or ConsentRecord.from_profile(ctx.profile)
@@ -120,8 +131,7 @@ class PolicyChain:
             if reason is not None:
                 return Removal(action_id=action_id, policy=self.service_issue.name, reason=reason)
         if "suppression" not in bypass:
-            reason = self.suppression.check(action_id, settings.group,
-                                            self.policy.suppression_for(action_id), view)
+            reason = self.suppression.check(action_id, settings.group, suppression, view)
             if reason is not None:
                 return Removal(action_id=action_id, policy=self.suppression.name, reason=reason)
         if "cooldown" not in bypass:
@@ -160,9 +170,8 @@ class PolicyChain:
                           settings.holdout_validity_days * 86_400.0, now_ms)
 
     def send_plan(self, action_id: str, ctx: CustomerContext) -> SendPlan:
-        action = self.actions[action_id]
-        at = self.quiet_hours.send_at_ms(action.channel, self.policy.contact_class(action),
-                                         ctx.now_ms, self.zone(ctx))
+        action, _, cls, _ = self._per_action[action_id]
+        at = self.quiet_hours.send_at_ms(action.channel, cls, ctx.now_ms, self.zone(ctx))
         if at is None:
             return SendPlan(True, ctx.now_ms)
         return SendPlan(False, at, f"quiet hours for {action.channel}: deferred to {at} ms")
@@ -173,10 +182,8 @@ class PolicyChain:
 
     def contact(self, treatment_id: str, action_id: str, sent_ms: int) -> Contact:
         """The contact-history entry to record when the treatment fires."""
-        action = self.actions[action_id]
-        return Contact(treatment_id, action_id, action.channel,
-                       self.policy.contact_class(action), sent_ms,
-                       self.policy.for_action(action_id).group)
+        action, settings, cls, _ = self._per_action[action_id]
+        return Contact(treatment_id, action_id, action.channel, cls, sent_ms, settings.group)
 
     def response_timeout_s(self, action_id: str) -> float:
         return self.policy.for_action(action_id).response_timeout_s
