@@ -107,7 +107,8 @@ def instructions(phase: str, work: int, customers: int) -> int:
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
          __file__, "--child", phase, "--work", str(work), "--customers", str(customers)],
         capture_output=True, text=True, check=False,
-        env={**os.environ, "PYTHONHASHSEED": "0"})  # the same dict layouts every run
+        # the same dict layouts every run, and no BLAS threads spinning for as long as it runs
+        env={**os.environ, "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1"})
     found = COLLECTED.search(result.stderr)
     if result.returncode != 0 or found is None:
         raise RuntimeError(f"valgrind run of {phase} failed ({result.returncode}):\n"
