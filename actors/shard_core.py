@@ -197,7 +197,7 @@ class ShardCore:
         earliest: dict[str, int] = {}  # the earliest event each of them took (hot columns)
         catalog = self.catalog
         signals = catalog.signals
-        observe = self.clock.observe
+        observe = self.clock.observe if self.clock.follows_events else None  # else a no-op
         now_ms = self.clock.now_ms()  # when this turn's customers were last active
         accepted = moments_made = 0  # added to the stats once, after the loop
         for event in events:
@@ -229,7 +229,8 @@ class ShardCore:
                 continue
             accepted += 1
             t = signal.occurred_at_ms
-            observe(t)
+            if observe is not None:
+                observe(t)
             first = earliest.get(signal.customer_id)
             if first is None or t < first:
                 earliest[signal.customer_id] = t
@@ -332,7 +333,7 @@ class ShardCore:
         sets: list[CandidateSet] = []
         removals: dict[str, list[Removal]] = {}
         for customer_id in customer_ids:
-            customer = self.customer(customer_id)
+            customer = self.customer(customer_id, now_ms)
             cset, removed = build_candidates(customer, self.catalog, self.eligibility, now_ms,
                                              inbound=inbound, channel=channel)
             ctx = self._context(customer, now_ms, "inbound" if inbound else trigger,
@@ -379,7 +380,7 @@ class ShardCore:
         audit: list[DecisionRow] = []
         ready: list[Treatment] = []
         for verdict in verdicts:
-            customer = self.customer(verdict.customer_id)
+            customer = self.customer(verdict.customer_id, now_ms)
             customer.undecided = False
             removed = removals.get(verdict.customer_id, [])
             if not verdict.candidates and not removed:
@@ -443,7 +444,7 @@ class ShardCore:
             self._settle_budget(treatment.action_id, treatment.idempotency_key, is_new)
             if not is_new:
                 continue
-            customer = self.customer(treatment.customer_id)
+            customer = self.customer(treatment.customer_id, now_ms)
             customer.contacts.record_contact(self.chain.contact(
                 treatment.treatment_id, treatment.action_id, now_ms))
             self._track(customer, treatment, now_ms, holdout=False)

@@ -211,7 +211,7 @@ class NumericSignalDetector(SignalDetector):
         value = signal.attributes.get(self.attribute)
         if value is None or signal.type != self.signal or (self.where
                                                            and not self.matches(signal)):
-            return None
+            return None  # (``matches`` only for a where: a call per event saved)
         t = signal.occurred_at_ms
         if t < state.get("seen_ms", t):
             return None

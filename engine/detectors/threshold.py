@@ -57,8 +57,9 @@ class ThresholdDetector(NumericSignalDetector):
     def detect(self, state: dict[str, Any], signal: SignalRecord,
                view: CustomerView) -> Moment | None:
         value = signal.attributes.get(self.attribute)
-        if value is None or not self.matches(signal):
-            return None
+        if value is None or signal.type != self.signal or (self.where
+                                                           and not self.matches(signal)):
+            return None  # (``matches`` only for a where: a call per event saved)
         hit = COMPARISONS[self.op](value, self.value)
         if self.mode == "level":
             if hit and self.cooled_down(state, signal.occurred_at_ms):
