@@ -21,6 +21,7 @@ as a consent signal with ``updates_profile`` leaves them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,7 @@ def purpose_of(contact_class: str) -> str:
     return "marketing" if contact_class == "marketing" else "service"
 
 
+@functools.cache  # a few channels times two purposes; asked for every candidate
 def covering_scopes(channel: str, purpose: str) -> tuple[str, ...]:
     """Every scope that covers a send on ``channel`` for ``purpose``."""
     return (channel, f"{channel}:{purpose}", f"*:{purpose}", "*")

@@ -106,15 +106,17 @@ class SuppressionPolicy:
 
     def check(self, action_id: str, group: str | None, rules: Sequence[SuppressionRule],
               view: ContactView) -> str | None:
+        if not view.history.contacts:  # no contact, no outcome: nothing to suppress
+            return None
         for rule in rules:
             if rule.scope == "group" and group is None:
                 continue
-            subject = f"group {group!r}" if rule.scope == "group" else "this action"
             times = view.history.outcome_times(
                 rule.outcome, action_id=action_id if rule.scope == "action" else None,
                 group=group if rule.scope == "group" else None)
             until = suppressed_until_ms(rule, times)
             if until is not None and view.now_ms < until:
+                subject = f"group {group!r}" if rule.scope == "group" else "this action"
                 return (f"{rule.count} {rule.outcome} outcome(s) of {subject} within "
                         f"{rule.within_days:g} days: suppressed for {rule.suppress_days:g} days "
                         f"(until {until} ms)")
