@@ -1,14 +1,15 @@
 """Instructions per event of a shard's hot paths, counted by valgrind: the same on every run.
 
-    .venv/bin/python benchmarks/bench_instructions.py [--batches 10] [--customers 2000]
-                                                      [--phase apply --phase decide]
+    .venv/bin/python benchmarks/bench_instructions.py [--batches 10] [--decided 1000]
+                                      [--customers 2000] [--phase apply --phase decide]
 
 Timings on this shared 2-core machine move by ±10-20 % from run to run, which hides the 1-5 %
 a change to the per-event path makes (many of the README's "within the noise"). Here each
 phase runs twice in a child process under ``valgrind --tool=callgrind``, with more work the
 second time, and the difference of the two instruction counts (callgrind's ``Ir``) is divided
-by the work added: the start-up, imports and set-up cancel out. Two runs of the same code
-agree to within a few instructions per event, so a change's effect shows in one run each.
+by the work added: the start-up, imports and set-up cancel out. With a fixed hash seed and
+one BLAS thread, two runs of the same code agree to within one instruction per event, so a
+change's effect shows in one run each.
 Instructions are not time: a change that saves memory traffic (cache misses) more than
 instructions shows less here than it does in ``shush loadtest``.
 
@@ -77,25 +78,25 @@ def child(phase: str, work: int, customers: int) -> None:
     heap.tune_for_resident_state()  # collections as rare as in a shard process
     core, population = _core(customers)
     heap.freeze_resident()  # the set-up's objects, out of every later collection
-    now_ms = T0_MS
     if phase == "apply":
         factory = EventFactory(population, 0, 1, 0.02, 7, trigger_rows=customers // 2)
         turn = core.config.turn_events
         for k in range(work):
-            events, _ = factory.make_batch(k, 1000, now_ms)
+            events, _ = factory.make_batch(k, 1000, T0_MS)
             for start in range(0, len(events), turn):
                 core.apply_events(events[start:start + turn], journal=False)
                 core.awaiting_decision.clear()
         return
     decide, fresh = work < 0, abs(work)
-    core.apply_events([[f"ir-w{i}", f"ir-fresh-{i}", "savings_withdrawal", now_ms, "bench",
+    core.apply_events([[f"ir-w{i}", f"ir-fresh-{i}", "savings_withdrawal", T0_MS, "bench",
                         {"amount": 7_000.0}] for i in range(fresh)], journal=False)
     if decide:
         actions = ActionTable(core.catalog.actions)
         model = PropensityModel(actions.ids, core.catalog.actions)
         for trigger, waiting in core.take_awaiting().items():
-            for start in range(0, len(waiting), core.config.turn_customers):
-                sets, removals = core.candidate_sets(waiting[start:start + 128],
+            step = core.config.turn_customers  # the shard's decision rounds
+            for start in range(0, len(waiting), step):
+                sets, removals = core.candidate_sets(waiting[start:start + step],
                                                      trigger=trigger)
                 core.settle(arbitrate(sets, actions, model.mean()), removals, trigger)
         assert core.stats["decisions"] == fresh, core.stats
