@@ -196,17 +196,16 @@ class ShardCore:
         profiled: set[str] = set()  # those of them whose profile an event may change
         earliest: dict[str, int] = {}  # the earliest event each of them took (hot columns)
         catalog = self.catalog
-        signals = catalog.signals
+        signals, profile_signals = catalog.signals, catalog.profile_signals
         observe = self.clock.observe if self.clock.follows_events else None  # else a no-op
         now_ms = self.clock.now_ms()  # when this turn's customers were last active
         accepted = moments_made = 0  # added to the stats once, after the loop
         for event in events:
             try:
                 signal = SignalRecord._make(event)
-                spec = signals.get(signal.type)
-                if spec is None:
+                if signal.type not in signals:
                     raise ValueError(f"unknown signal type {signal.type!r}")
-                if spec.updates_profile:
+                if signal.type in profile_signals:
                     profiled.add(signal.customer_id)
                 customer = batch.get(signal.customer_id)
                 if customer is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -84,6 +84,15 @@ class CatalogFile(_Item):
         "policies.policy_config (one file of a catalog may declare it)")
 
 
+class DetectorStep(NamedTuple):
+    """A detector as the customer state runs it on each event of its signal type."""
+
+    detector: DetectorSpec
+    id: str
+    version: int
+    uses_timer: bool
+
+
 class Catalog:
     """The merged, cross-checked catalog the engine runs on."""
 
@@ -103,6 +112,13 @@ class Catalog:
         for spec in self.detectors.values():
             for signal_type in spec.signal_types():
                 self.detectors_by_signal.setdefault(signal_type, []).append(spec)
+        # Read for every event, so as plain values: an attribute of a pydantic model goes
+        # through its __getattr__ hook, which keeps CPython from specializing the read
+        self.profile_signals = frozenset(s.type for s in self.signals.values()
+                                         if s.updates_profile)
+        self.detector_steps: dict[str, tuple[DetectorStep, ...]] = {
+            kind: tuple(DetectorStep(d, d.id, d.version, d.uses_timer) for d in specs)
+            for kind, specs in self.detectors_by_signal.items()}
         self.combinations_by_member: dict[str, list[CombinationDetector]] = {}
         for spec in self.detectors.values():
             if isinstance(spec, CombinationDetector):

@@ -162,7 +162,7 @@ class CustomerState:
             fired.extend(self._run_timers(t, catalog))
         kind = signal.type
         attributes = signal.attributes
-        if catalog.signals[kind].updates_profile:
+        if kind in catalog.profile_signals:
             self.profile.update(attributes)
         previous = self.last.get(kind)
         if previous is None or previous.get("_at", 0) <= t:
@@ -171,12 +171,12 @@ class CustomerState:
             self.last_event_ms = t
         states = self.detector_state
         timed = False  # only a detector with a timer can have set one that is already due
-        for detector in catalog.detectors_by_signal.get(kind, ()):
-            state = states.get(detector.id)
-            if state is None or state.get("v") != detector.version:
+        for detector, detector_id, version, uses_timer in catalog.detector_steps.get(kind, ()):
+            state = states.get(detector_id)
+            if state is None or state.get("v") != version:
                 state = self._state(detector)
             moment = detector.detect(state, signal, self)
-            if detector.uses_timer:
+            if uses_timer:
                 self._set_timer(detector, state)
                 timed = True
             if moment is not None:
