@@ -292,15 +292,23 @@ class HotColumns:
         row = self._rows.get(customer.customer_id)
         if row is None:
             row, profile = self.ensure(customer.customer_id), True
-        elif not (profile or self._event_columns) and earliest_event_ms is not None:
-            # nothing but first_seen can move (a shard's turn, for most customers)
+        if profile or self._event_columns or earliest_event_ms is None:
+            earliest = self._copy_columns(row, customer, profile, earliest_event_ms)
+        else:  # nothing but first_seen can move (a shard's turn, for most customers)
+            earliest = earliest_event_ms
+        if earliest != NEVER_MS:
             first = self._arrays["first_seen"]
-            current = first.item(row)
-            if current == NEVER_MS or earliest_event_ms < current:
-                first[row] = earliest_event_ms
-            if last_contact_ms is not None:
-                self.set_contact(customer.customer_id, last_contact_ms)
-            return row
+            current = first.item(row)  # compare as Python ints: numpy scalars cost more
+            if current == NEVER_MS or earliest < current:
+                first[row] = earliest
+        if last_contact_ms is not None:
+            self.set_contact(customer.customer_id, last_contact_ms)
+        return row
+
+    def _copy_columns(self, row: int, customer: CustomerLike, profile: bool,
+                      earliest_event_ms: int | None) -> int:
+        """``update``'s copy of the columns into ``row``; returns the earliest event time
+        known for ``first_seen`` (``NEVER_MS``: none)."""
         arrays = self._arrays
         last, attributes = customer.last, customer.profile
         earliest = NEVER_MS
@@ -325,21 +333,14 @@ class HotColumns:
                 arrays[f"set:{col.name}"][row] = self._mask_of(col.name, _set_items(
                     attributes.get(col.source_attribute)), learn=True)
         if earliest_event_ms is not None:
-            earliest = earliest_event_ms if earliest == NEVER_MS else min(earliest,
-                                                                          earliest_event_ms)
-        elif earliest == NEVER_MS:
+            return earliest_event_ms if earliest == NEVER_MS else min(earliest,
+                                                                      earliest_event_ms)
+        if earliest == NEVER_MS:
             for attrs in last.values():
                 at = attrs.get("_at")
                 if isinstance(at, int) and not isinstance(at, bool):
                     earliest = at if earliest == NEVER_MS else min(earliest, at)
-        if earliest != NEVER_MS:
-            first = arrays["first_seen"]
-            current = first.item(row)  # compare as Python ints: numpy scalars cost more
-            if current == NEVER_MS or earliest < current:
-                first[row] = earliest
-        if last_contact_ms is not None:
-            self.set_contact(customer.customer_id, last_contact_ms)
-        return row
+        return earliest
 
     def set_contact(self, customer_id: str, at_ms: int) -> None:
         """Record a contact (a treatment sent) at ``at_ms``; keeps the latest."""

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from ...actors.step_times import WRITE_BOUNDS_MS
+from ...actors.step_times import WRITE_BOUNDS_MS, StepTimes
 from ...engine.store import (
     DeadLetterRow,
     DecisionRow,
@@ -56,7 +56,7 @@ class MemoryStateStore:
 
     def write_times(self) -> dict[str, Any]:
         """No transactions: no stages."""
-        return {"bounds_ms": list(WRITE_BOUNDS_MS), "steps": {}}
+        return StepTimes(WRITE_BOUNDS_MS).to_wire()
 
     def __enter__(self) -> MemoryStateStore:
         return self
