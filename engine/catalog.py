@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .detectors import CombinationDetector, DetectorSpec
+from .detectors.runtime import runtime
 from .errors import CatalogError
 from .models import Action
 
@@ -116,14 +117,19 @@ class Catalog:
         # through its __getattr__ hook, which keeps CPython from specializing the read
         self.profile_signals = frozenset(s.type for s in self.signals.values()
                                          if s.updates_profile)
+        # and detectors run as runtimes: their settings on plain slots (see detectors.runtime)
+        self.runtimes: dict[str, DetectorSpec] = {
+            d.id: runtime(d) for d in self.detectors.values()}
         self.detector_steps: dict[str, tuple[DetectorStep, ...]] = {
-            kind: tuple(DetectorStep(d, d.id, d.version, d.uses_timer) for d in specs)
+            kind: tuple(DetectorStep(self.runtimes[d.id], d.id, d.version, d.uses_timer)
+                        for d in specs)
             for kind, specs in self.detectors_by_signal.items()}
         self.combinations_by_member: dict[str, list[CombinationDetector]] = {}
         for spec in self.detectors.values():
             if isinstance(spec, CombinationDetector):
                 for member in spec.members:
-                    self.combinations_by_member.setdefault(member, []).append(spec)
+                    self.combinations_by_member.setdefault(member, []).append(
+                        self.runtimes[spec.id])  # type: ignore[arg-type]
         self.internal_moments = {d.moment for d in self.detectors.values() if d.internal} - {
             d.moment for d in self.detectors.values() if not d.internal}
         self.actions_by_moment: dict[str, list[Action]] = {}

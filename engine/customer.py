@@ -213,7 +213,7 @@ class CustomerState:
         for detector_id, due in sorted(self.timers.items(), key=lambda item: item[1]):
             if due > now_ms:
                 break
-            detector = catalog.detectors.get(detector_id)
+            detector = catalog.runtimes.get(detector_id)
             if detector is None:  # removed from the catalog since the timer was set
                 del self.timers[detector_id]
                 continue
@@ -252,7 +252,7 @@ class CustomerState:
                 made = combination.on_moment(self._state(combination), moment)
                 if made is not None:
                     queue.append(made)
-            detector = catalog.detectors.get(moment.detector_id)
+            detector = catalog.runtimes.get(moment.detector_id)
             if detector is None or not detector.internal:
                 public.append(moment)
         if public:
@@ -280,7 +280,7 @@ class CustomerState:
         """Drop state that can no longer matter at ``now_ms``: expired windows and partial
         matches, states and timers of detectors no longer in the catalog, expired moments."""
         for detector_id in list(self.detector_state):
-            detector = catalog.detectors.get(detector_id)
+            detector = catalog.runtimes.get(detector_id)
             if detector is None:
                 del self.detector_state[detector_id]
                 self.timers.pop(detector_id, None)
