@@ -183,7 +183,7 @@ class CustomerState:
                 fired.append(moment)
         if timed and timers and min(timers.values()) <= t:  # e.g. a milestone already due
             fired.extend(self._run_timers(t, catalog))
-        return self._keep(fired, catalog)
+        return self._keep(fired, catalog) if fired else fired  # most events make no moment
 
     # -- timers ---------------------------------------------------------------------------
     def next_due_ms(self) -> int | None:

@@ -9,6 +9,7 @@ Events older than the last one seen are ignored.
 
 from __future__ import annotations
 
+from array import array
 from typing import Any, Literal
 
 from pydantic import Field
@@ -30,9 +31,9 @@ class ForecastDetector(NumericSignalDetector):
     points: int = Field(10, ge=2, le=128, description="Values in the fit")
     min_points: int = Field(3, ge=2, le=128, description="Values needed before projecting")
 
-    def projection(self, state: dict[str, Any]) -> float | None:
-        """The fitted value ``horizon_s`` after the newest point, or ``None``."""
-        days = float_buffer(state, "pt")
+    def projection(self, days: array[float], state: dict[str, Any]) -> float | None:
+        """The fitted value ``horizon_s`` after the newest point (``days``, the fit's
+        ``state["pt"]``), or ``None``."""
         n = len(days)
         if n < self.min_points:
             return None
@@ -51,12 +52,17 @@ class ForecastDetector(NumericSignalDetector):
         if x is None:
             return None
         t = signal.occurred_at_ms
-        origin = state.setdefault("o", t)
+        origin = state.get("o")
+        if origin is None:  # the first point: the fit's origin and sums start here
+            origin = state["o"] = t
+            state["st"] = state["sv"] = state["stt"] = state["stv"] = 0.0
         day = (t - origin) / DAY_MS
         if "pts" in state:  # written before the points were two arrays: [[day, x], ...]
             pairs = state.pop("pts")
             state["pt"], state["px"] = [p[0] for p in pairs], [p[1] for p in pairs]
-        days, values = float_buffer(state, "pt"), float_buffer(state, "px")
+        days, values = state.get("pt"), state.get("px")
+        if type(days) is not array or type(values) is not array:  # (a call saved per event)
+            days, values = float_buffer(state, "pt"), float_buffer(state, "px")
         days.append(day)
         values.append(x)
         old_day = old_x = 0.0
@@ -64,11 +70,11 @@ class ForecastDetector(NumericSignalDetector):
             old_day, old_x = days.pop(0), values.pop(0)
         # The running sums, updated in one step: the same floats as adding the new point and
         # then subtracting the old one (a - b is a + -b), at half the dictionary traffic.
-        state["st"] = state.get("st", 0.0) + day - old_day
-        state["sv"] = state.get("sv", 0.0) + x - old_x
-        state["stt"] = state.get("stt", 0.0) + day * day - old_day * old_day
-        state["stv"] = state.get("stv", 0.0) + day * x - old_day * old_x
-        projected = self.projection(state)
+        state["st"] += day - old_day
+        state["sv"] += x - old_x
+        state["stt"] += day * day - old_day * old_day
+        state["stv"] += day * x - old_day * old_x
+        projected = self.projection(days, state)
         if projected is None:
             return None
         beyond = COMPARISONS[self.op]

@@ -11,6 +11,7 @@ Both need ``min_points`` earlier values; events older than the last one seen are
 from __future__ import annotations
 
 import math
+from array import array
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -62,7 +63,9 @@ class TrendDetector(NumericSignalDetector):
         return score <= -threshold if self.direction == "down" else score >= threshold
 
     def _zscore(self, state: dict[str, Any], x: float) -> bool | None:
-        buf = float_buffer(state, "buf")
+        buf = state.get("buf")
+        if type(buf) is not array:  # (a call saved per event)
+            buf = float_buffer(state, "buf")
         n = len(buf)
         hit: bool | None = None
         if n >= self.min_points:
@@ -72,10 +75,12 @@ class TrendDetector(NumericSignalDetector):
             if std > 1e-12 * max(1.0, abs(mean)):
                 assert self.z_threshold is not None
                 hit = self._beyond((x - mean) / std, self.z_threshold)
+        elif n == 0:  # the first value: the sums start here
+            state["s"] = state["ss"] = 0.0
         buf.append(x)
         old = buf.pop(0) if len(buf) > self.points else 0.0
-        state["s"] = state.get("s", 0.0) + x - old  # the same floats as adding, then removing
-        state["ss"] = state.get("ss", 0.0) + x * x - old * old
+        state["s"] += x - old  # the same floats as adding, then removing
+        state["ss"] += x * x - old * old
         return hit
 
     def _slope(self, state: dict[str, Any], x: float, t: int) -> bool | None:
