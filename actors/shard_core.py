@@ -129,8 +129,9 @@ class ShardCore:
         self.active_ms[state.customer_id] = self.clock.now_ms()
 
     def passivate(self, now_ms: int | None = None) -> int:
-        """Snapshot, then drop from memory the customers idle for ``passivate_after_s`` and,
-        least recently active first, those over ``max_resident_customers``."""
+        """Drop from memory the customers idle for ``passivate_after_s`` and, least recently
+        active first, those over ``max_resident_customers``; those changed since their last
+        snapshot are snapshotted first."""
         if self.persistence is None:
             return 0
         now_ms = self.clock.now_ms() if now_ms is None else now_ms
@@ -144,9 +145,13 @@ class ShardCore:
                 leaving.append(customer_id)
         if not leaving:
             return 0
-        persistence = self.persistence  # only the partitions of those leaving: a short step
-        persistence.snapshot(self.customers.get, now_ms,
-                             {persistence.partition(c) for c in leaving})
+        # Only the partitions where one of them changed since its snapshot: a customer whose
+        # snapshot is current just goes. (Over the resident bound, the least recently active
+        # leave a few at a time, one in most partitions: snapshotting all of theirs saved
+        # every changed customer of the shard at each tick, about one snapshot per event.)
+        unsaved = self.persistence.unsaved_partitions(leaving)
+        if unsaved:
+            self.persistence.snapshot(self.customers.get, now_ms, unsaved)
         for customer_id in leaving:
             del self.customers[customer_id]
             del self.active_ms[customer_id]

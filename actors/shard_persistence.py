@@ -149,6 +149,16 @@ class ShardPersistence:
             else:
                 changed.add(customer.customer_id)
 
+    def unsaved_partitions(self, customer_ids: Iterable[str]) -> set[int]:
+        """The partitions in which one of these customers changed since its last snapshot."""
+        dirty = self.dirty
+        unsaved = set()
+        for customer_id in customer_ids:
+            partition = self.partition(customer_id)
+            if customer_id in dirty.get(partition, ()):
+                unsaved.add(partition)
+        return unsaved
+
     def due_partitions(self) -> list[int]:
         """The partitions whose snapshot turn has come since the last call, with something to
         save or truncate: every partition has a turn once per ``snapshot_interval_s``, or

@@ -273,6 +273,33 @@ def test_passivated_customers_leave_memory_and_come_back_intact(catalog: Catalog
     assert h.core.passivate() == 3 and not h.core.customers
 
 
+def test_passivation_snapshots_only_where_a_leaving_customer_changed(catalog: Catalog) -> None:
+    h = Harness(catalog)
+    h.core.config = ShardConfig(max_resident_customers=2, passivate_after_s=3600)
+    for i in range(5):
+        h.clock.set(T0_MS + i * 1000)
+        h.submit(event(f"p{i}", "balance_update", T0_MS + i * 1000, event_id=f"b{i}",
+                       balance=500.0 + i))
+    h.persistence.snapshot(h.core.customers.get, h.clock.now_ms())  # all five saved
+    saved = {row.customer_id: row.data for row in h.store.load_snapshots(range(16))}
+    h.clock.set(T0_MS + 10_000)
+    h.submit(event("p4", "balance_update", T0_MS + 10_000, balance=450.0))  # p4 changes
+    h.submit(event("p3", "balance_update", T0_MS + 10_000, balance=440.0))  # and p3
+    written = []
+    h.store.save_snapshots = lambda *args, **kw: written.append(args)  # type: ignore[method-assign]
+    # p0-p2 leave (least recently active) with their snapshots current: nothing is written,
+    # and p3, p4 stay changed, to be saved on their partitions' turn.
+    assert h.core.passivate() == 3 and list(h.core.customers) == ["p4", "p3"]
+    assert written == []
+    assert {c for ids in h.persistence.dirty.values() for c in ids} == {"p3", "p4"}
+    assert {row.customer_id: row.data for row in h.store.load_snapshots(range(16))} == saved
+    # A changed customer that leaves is saved first (with its partition's others).
+    del h.store.save_snapshots
+    h.clock.set(T0_MS + 3 * 3600 * 1000)
+    assert h.core.passivate() == 2 and not h.core.customers and not h.persistence.dirty
+    assert h.core.customer("p3").last["balance_update"]["balance"] == 440.0
+
+
 def test_a_send_that_keeps_failing_goes_to_the_dead_letter_record(catalog: Catalog) -> None:
     class Down(MemoryChannel):
         def send(self, treatment: Treatment) -> None:
