@@ -105,6 +105,9 @@ class ShardActorBody:
         self._background: asyncio.Task[None] | None = None
         self._replica_due = 0.0  # monotonic time of the next scorer replica refresh
         self._always_on_task: asyncio.Task[None] | None = None
+        self._timers_task: asyncio.Task[None] | None = None
+        self._snapshots_task: asyncio.Task[None] | None = None
+        self._passivate_due = 0.0  # monotonic time of the next passivation in a long round
         self._decider_task: asyncio.Task[None] | None = None
         self._decisions_due = asyncio.Event()
         self.lane_host = LaneHost(self, SHARD_LANE_METHODS,
@@ -114,6 +117,8 @@ class ShardActorBody:
         if self._background is None:
             loop = asyncio.get_running_loop()
             self._background = loop.create_task(self._maintain())
+            self._timers_task = loop.create_task(self._timers())
+            self._snapshots_task = loop.create_task(self._snapshots())
             self._always_on_task = loop.create_task(self._always_on())
             self._decider_task = loop.create_task(self._decider())
             if self.core.awaiting_decision:  # recovered customers not yet decided
@@ -141,8 +146,12 @@ class ShardActorBody:
     async def runs(self) -> list[dict[str, Any]]:
         return self.always_on.progress()
 
-    async def _maintain(self) -> None:
-        """Fire due timers, snapshot changed customers, retry failed sends."""
+    async def _timers(self) -> None:
+        """Fire due timers (detectors' waits, deferred sends, response windows) every
+        ``timer_tick_s``. A loop of its own: a snapshot round that has many changed customers
+        to save takes many steps, each waiting for the batch lock behind the queued batches,
+        and timers must not wait for it (a saturated shard with 200,000 customers fired them
+        twice in 30 s when they shared the maintenance loop)."""
         while not self.fenced:
             await asyncio.sleep(self.config.shard.timer_tick_s)
             try:
@@ -150,32 +159,55 @@ class ShardActorBody:
                     due = self.core.tick()
                 if due:
                     self._decisions_due.set()
-                await self._snapshot_step()
+                self.freezer.tick()  # the collector sees one tick's allocations at most
+            except FencedError:
+                self._fence()
+            except Exception:  # loop boundary: timers never kill the shard
+                log.exception("shard %d: timers failed", self.core.index)
+
+    async def _maintain(self) -> None:
+        """Retry failed sends, report to the arbitrator, refresh the scorer replica."""
+        while not self.fenced:
+            await asyncio.sleep(self.config.shard.timer_tick_s)
+            try:
                 self.core.redispatch()
                 await self._report_to_arbitration()
                 if time.monotonic() >= self._replica_due:
                     await self.refresh_replica()
-                self.freezer.tick()  # the collector sees one tick's allocations at most
             except FencedError:
                 self._fence()
             except Exception:  # loop boundary: maintenance never kills the shard
                 log.exception("shard %d maintenance failed", self.core.index)
 
+    async def _snapshots(self) -> None:
+        """Snapshot rounds, one after the other (a loop of its own: a round with many changed
+        customers takes long under load, and sends, reports and timers must not wait)."""
+        while not self.fenced:
+            await asyncio.sleep(self.config.shard.timer_tick_s)
+            try:
+                await self._snapshot_step()
+            except FencedError:
+                self._fence()
+            except Exception:  # loop boundary: snapshots never kill the shard
+                log.exception("shard %d: snapshot round failed", self.core.index)
+
     async def _snapshot_step(self) -> None:
-        """Passivate, then snapshot the partitions whose turn has come, in short steps. Each
-        step runs between batches (it takes the batch lock): a batch is journaled whole
-        before its turns are applied, and a snapshot must not truncate the journal of events
-        not yet applied. Calls that do not wait for the batch lock (Decides, decisions,
-        timers) go on between chunks of packing."""
+        """Snapshot the partitions whose turn has come, in short steps, passivating before
+        the first and then once per ``timer_tick_s`` (a long round must not let memory grow
+        past ``max_resident_customers``). Each step runs between batches (it takes the batch
+        lock): a batch is journaled whole before its turns are applied, and a snapshot must
+        not truncate the journal of events not yet applied. Calls that do not wait for the
+        batch lock (Decides, decisions, timers) go on between chunks of packing."""
         async with self._batches:
-            with self.steps.timed("passivate"):
-                self.core.passivate()
+            self._passivate()
         steps = self.persistence.steps(self.persistence.due_partitions(),
                                        max_customers=SNAPSHOT_CUSTOMERS_PER_STEP,
                                        max_partitions=SNAPSHOT_PARTITIONS_PER_STEP)
         for partitions in steps:
             await ray_calls.let_calls_in()  # calls that came in during the last step go first
             async with self._batches:
+                if time.monotonic() >= self._passivate_due:
+                    self._passivate()
                 step = self.persistence.take_snapshot(partitions)
                 try:
                     now_ms = self.core.clock.now_ms()
@@ -192,6 +224,12 @@ class ShardActorBody:
                     self.persistence.settle_snapshot(step, saved=False)
                     raise
                 self.persistence.settle_snapshot(step, saved=True)
+
+    def _passivate(self) -> None:
+        """Passivate (under the batch lock: between batches)."""
+        with self.steps.timed("passivate"):
+            self.core.passivate()
+        self._passivate_due = time.monotonic() + self.config.shard.timer_tick_s
 
     def _fence(self) -> None:
         log.critical("shard %d: a newer incarnation owns its partitions; refusing work",

@@ -226,3 +226,57 @@ def test_health_shows_each_stage_of_the_way_in_of_batches_and_decides(tmp_path: 
         assert steps["decide: gateway → shard"]["total_ms"] >= 2.0
 
     asyncio.run(scenario())
+
+
+def test_timers_fire_while_a_snapshot_round_waits_for_the_batch_lock(tmp_path: Path) -> None:
+    """Timers have a loop of their own: maintenance (snapshot steps, each taking the batch
+    lock behind queued batches) can be held up for long without holding them up."""
+    async def scenario() -> None:
+        catalog = load_catalog([write_catalog(tmp_path)])
+        config = EngineConfig(num_shards=1, shard={"timer_tick_s": 0.01})
+        shard = ShardActorBody(0, config.model_dump_json(), catalog.to_wire(),
+                               PartitionTable.round_robin(config.num_partitions, 1).to_wire(),
+                               MemoryChannel, MemoryStateStore)
+        await shard.submit(_withdrawal("x"))  # starts the background loops
+        async with shard._batches:  # a long batch, or a snapshot round behind queued ones
+            before = sum(shard.steps.counts.get("timers", ()))
+            await asyncio.sleep(0.2)
+            assert sum(shard.steps.counts.get("timers", ())) >= before + 5
+        shard.fenced = True  # the loops end
+
+    asyncio.run(scenario())
+
+
+def test_a_long_snapshot_round_passivates_between_its_steps(tmp_path: Path) -> None:
+    """A round of many steps passivates before the first and again between steps once a
+    tick has passed: memory stays within its bound however long the round takes."""
+    async def scenario() -> None:
+        shard, arbitration, _ = _shard(tmp_path)
+        arbitration.release.set()
+        now = int(time.time() * 1000)
+        await shard.submit(codec.pack(codec.EVENTS, [
+            event(f"c{i}", "balance_update", now, balance=500.0) for i in range(600)]))
+        persistence = shard.persistence
+        persistence.due_partitions = lambda: list(persistence.dirty)  # type: ignore[method-assign]
+        calls: list[str] = []
+        passivate, pack_rows = shard.core.passivate, persistence.pack_rows
+
+        def counting_passivate(*args: Any) -> int:
+            calls.append("passivate")
+            return passivate(*args)
+
+        def packing(step: Any, *args: Any) -> bool:
+            if not step.rows:
+                calls.append("step")
+            shard._passivate_due = 0.0  # as if a tick passed while it packs
+            return pack_rows(step, *args)
+
+        shard.core.passivate = counting_passivate  # type: ignore[method-assign]
+        persistence.pack_rows = packing  # type: ignore[method-assign]
+        await shard._snapshot_step()
+        steps = calls.count("step")
+        assert steps >= 3  # 600 changed customers, at most 256 a step
+        assert calls == ["passivate", "step"] + ["passivate", "step"] * (steps - 1)
+        assert persistence.stats["snapshot_rows"] == 600
+
+    asyncio.run(scenario())
