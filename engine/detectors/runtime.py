@@ -10,7 +10,8 @@ update makes some thirty such reads across its detectors.
 to pydantic's ``BaseModel``). The engine thus runs exactly the methods the specs carry, the
 ones the detector tests call, on plain attributes. Nested models (a sequence's steps) become
 runtimes too, in a tuple. A runtime is read-only, pickles as its spec, and keeps the spec
-(``runtime.spec``) for what reads the catalog rather than events.
+(``runtime.spec``) for what reads the catalog rather than events. Methods that call
+``super()`` (the load-time ``check``) work on specs only: the catalog checks specs.
 """
 
 from __future__ import annotations
