@@ -208,22 +208,37 @@ class ShardActorBody:
             async with self._batches:
                 if time.monotonic() >= self._passivate_due:
                     self._passivate()
-                step = self.persistence.take_snapshot(partitions)
-                try:
-                    now_ms = self.core.clock.now_ms()
-                    while True:
-                        with self.steps.timed("snapshot pack"):
-                            packed = self.persistence.pack_rows(
-                                step, self.core.customers.get, now_ms, SNAPSHOT_PACK_CHUNK)
-                        if packed:
-                            break
-                        await ray_calls.let_calls_in()  # a Decide waits for one chunk
-                    with self.steps.timed("snapshot write"):
-                        self.persistence.write_snapshot(step)
-                except BaseException:
-                    self.persistence.settle_snapshot(step, saved=False)
-                    raise
-                self.persistence.settle_snapshot(step, saved=True)
+                await self._save(partitions)
+
+    async def _save(self, partitions: list[int]) -> None:
+        """One snapshot step (the caller holds the batch lock): the partitions' changed
+        customers packed a chunk at a time, then written with their marks raised."""
+        step = self.persistence.take_snapshot(partitions)
+        try:
+            now_ms = self.core.clock.now_ms()
+            while True:
+                with self.steps.timed("snapshot pack"):
+                    packed = self.persistence.pack_rows(
+                        step, self.core.customers.get, now_ms, SNAPSHOT_PACK_CHUNK)
+                if packed:
+                    break
+                await ray_calls.let_calls_in()  # a Decide waits for one chunk
+            with self.steps.timed("snapshot write"):
+                self.persistence.write_snapshot(step)
+        except BaseException:
+            self.persistence.settle_snapshot(step, saved=False)
+            raise
+        self.persistence.settle_snapshot(step, saved=True)
+
+    async def _catch_up(self, events: int) -> None:
+        """Snapshot ahead of a batch of ``events`` while a restart would replay more than
+        ``max_replay_events``: the partitions with the most to replay, about as many events'
+        worth as the batch brings. Under overload this is the backpressure that keeps
+        recovery bounded: batches slow to what the shard can also save, and the routers,
+        their windows full, hold clients back."""
+        self.persistence.stats["catch_ups"] += 1
+        await self._save(self.persistence.catch_up_step(
+            events, max_partitions=SNAPSHOT_PARTITIONS_PER_STEP))
 
     def _passivate(self) -> None:
         """Passivate (under the batch lock: between batches)."""
@@ -257,6 +272,8 @@ class ShardActorBody:
             locked_s = time.time()
             try:
                 if not self.fenced:
+                    if self.persistence.behind():
+                        await self._catch_up(len(events))
                     with self.steps.timed("journal"):
                         self.core.journal(events)  # the whole batch, in one transaction
             except FencedError:
@@ -515,7 +532,8 @@ class ShardActorBody:
         self._ensure_background()
         return {"index": self.core.index, "customers": len(self.core.customers),
                 "fenced": self.fenced, "recovered": self.recovered, **self.core.stats,
-                **self.persistence.stats, "sweep": self.always_on.sweep_progress(),
+                **self.persistence.stats, "replay_backlog": self.persistence.unsaved_events,
+                "sweep": self.always_on.sweep_progress(),
                 "steps": self.steps.to_wire(), "way_in": self.way_in.to_wire(),
                 "store_writes": self.core.store.write_times(),
                 "lane_calls": self.lane_host.served(),

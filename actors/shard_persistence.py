@@ -77,13 +77,17 @@ class ShardPersistence:
         self.snapshot_interval_s = snapshot_interval_s
         self.max_replay_events = max_replay_events  # None: the interval alone
         self._events_since = 0  # events journaled since the last ``due_partitions``
+        # events of each partition journaled since its mark: what a restart would replay
+        self._unsaved: dict[int, int] = {}
+        self.unsaved_events = 0  # their sum
         self.dirty: dict[int, set[str]] = {}  # partition -> customers changed since saved
         self._marks = store.journal_marks(self.partitions)  # partition -> journal covered to
         self._end = 0  # the journal's end as last seen: every entry up to it is applied
         self._cursor = 0  # the next partition to have its snapshot turn
         self._turns_owed = 0.0  # partition turns accrued since the last step
         self._last_step = time.monotonic()
-        self.stats = {"snapshots": 0, "snapshot_rows": 0, "journaled": 0, "replayed": 0}
+        self.stats = {"snapshots": 0, "snapshot_rows": 0, "journaled": 0, "replayed": 0,
+                      "catch_ups": 0}
 
     def partition(self, customer_id: str) -> int:
         return partition_of(customer_id, self.num_partitions)
@@ -107,8 +111,10 @@ class ShardPersistence:
             for entry in entries:
                 self._end = entry.seq
                 for event in _unpack(entry.data):
-                    if entry.seq > marks.get(self.partition(event[1]), entry.seq):
+                    partition = self.partition(event[1])
+                    if entry.seq > marks.get(partition, entry.seq):
                         self.stats["replayed"] += 1
+                        self._count_unsaved(partition, 1)  # still to be saved once applied
                         yield event
             if len(entries) < page:
                 return
@@ -120,10 +126,38 @@ class ShardPersistence:
         if not events:
             return
         epochs = self.epochs
-        touched = {partition_of(event[1], self.num_partitions) for event in events}
-        self._end = self.store.append_journal({p: epochs[p] for p in touched}, _pack(events))
+        counts: dict[int, int] = {}
+        for event in events:
+            partition = partition_of(event[1], self.num_partitions)
+            counts[partition] = counts.get(partition, 0) + 1
+        self._end = self.store.append_journal({p: epochs[p] for p in counts}, _pack(events))
         self.stats["journaled"] += len(events)
         self._events_since += len(events)
+        for partition, count in counts.items():
+            self._count_unsaved(partition, count)
+
+    def _count_unsaved(self, partition: int, count: int) -> None:
+        self._unsaved[partition] = self._unsaved.get(partition, 0) + count
+        self.unsaved_events += count
+
+    def behind(self) -> bool:
+        """More events to replay on a restart than ``max_replay_events``: under overload
+        snapshot rounds fall behind (each of their steps waits for the batch lock behind the
+        queued batches), and the shard catches up before its next batch (``catch_up_step``)."""
+        return self.max_replay_events is not None and (
+            self.unsaved_events > self.max_replay_events)
+
+    def catch_up_step(self, events: int, *, max_partitions: int) -> list[int]:
+        """The partitions with the most events to replay, at most ``max_partitions``, enough
+        to take ``events`` off what a restart would replay."""
+        step: list[int] = []
+        taken = 0
+        for partition in sorted(self._unsaved, key=self._unsaved.__getitem__, reverse=True):
+            if taken >= events or len(step) >= max_partitions:
+                break
+            step.append(partition)
+            taken += self._unsaved[partition]
+        return step
 
     def touched(self, customer_ids: Iterable[str]) -> None:
         dirty = self.dirty
@@ -269,6 +303,7 @@ class ShardPersistence:
         marks = self._marks
         for partition in step.partitions:
             marks[partition] = max(marks[partition], step.covered_to)
+            self.unsaved_events -= self._unsaved.pop(partition, 0)
         self.stats["snapshots"] += 1
         self.stats["snapshot_rows"] += len(step.rows)
         return len(step.rows)

@@ -218,3 +218,38 @@ def test_touched_customers_marks_the_partitions_their_ids_hash_to() -> None:
     persistence.dirty.clear()
     persistence.touched_customers(customers[:1])
     assert persistence.dirty == {7: {"c0"}}
+
+
+def test_the_replay_backlog_counts_what_a_restart_would_replay() -> None:
+    """Events journaled since each partition's mark, what a restart replays: saving a
+    partition takes its events off; past ``max_replay_events`` the shard is behind, and the
+    partitions with the most to replay catch up first."""
+    store = MemoryStateStore()
+    table = PartitionTable.round_robin(4, 1)
+    persistence = ShardPersistence(store, 0, table, snapshot_interval_s=60.0,
+                                   max_replay_events=50)
+    customers = {f"c{i}": CustomerState(f"c{i}") for i in range(40)}
+    persistence.journal([event(c, "savings_withdrawal", amount=1.0)
+                         for c in customers for _ in range(2)])
+    persistence.touched(customers)
+    assert persistence.unsaved_events == 80 and persistence.behind()
+    per_partition = {p: 2 * sum(persistence.partition(c) == p for c in customers)
+                     for p in range(4)}
+    counts = sorted(per_partition.values(), reverse=True)
+    step = persistence.catch_up_step(counts[0] + 1, max_partitions=4)
+    # the largest, then the next: enough to cover the events asked for
+    assert [per_partition[p] for p in step] == counts[:2]
+    assert [per_partition[p] for p in persistence.catch_up_step(
+        1_000, max_partitions=1)] == counts[:1]
+    persistence.snapshot(customers.get, T0_MS, step)
+    left = 80 - counts[0] - counts[1]
+    assert persistence.unsaved_events == left and persistence.behind() == (left > 50)
+    persistence.snapshot(customers.get, T0_MS)
+    assert persistence.unsaved_events == 0 and not persistence.behind()
+    # A restart replays nothing now; events journaled after the marks count again.
+    persistence.journal([event("c0", "savings_withdrawal", amount=1.0)])
+    again = ShardPersistence(store, 0, table, snapshot_interval_s=60.0, max_replay_events=50)
+    assert len(list(again.journaled_events())) == 1 and again.unsaved_events == 1
+    unbounded = ShardPersistence(MemoryStateStore(), 0, table, snapshot_interval_s=60.0)
+    unbounded.journal([event(c, "savings_withdrawal", amount=1.0) for c in customers])
+    assert unbounded.unsaved_events == 40 and not unbounded.behind()

@@ -280,3 +280,26 @@ def test_a_long_snapshot_round_passivates_between_its_steps(tmp_path: Path) -> N
         assert persistence.stats["snapshot_rows"] == 600
 
     asyncio.run(scenario())
+
+
+def test_a_shard_behind_on_snapshots_catches_up_before_its_next_batch(tmp_path: Path) -> None:
+    """Past ``max_replay_events`` unsaved events a batch first waits for a snapshot step of
+    the partitions with most to replay: what a restart replays stays bounded under load."""
+    async def scenario() -> None:
+        catalog = load_catalog([write_catalog(tmp_path)])
+        config = EngineConfig(num_shards=1, shard={"max_replay_events": 100})
+        shard = ShardActorBody(0, config.model_dump_json(), catalog.to_wire(),
+                               PartitionTable.round_robin(config.num_partitions, 1).to_wire(),
+                               MemoryChannel, MemoryStateStore)
+        now = int(time.time() * 1000)
+        backlog = []
+        for k in range(8):
+            await shard.submit(codec.pack(codec.EVENTS, [
+                event(f"b{k}-{i}", "balance_update", now, balance=500.0) for i in range(60)]))
+            backlog.append(shard.persistence.unsaved_events)
+        assert max(backlog) <= 100 + 60  # never more than the bound and one batch
+        assert shard.persistence.stats["catch_ups"] >= 3
+        assert shard.persistence.stats["snapshot_rows"] >= 8 * 60 - max(backlog)
+        shard.fenced = True
+
+    asyncio.run(scenario())
