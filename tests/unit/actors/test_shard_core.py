@@ -252,13 +252,19 @@ def test_a_late_event_is_rejected_with_the_field_and_dead_lettered(bank: Catalog
     assert h.core.stats["late"] == 1
 
 
-def test_passivated_customers_leave_memory_and_come_back_intact(catalog: Catalog) -> None:
+def _five_a_second_apart(catalog: Catalog, balance: float) -> Harness:
+    """Customers p0-p4, one event each a second apart, two of them allowed in memory."""
     h = Harness(catalog)
     h.core.config = ShardConfig(max_resident_customers=2, passivate_after_s=3600)
     for i in range(5):
         h.clock.set(T0_MS + i * 1000)
         h.submit(event(f"p{i}", "balance_update", T0_MS + i * 1000, event_id=f"b{i}",
-                       balance=50.0))
+                       balance=balance))
+    return h
+
+
+def test_passivated_customers_leave_memory_and_come_back_intact(catalog: Catalog) -> None:
+    h = _five_a_second_apart(catalog, balance=50.0)
     assert len(h.sent) == 5  # each crossed below 100 once
     assert h.core.passivate() == 3
     assert list(h.core.customers) == ["p3", "p4"]
@@ -274,12 +280,7 @@ def test_passivated_customers_leave_memory_and_come_back_intact(catalog: Catalog
 
 
 def test_passivation_snapshots_only_where_a_leaving_customer_changed(catalog: Catalog) -> None:
-    h = Harness(catalog)
-    h.core.config = ShardConfig(max_resident_customers=2, passivate_after_s=3600)
-    for i in range(5):
-        h.clock.set(T0_MS + i * 1000)
-        h.submit(event(f"p{i}", "balance_update", T0_MS + i * 1000, event_id=f"b{i}",
-                       balance=500.0 + i))
+    h = _five_a_second_apart(catalog, balance=500.0)
     h.persistence.snapshot(h.core.customers.get, h.clock.now_ms())  # all five saved
     saved = {row.customer_id: row.data for row in h.store.load_snapshots(range(16))}
     h.clock.set(T0_MS + 10_000)

@@ -40,10 +40,11 @@ class HeldArbitration:
         return codec.encode_verdicts(arbitrate(sets, self.table, self.model.mean()))
 
 
-def _shard(tmp_path: Path, catalog_data: dict[str, Any] | None = None
+def _shard(tmp_path: Path, catalog_data: dict[str, Any] | None = None,
+           config: EngineConfig | None = None
            ) -> tuple[ShardActorBody, HeldArbitration, MemoryChannel]:
     catalog = load_catalog([write_catalog(tmp_path, catalog_data)])
-    config = EngineConfig(num_shards=1)
+    config = config or EngineConfig(num_shards=1)
     channel = MemoryChannel()
     shard = ShardActorBody(0, config.model_dump_json(), catalog.to_wire(),
                            PartitionTable.round_robin(config.num_partitions, 1).to_wire(),
@@ -232,11 +233,8 @@ def test_timers_fire_while_a_snapshot_round_waits_for_the_batch_lock(tmp_path: P
     """Timers have a loop of their own: maintenance (snapshot steps, each taking the batch
     lock behind queued batches) can be held up for long without holding them up."""
     async def scenario() -> None:
-        catalog = load_catalog([write_catalog(tmp_path)])
-        config = EngineConfig(num_shards=1, shard={"timer_tick_s": 0.01})
-        shard = ShardActorBody(0, config.model_dump_json(), catalog.to_wire(),
-                               PartitionTable.round_robin(config.num_partitions, 1).to_wire(),
-                               MemoryChannel, MemoryStateStore)
+        shard, _, _ = _shard(tmp_path, config=EngineConfig(num_shards=1,
+                                                           shard={"timer_tick_s": 0.01}))
         await shard.submit(_withdrawal("x"))  # starts the background loops
         async with shard._batches:  # a long batch, or a snapshot round behind queued ones
             before = sum(shard.steps.counts.get("timers", ()))
@@ -286,11 +284,8 @@ def test_a_shard_behind_on_snapshots_catches_up_before_its_next_batch(tmp_path: 
     """Past ``max_replay_events`` unsaved events a batch first waits for a snapshot step of
     the partitions with most to replay: what a restart replays stays bounded under load."""
     async def scenario() -> None:
-        catalog = load_catalog([write_catalog(tmp_path)])
-        config = EngineConfig(num_shards=1, shard={"max_replay_events": 100})
-        shard = ShardActorBody(0, config.model_dump_json(), catalog.to_wire(),
-                               PartitionTable.round_robin(config.num_partitions, 1).to_wire(),
-                               MemoryChannel, MemoryStateStore)
+        shard, _, _ = _shard(tmp_path, config=EngineConfig(num_shards=1,
+                                                           shard={"max_replay_events": 100}))
         now = int(time.time() * 1000)
         backlog = []
         for k in range(8):
