@@ -233,6 +233,10 @@ async def run_load(spec: LoadSpec, *, tag: str | None = None, extra_pids: Sequen
             report[f"shard_{key}"] = [
                 steps_between(a[key], b[key]) if a.get(key) and b.get(key) else {}
                 for a, b in zip(before, after, strict=False)]
+        report["shard_snapshots"] = [
+            {**{key: b[key] - a[key] for key in SHARD_SNAPSHOTS},
+             "replay_backlog": b["replay_backlog"]}
+            for a, b in zip(before, after, strict=False)]
         return report
     finally:
         for proc in procs + helpers:
@@ -245,11 +249,16 @@ async def run_load(spec: LoadSpec, *, tag: str | None = None, extra_pids: Sequen
 SHARD_TIMINGS = ("steps", "way_in", "store_writes")
 
 
+# in shard health: its snapshot counters, and what a restart would replay (events)
+SHARD_SNAPSHOTS = ("snapshot_rows", "catch_ups")
+
+
 async def _shard_timings(client: Any) -> list[dict[str, Any]]:
     """Each shard's loop steps, way in and store writes so far (``actors.step_times`` wire
-    form; empty for a shard that did not answer)."""
+    form; empty for a shard that did not answer), its snapshot counters and replay backlog."""
     _, detail = await client.health()
-    return [{key: shard.get(key, {}) for key in SHARD_TIMINGS}
+    return [{**{key: shard.get(key, {}) for key in SHARD_TIMINGS},
+             **{key: shard.get(key, 0) for key in (*SHARD_SNAPSHOTS, "replay_backlog")}}
             for shard in detail.get("shards", [])]
 
 

@@ -96,6 +96,11 @@ def summary_lines(report: dict[str, Any], *, machine_loop_ms: float | None = Non
                          for name, s in sorted(steps.items(), key=lambda kv: -kv[1]["total_ms"]))
                      + ("" if any(name.startswith("gc ") for name in steps)
                         else "; no collector pause"))
+    for index, snap in enumerate(report.get("shard_snapshots", [])):
+        lines.append(f"shard {index} snapshots: {snap['snapshot_rows']:,} customers saved, "
+                     f"{snap['catch_ups']:,} batches waited for a catch-up step (past "
+                     f"max_replay_events); a restart would replay {snap['replay_backlog']:,} "
+                     "events at the end")
     for index, writes in enumerate(report.get("shard_store_writes", [])):
         if writes:
             count = max(stage["count"] for stage in writes.values())

@@ -33,3 +33,6 @@ def test_a_short_open_loop_run_measures_every_treatment(ray_session: None,
     assert treatments["matched"] == treatments["triggers"] and treatments["missing"] == 0
     latency = report["latency_ms"]["submit_to_treatment"]
     assert 0 < latency["p50"] <= latency["p99"] <= latency["p99_9"]
+    snapshots = report["shard_snapshots"]  # far below max_replay_events: no catch-up
+    assert snapshots and all(s["catch_ups"] == 0 and s["replay_backlog"] >= 0
+                             for s in snapshots)

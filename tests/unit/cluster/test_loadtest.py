@@ -392,3 +392,16 @@ def test_the_embedded_engines_data_is_removed_after_the_run_unless_kept() -> Non
         (kept / "treatments.jsonl").write_text("{}\n")
     assert (kept / "treatments.jsonl").exists()
     shutil.rmtree(kept)
+
+
+def test_the_summary_shows_each_shards_snapshots_and_replay_backlog() -> None:
+    from shush.cluster.loadtest_cli import summary_lines
+
+    data = {**lt.report_dict(**REPORT_ARGS), "shard_snapshots": [
+        {"snapshot_rows": 152_300, "catch_ups": 41, "replay_backlog": 100_412},
+        {"snapshot_rows": 9, "catch_ups": 0, "replay_backlog": 0}]}
+    first, second = [line for line in summary_lines(data) if " snapshots: " in line]
+    assert first == ("shard 0 snapshots: 152,300 customers saved, 41 batches waited for a "
+                     "catch-up step (past max_replay_events); a restart would replay 100,412 "
+                     "events at the end")
+    assert second.startswith("shard 1 snapshots: 9 customers saved, 0 batches")
