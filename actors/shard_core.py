@@ -119,6 +119,18 @@ class ShardCore:
             self._reside(state)
         return state
 
+    def _activate(self, customer_ids: Iterable[str]) -> None:
+        """Bring back the passivated customers among ``customer_ids`` in one store read (a
+        turn's activations; ``find`` would read them one at a time)."""
+        if self.persistence is None:
+            return
+        customers = self.customers
+        missing = [c for c in dict.fromkeys(customer_ids) if c not in customers and self._known(c)]
+        if missing:
+            for state in self.persistence.load_customers_of(missing):
+                self.stats["activations"] += 1
+                self._reside(state)
+
     def _known(self, customer_id: str) -> bool:
         if self.always_on is not None:  # its columns index every customer the shard has seen
             return self.always_on.hot.row_of(customer_id) is not None
@@ -196,6 +208,9 @@ class ShardCore:
         events = list(events)
         if journal:
             self.journal(events)
+        customers = self.customers
+        self._activate([e[1] for e in events if type(e) is list and len(e) == 6  # (malformed
+                        and type(e[1]) is str and e[1] not in customers])  # ones: rejected below)
         acks: list[list[Any]] = []
         batch: dict[str, CustomerState] = {}  # the customers of this batch, looked up once
         profiled: set[str] = set()  # those of them whose profile an event may change

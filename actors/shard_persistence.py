@@ -102,6 +102,11 @@ class ShardPersistence:
         row = self.store.load_snapshot(customer_id)
         return None if row is None else CustomerState.from_packed(row.data)
 
+    def load_customers_of(self, customer_ids: list[str]) -> list[CustomerState]:
+        """Activate passivated customers from their snapshots, in one read."""
+        return [CustomerState.from_packed(row.data)
+                for row in self.store.load_snapshots_of(customer_ids)]
+
     def journaled_events(self, page: int = 1000) -> Iterator[list[Any]]:
         """The events of this shard's partitions journaled after their marks, in order."""
         marks = self._marks

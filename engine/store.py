@@ -178,6 +178,11 @@ class StateStore(Protocol):
 
     def load_snapshot(self, customer_id: str) -> SnapshotRow | None: ...
 
+    def load_snapshots_of(self, customer_ids: Sequence[str]) -> list[SnapshotRow]:
+        """The snapshots of those of ``customer_ids`` that have one, each once, in any order: the
+        customers a shard activates for one turn, in one read."""
+        ...
+
     # -- event journal (write-ahead) --------------------------------------------------------
     def append_journal(self, partition_epochs: Mapping[int, int], data: bytes) -> int:
         """Append one entry holding events of the partitions in ``partition_epochs`` (fenced

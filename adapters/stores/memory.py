@@ -114,6 +114,11 @@ class MemoryStateStore:
             partition = self._partition_of.get(customer_id)
             return None if partition is None else self._snapshots[partition][customer_id]
 
+    def load_snapshots_of(self, customer_ids: Sequence[str]) -> list[SnapshotRow]:
+        with self._lock:
+            return [self._snapshots[self._partition_of[c]][c]
+                    for c in dict.fromkeys(customer_ids) if c in self._partition_of]
+
     # -- event journal ----------------------------------------------------------------------
     def append_journal(self, partition_epochs: Mapping[int, int], data: bytes) -> int:
         require_partitions(partition_epochs, "partition_epochs")

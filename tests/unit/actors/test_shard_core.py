@@ -301,6 +301,22 @@ def test_passivation_snapshots_only_where_a_leaving_customer_changed(catalog: Ca
     assert h.core.customer("p3").last["balance_update"]["balance"] == 440.0
 
 
+def test_a_turns_passivated_customers_come_back_in_one_store_read(catalog: Catalog) -> None:
+    h = _five_a_second_apart(catalog, balance=500.0)
+    h.clock.set(T0_MS + 3 * 3600 * 1000)
+    assert h.core.passivate() == 5 and not h.core.customers
+    reads: list[list[str]] = []
+    load_snapshots_of = h.store.load_snapshots_of
+    h.store.load_snapshots_of = (  # type: ignore[method-assign]
+        lambda ids: reads.append(list(ids)) or load_snapshots_of(ids))
+    acks = h.submit(*(event(f"p{i}", "balance_update", T0_MS + 4 * 3600 * 1000 + i,
+                            balance=400.0) for i in (0, 1, 2, 0)))
+    assert [a[0] for a in acks] == [codec.ACCEPTED] * 4
+    assert reads == [["p0", "p1", "p2"]]  # each once, in one read
+    assert h.core.stats["activations"] == 3
+    assert h.core.customers["p1"].last["balance_update"]["balance"] == 400.0
+
+
 def test_a_send_that_keeps_failing_goes_to_the_dead_letter_record(catalog: Catalog) -> None:
     class Down(MemoryChannel):
         def send(self, treatment: Treatment) -> None:

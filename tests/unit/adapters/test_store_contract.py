@@ -218,6 +218,16 @@ def test_rows_of_a_partition_without_an_epoch_are_refused(store: StateStore) -> 
     assert store.load_snapshot("a") is None
 
 
+def test_many_customers_snapshots_come_in_one_read(store: StateStore) -> None:
+    epoch = store.acquire_partitions([1, 2], "shard")
+    rows = [snap(f"c{i}", 1 + i % 2, f"v{i}".encode(), i) for i in range(1_200)]
+    store.save_snapshots({1: epoch, 2: epoch}, rows)
+    wanted = [f"c{i}" for i in range(0, 1_200, 2)] + ["nobody", "c0"]  # past a read's ids
+    got = store.load_snapshots_of(wanted)
+    assert sorted(got, key=lambda r: r.updated_at_ms) == rows[::2]  # each once, none unknown
+    assert store.load_snapshots_of([]) == []
+
+
 def test_snapshots_upsert_and_the_last_row_of_a_batch_wins(store: StateStore) -> None:
     epoch = store.acquire_partitions([1, 2], "shard")
     store.save_snapshots({1: epoch, 2: epoch}, [snap("a", 1, b"a1"), snap("b", 2, b"b1")])
