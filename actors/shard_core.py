@@ -111,21 +111,15 @@ class ShardCore:
             self.customers.move_to_end(customer_id)
             self.active_ms[customer_id] = self.clock.now_ms() if now_ms is None else now_ms
             return state
-        if self.persistence is None or not self._known(customer_id):
-            return None
-        state = self.persistence.load_customer(customer_id)
-        if state is not None:
-            self.stats["activations"] += 1
-            self._reside(state)
-        return state
+        self._activate((customer_id,))
+        return self.customers.get(customer_id)
 
     def _activate(self, customer_ids: Iterable[str]) -> None:
-        """Bring back the passivated customers among ``customer_ids`` in one store read (a
-        turn's activations; ``find`` would read them one at a time)."""
+        """Bring back the passivated customers among ``customer_ids`` (none of them in
+        memory) in one store read: a turn's activations, or ``find``'s one."""
         if self.persistence is None:
             return
-        customers = self.customers
-        missing = [c for c in dict.fromkeys(customer_ids) if c not in customers and self._known(c)]
+        missing = [c for c in dict.fromkeys(customer_ids) if self._known(c)]
         if missing:
             for state in self.persistence.load_customers_of(missing):
                 self.stats["activations"] += 1

@@ -97,11 +97,6 @@ class ShardPersistence:
         for row in self.store.load_snapshots(self.partitions):
             yield CustomerState.from_packed(row.data)
 
-    def load_customer(self, customer_id: str) -> CustomerState | None:
-        """Activate one passivated customer from its snapshot."""
-        row = self.store.load_snapshot(customer_id)
-        return None if row is None else CustomerState.from_packed(row.data)
-
     def load_customers_of(self, customer_ids: list[str]) -> list[CustomerState]:
         """Activate passivated customers from their snapshots, in one read."""
         return [CustomerState.from_packed(row.data)
