@@ -3,9 +3,10 @@
 The shard hosts many of these; everything here is plain data so that a customer snapshots to
 msgpack and comes back identical. State is bounded: a fixed number of recent event ids, the last
 attributes per signal type, each detector's small incremental state, live moments only (at most
-``settings.max_moments_per_customer``). Decisions are not kept here: the decision audit in
-the store has them (Explain reads it), and copying them into every snapshot cost more than the
-rest of the customer.
+``settings.max_moments_per_customer``; a moment that a later one of its name outranks for good
+is forgotten when a decision starts, ``current_moments``). Decisions are not kept here: the
+decision audit in the store has them (Explain reads it), and copying them into every snapshot
+cost more than the rest of the customer.
 
 The API the shard uses (all times are ms since the epoch)::
 
@@ -275,6 +276,37 @@ class CustomerState:
             self.moments = live
             self.treated = {k: exp for k, exp in self.treated.items() if exp > now_ms}
         return live
+
+    def current_moments(self, now_ms: int) -> list[Moment]:
+        """The live moments that can still win a decision; superseded ones are forgotten.
+
+        Candidates take, per action, the most relevant moment among those it names, the later
+        one on a tie. A later moment of the same name with the same half-life, no lower urgency
+        and no shorter life is at least as relevant as an earlier one at every time to come, so
+        the earlier one can never be chosen again: it only cost every later decision and
+        snapshot (a customer whose balance forecast fires again and again kept one per firing,
+        up to ``max_moments_per_customer``). Called as a decision starts, never while one of
+        this customer's is in flight, so a moment that a decision chose stays for its settling.
+        """
+        live = self.live_moments(now_ms)
+        if len(live) < 2:
+            return live
+        latest: dict[str, Moment] = {}  # the latest moment of each name
+        kept: list[Moment] = []
+        for moment in reversed(live):
+            later = latest.get(moment.name)
+            if later is None:
+                latest[moment.name] = moment
+            elif (later.half_life_s == moment.half_life_s and later.urgency >= moment.urgency
+                  and later.occurred_at_ms >= moment.occurred_at_ms
+                  and later.ttl_s >= moment.ttl_s):
+                continue
+            kept.append(moment)
+        if len(kept) == len(live):
+            return live
+        kept.reverse()
+        self.moments = kept
+        return kept
 
     def compact(self, now_ms: int, catalog: Catalog) -> None:
         """Drop state that can no longer matter at ``now_ms``: expired windows and partial

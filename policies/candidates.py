@@ -56,7 +56,7 @@ def build_candidates(customer: CustomerState, catalog: Catalog, eligibility: Eli
                      now_ms: int, *, inbound: bool = False,
                      channel: str | None = None) -> tuple[CandidateSet, list[Removal]]:
     best: dict[str, tuple[float, str | None]] = {}
-    for moment in customer.live_moments(now_ms):
+    for moment in customer.current_moments(now_ms):
         relevance = moment.relevance(now_ms)
         for action in catalog.actions_by_moment.get(moment.name, ()):
             if relevance >= best.get(action.id, (0.0, None))[0]:  # ties: the newer moment
