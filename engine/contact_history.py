@@ -54,7 +54,7 @@ class Contact:
 class ContactHistory:
     """Contacts in the order they were sent (oldest first), with their outcomes."""
 
-    __slots__ = ("_by_id", "contacts", "max_age_ms", "max_contacts")
+    __slots__ = ("_by_id", "_outcomes", "contacts", "max_age_ms", "max_contacts")
 
     def __init__(self, *, max_contacts: int = 200, max_age_days: float = 90.0) -> None:
         if max_contacts < 1 or max_age_days <= 0:
@@ -65,6 +65,10 @@ class ContactHistory:
         # in every customer, most of whom have no contacts)
         self.contacts: list[Contact] = []
         self._by_id: dict[str, Contact] = {}
+        # the sorted outcome times by (kind, action_id, None) and by (kind, None, group), which
+        # suppression reads per candidate and rule: made when first read, kept up to date by a
+        # new outcome, dropped when a contact or an outcome is forgotten
+        self._outcomes: dict[tuple[str, str | None, str | None], list[int]] | None = None
 
     def __len__(self) -> int:
         return len(self.contacts)
@@ -83,6 +87,8 @@ class ContactHistory:
         else:
             self.contacts.append(contact)
         self._by_id[contact.treatment_id] = contact
+        if contact.outcomes:
+            self._outcomes = None
         self._forget(len(self.contacts) - self.max_contacts)
         return True
 
@@ -94,6 +100,10 @@ class ContactHistory:
             return False
         if len(contact.outcomes) >= MAX_OUTCOMES_PER_CONTACT:
             del contact.outcomes[0]
+            self._outcomes = None
+        elif self._outcomes is not None:
+            for key in _outcome_keys(kind, contact):
+                bisect.insort(self._outcomes.setdefault(key, []), at_ms)
         contact.outcomes.append((kind, at_ms))
         return True
 
@@ -108,6 +118,7 @@ class ContactHistory:
             for contact in self.contacts[:oldest]:
                 self._by_id.pop(contact.treatment_id, None)
             del self.contacts[:oldest]
+            self._outcomes = None
 
     # -- reading --------------------------------------------------------------------------
     def get(self, treatment_id: str) -> Contact | None:
@@ -137,12 +148,19 @@ class ContactHistory:
     def outcome_times(self, kind: str, *, action_id: str | None = None,
                       group: str | None = None) -> list[int]:
         """Times of outcomes of ``kind`` on contacts of the action (or of the group), sorted."""
-        times = [t for c in self.contacts
-                 if (action_id is not None and c.action_id == action_id)
-                 or (group is not None and c.group == group)
-                 for k, t in c.outcomes if k == kind]
-        times.sort()
-        return times
+        if action_id is not None and group is not None:  # either's contacts, each once
+            return sorted(t for c in self.contacts if c.action_id == action_id or c.group == group
+                          for k, t in c.outcomes if k == kind)
+        outcomes = self._outcomes
+        if outcomes is None:
+            outcomes = self._outcomes = {}
+            for c in self.contacts:
+                for k, t in c.outcomes:
+                    for key in _outcome_keys(k, c):
+                        outcomes.setdefault(key, []).append(t)
+            for times in outcomes.values():
+                times.sort()
+        return list(outcomes.get((kind, action_id, group), ()))
 
     # -- snapshots ------------------------------------------------------------------------
     def to_snapshot(self) -> dict[str, Any]:
@@ -160,3 +178,10 @@ class ContactHistory:
         for row in data["contacts"]:
             history.record_contact(Contact.from_wire(row))
         return history
+
+
+def _outcome_keys(kind: str, contact: Contact) -> tuple[tuple[str, str | None, str | None], ...]:
+    """Where an outcome of ``kind`` on ``contact`` is found: by its action, and its group."""
+    if contact.group is None:
+        return ((kind, contact.action_id, None),)
+    return (kind, contact.action_id, None), (kind, None, contact.group)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import msgpack
 import pytest
 
@@ -57,3 +59,32 @@ def test_snapshot_round_trip_through_msgpack() -> None:
     assert again.get("t1") == h.get("t1")
     with pytest.raises(ValueError, match="version"):
         ContactHistory.from_snapshot({**data, "v": 99})
+
+
+def _outcome_times_by_scan(h: ContactHistory, kind: str, action_id: str | None,
+                           group: str | None) -> list[int]:
+    """The definition: every contact of the action (or group), every outcome of the kind."""
+    return sorted(t for c in h if c.action_id == action_id or (group and c.group == group)
+                  for k, t in c.outcomes if k == kind)
+
+
+def test_outcome_times_stay_right_through_every_change() -> None:
+    rng = random.Random(5)
+    h = ContactHistory(max_contacts=12, max_age_days=5)
+    for step in range(3000):
+        roll = rng.random()
+        if roll < 0.3:
+            h.record_contact(Contact(f"t{step}", rng.choice("ab"), "sms", "marketing",
+                                     rng.randrange(0, 10 * DAY_MS), rng.choice(("g", None))))
+        elif roll < 0.8 and len(h):
+            contact = rng.choice(list(h))
+            h.record_outcome(contact.treatment_id, rng.choice(("ignored", "rejected")),
+                             rng.randrange(0, 10 * DAY_MS))
+        elif roll < 0.85:
+            h.trim(rng.randrange(0, 12 * DAY_MS))
+        elif roll < 0.9:  # a snapshot taken now comes back with the same outcomes
+            h = ContactHistory.from_snapshot(msgpack.unpackb(msgpack.packb(h.to_snapshot())))
+        kind, action, group = (rng.choice(("ignored", "rejected")), rng.choice(("a", "b", None)),
+                               rng.choice(("g", None)))
+        assert h.outcome_times(kind, action_id=action, group=group) == \
+            _outcome_times_by_scan(h, kind, action, group), step
