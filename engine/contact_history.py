@@ -54,7 +54,7 @@ class Contact:
 class ContactHistory:
     """Contacts in the order they were sent (oldest first), with their outcomes."""
 
-    __slots__ = ("_by_id", "_outcomes", "contacts", "max_age_ms", "max_contacts")
+    __slots__ = ("_by_id", "_last_sent", "_outcomes", "contacts", "max_age_ms", "max_contacts")
 
     def __init__(self, *, max_contacts: int = 200, max_age_days: float = 90.0) -> None:
         if max_contacts < 1 or max_age_days <= 0:
@@ -65,10 +65,12 @@ class ContactHistory:
         # in every customer, most of whom have no contacts)
         self.contacts: list[Contact] = []
         self._by_id: dict[str, Contact] = {}
-        # the sorted outcome times by (kind, action_id, None) and by (kind, None, group), which
-        # suppression reads per candidate and rule: made when first read, kept up to date by a
-        # new outcome, dropped when a contact or an outcome is forgotten
+        # What the contact policy reads per candidate and rule, made when first read and then
+        # kept up to date: each outcome kind's sorted times by (kind, action_id, None) and by
+        # (kind, None, group) (suppression), and each action's latest send (cooldown). A scan
+        # of every contact instead made a decision's cost grow with the customer's history.
         self._outcomes: dict[tuple[str, str | None, str | None], list[int]] | None = None
+        self._last_sent: dict[str, int] | None = None
 
     def __len__(self) -> int:
         return len(self.contacts)
@@ -87,8 +89,12 @@ class ContactHistory:
         else:
             self.contacts.append(contact)
         self._by_id[contact.treatment_id] = contact
-        if contact.outcomes:
-            self._outcomes = None
+        if self._last_sent is not None:
+            latest = self._last_sent.get(contact.action_id)
+            if latest is None or contact.sent_ms > latest:
+                self._last_sent[contact.action_id] = contact.sent_ms
+        for kind, at_ms in contact.outcomes:  # one from a snapshot comes with its outcomes
+            self._index_outcome(kind, contact, at_ms)
         self._forget(len(self.contacts) - self.max_contacts)
         return True
 
@@ -99,12 +105,10 @@ class ContactHistory:
         if contact is None or contact.has_outcome(kind):
             return False
         if len(contact.outcomes) >= MAX_OUTCOMES_PER_CONTACT:
-            del contact.outcomes[0]
-            self._outcomes = None
-        elif self._outcomes is not None:
-            for key in _outcome_keys(kind, contact):
-                bisect.insort(self._outcomes.setdefault(key, []), at_ms)
+            dropped, dropped_ms = contact.outcomes.pop(0)
+            self._unindex_outcome(dropped, contact, dropped_ms)
         contact.outcomes.append((kind, at_ms))
+        self._index_outcome(kind, contact, at_ms)
         return True
 
     def trim(self, now_ms: int) -> None:
@@ -114,11 +118,37 @@ class ContactHistory:
 
     def _forget(self, oldest: int) -> None:
         """Drop the ``oldest`` first contacts (none if ``oldest`` <= 0)."""
-        if oldest > 0:
-            for contact in self.contacts[:oldest]:
-                self._by_id.pop(contact.treatment_id, None)
-            del self.contacts[:oldest]
-            self._outcomes = None
+        if oldest <= 0:
+            return
+        gone = self.contacts[:oldest]
+        del self.contacts[:oldest]
+        last_sent = self._last_sent
+        for contact in gone:
+            self._by_id.pop(contact.treatment_id, None)
+            for kind, at_ms in contact.outcomes:
+                self._unindex_outcome(kind, contact, at_ms)
+            if last_sent is not None and last_sent.get(contact.action_id) == contact.sent_ms:
+                # it was the action's latest send: the latest left, if any (rare: an action
+                # still sent has a later contact, sent at or after the oldest)
+                latest = next((c.sent_ms for c in reversed(self.contacts)
+                               if c.action_id == contact.action_id), None)
+                if latest is None:
+                    del last_sent[contact.action_id]
+                else:
+                    last_sent[contact.action_id] = latest
+
+    def _index_outcome(self, kind: str, contact: Contact, at_ms: int) -> None:
+        if self._outcomes is not None:
+            for key in _outcome_keys(kind, contact):
+                bisect.insort(self._outcomes.setdefault(key, []), at_ms)
+
+    def _unindex_outcome(self, kind: str, contact: Contact, at_ms: int) -> None:
+        if self._outcomes is not None:
+            for key in _outcome_keys(kind, contact):
+                times = self._outcomes[key]
+                del times[bisect.bisect_left(times, at_ms)]
+                if not times:
+                    del self._outcomes[key]
 
     # -- reading --------------------------------------------------------------------------
     def get(self, treatment_id: str) -> Contact | None:
@@ -140,10 +170,12 @@ class ContactHistory:
         return n
 
     def last_sent_ms(self, action_id: str) -> int | None:
-        for contact in reversed(self.contacts):
-            if contact.action_id == action_id:
-                return contact.sent_ms
-        return None
+        last_sent = self._last_sent
+        if last_sent is None:
+            last_sent = self._last_sent = {}
+            for contact in self.contacts:  # oldest first: the latest of each action stays
+                last_sent[contact.action_id] = contact.sent_ms
+        return last_sent.get(action_id)
 
     def outcome_times(self, kind: str, *, action_id: str | None = None,
                       group: str | None = None) -> list[int]:

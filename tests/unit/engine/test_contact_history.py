@@ -68,23 +68,32 @@ def _outcome_times_by_scan(h: ContactHistory, kind: str, action_id: str | None,
                   for k, t in c.outcomes if k == kind)
 
 
-def test_outcome_times_stay_right_through_every_change() -> None:
+KINDS = ("ignored", "rejected", *(f"kind{k}" for k in range(MAX_OUTCOMES_PER_CONTACT)))
+
+
+def test_outcome_times_and_last_sends_stay_right_through_every_change() -> None:
     rng = random.Random(5)
     h = ContactHistory(max_contacts=12, max_age_days=5)
     for step in range(3000):
         roll = rng.random()
         if roll < 0.3:
-            h.record_contact(Contact(f"t{step}", rng.choice("ab"), "sms", "marketing",
-                                     rng.randrange(0, 10 * DAY_MS), rng.choice(("g", None))))
+            h.record_contact(Contact(  # some come with outcomes already, as from a snapshot
+                f"t{step}", rng.choice("abcdef"), "sms", "marketing",
+                rng.randrange(0, 10 * DAY_MS), rng.choice(("g", None)),
+                [(kind, rng.randrange(0, 10 * DAY_MS)) for kind in rng.sample(KINDS, 2)]
+                if rng.random() < 0.2 else []))
         elif roll < 0.8 and len(h):
             contact = rng.choice(list(h))
-            h.record_outcome(contact.treatment_id, rng.choice(("ignored", "rejected")),
+            h.record_outcome(contact.treatment_id, rng.choice(KINDS),  # up to the cap
                              rng.randrange(0, 10 * DAY_MS))
         elif roll < 0.85:
             h.trim(rng.randrange(0, 12 * DAY_MS))
         elif roll < 0.9:  # a snapshot taken now comes back with the same outcomes
             h = ContactHistory.from_snapshot(msgpack.unpackb(msgpack.packb(h.to_snapshot())))
-        kind, action, group = (rng.choice(("ignored", "rejected")), rng.choice(("a", "b", None)),
+        kind, action, group = (rng.choice(KINDS), rng.choice(("a", "b", "f", None)),
                                rng.choice(("g", None)))
         assert h.outcome_times(kind, action_id=action, group=group) == \
             _outcome_times_by_scan(h, kind, action, group), step
+        sent = rng.choice("abcdefg")
+        assert h.last_sent_ms(sent) == max((c.sent_ms for c in h if c.action_id == sent),
+                                           default=None), step
