@@ -7,6 +7,7 @@ hdrhistogram, matplotlib) happen only when the command runs.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import shutil
 import tempfile
@@ -61,6 +62,19 @@ def final_table(report: dict[str, Any]) -> Table:
     return table
 
 
+def accepted_by_stretch(report: dict[str, Any], stretches: int = 10) -> list[float]:
+    """Accepted events/s in up to ``stretches`` equal stretches of the load, in order (from
+    the timeline, by reply time): a rate that drifts within the run, as state piles up or a
+    store slows, shows here and not in the run's mean."""
+    rates = [row["accepted"] for row in report["timeline"]
+             if row["t_s"] < report["spec"]["duration_s"]]
+    if not rates:
+        return []
+    count = min(stretches, len(rates))
+    bounds = [round(i * len(rates) / count) for i in range(count + 1)]
+    return [sum(rates[a:b]) / (b - a) for a, b in itertools.pairwise(bounds)]
+
+
 def summary_lines(report: dict[str, Any], *, machine_loop_ms: float | None = None
                   ) -> list[str]:
     t, e, r, tr = (report["throughput"], report["errors"], report["resources"],
@@ -78,6 +92,10 @@ def summary_lines(report: dict[str, Any], *, machine_loop_ms: float | None = Non
         f" of one core, of {100 * r['cpu_count']} % on {r['cpu_count']} cores (load "
         f"generator included)",
     ]
+    stretches = accepted_by_stretch(report)
+    if len(stretches) > 1:
+        lines.append(f"accepted ev/s over the run, in {len(stretches)} equal stretches: "
+                     + " ".join(f"{rate:,.0f}" for rate in stretches))
     per_event = r.get("cpu_us_per_event") or {}
     if per_event:
         roles = sorted((role for role in per_event if role != "all"),

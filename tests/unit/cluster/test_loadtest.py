@@ -405,3 +405,20 @@ def test_the_summary_shows_each_shards_snapshots_and_replay_backlog() -> None:
                      "catch-up step (past max_replay_events); a restart would replay 100,412 "
                      "events at the end")
     assert second.startswith("shard 1 snapshots: 9 customers saved, 0 batches")
+
+
+def test_the_summary_shows_a_rate_that_drifts_within_the_run() -> None:
+    from shush.cluster.loadtest_cli import accepted_by_stretch, summary_lines
+
+    data = report(1_000, 1_000, 12.0)
+    data["spec"]["duration_s"] = 5.0
+    data["timeline"] = [{"t_s": t, "sent": 1_000, "accepted": rate}
+                        for t, rate in enumerate((900, 1_100, 1_000, 600, 400, 50))]
+    # seconds 0-1 and 2-4; the drain after the load (second 5) is left out
+    assert accepted_by_stretch(data, stretches=2) == pytest.approx([1_000, 2_000 / 3])
+    assert accepted_by_stretch(data) == [900, 1_100, 1_000, 600, 400]  # one a second
+    [line] = [line for line in summary_lines(data) if "stretches" in line]
+    assert line.endswith("in 5 equal stretches: 900 1,100 1,000 600 400")
+    data["timeline"] = []
+    assert accepted_by_stretch(data) == []
+    assert not any("stretches" in line for line in summary_lines(data))
