@@ -128,8 +128,8 @@ class ContactHistory:
             for kind, at_ms in contact.outcomes:
                 self._unindex_outcome(kind, contact, at_ms)
             if last_sent is not None and last_sent.get(contact.action_id) == contact.sent_ms:
-                # it was the action's latest send: the latest left, if any (rare: an action
-                # still sent has a later contact, sent at or after the oldest)
+                # it was the action's latest send: look for the latest of those left (a scan,
+                # but rare: an action sent since has a later contact, kept)
                 latest = next((c.sent_ms for c in reversed(self.contacts)
                                if c.action_id == contact.action_id), None)
                 if latest is None:
