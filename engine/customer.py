@@ -285,14 +285,17 @@ class CustomerState:
         and no shorter life is at least as relevant as an earlier one at every time to come, so
         the earlier one can never be chosen again: it only cost every later decision and
         snapshot (a customer whose balance forecast fires again and again kept one per firing,
-        up to ``max_moments_per_customer``). Called as a decision starts, never while one of
-        this customer's is in flight, so a moment that a decision chose stays for its settling.
+        up to ``max_moments_per_customer``), and so did its treatment keys (``treated``: the
+        idempotency key ends with the moment's id; the ledger keeps every key regardless).
+        Called as a decision starts, never while one of this customer's is in flight, so a
+        moment that a decision chose stays for its settling.
         """
         live = self.live_moments(now_ms)
         if len(live) < 2:
             return live
         latest: dict[str, Moment] = {}  # the latest moment of each name
         kept: list[Moment] = []
+        forgotten: list[str] = []
         for moment in reversed(live):
             later = latest.get(moment.name)
             if later is None:
@@ -300,12 +303,17 @@ class CustomerState:
             elif (later.half_life_s == moment.half_life_s and later.urgency >= moment.urgency
                   and later.occurred_at_ms >= moment.occurred_at_ms
                   and later.ttl_s >= moment.ttl_s):
+                forgotten.append(f"|{moment.moment_id}")
                 continue
             kept.append(moment)
-        if len(kept) == len(live):
+        if not forgotten:
             return live
         kept.reverse()
         self.moments = kept
+        if self.treated:  # their treatments' keys go too: no decision can choose them again
+            ends = tuple(forgotten)
+            self.treated = {key: expiry for key, expiry in self.treated.items()
+                            if not key.endswith(ends)}
         return kept
 
     def compact(self, now_ms: int, catalog: Catalog) -> None:

@@ -70,3 +70,15 @@ def test_forgetting_never_changes_what_a_decision_chooses_then_or_later() -> Non
             for name in "ab":
                 assert _chosen(kept, name, later) == _chosen(moments, name, later), \
                     (trial, name, later)
+
+
+def test_a_forgotten_moment_takes_its_treatment_keys_along() -> None:
+    first, second = moment("low_balance", T0), moment("low_balance", T0 + HOUR)
+    other = moment("big_withdrawal", T0)
+    customer = customer_with(first, other, second)
+    for m in (first, other, second):
+        customer.mark_treated(f"cust|alert|{m.moment_id}", T0 + DAY)
+    customer.mark_treated("cust|alert|inbound", T0 + DAY)
+    customer.current_moments(T0 + 2 * HOUR)
+    assert set(customer.treated) == {f"cust|alert|{other.moment_id}",
+                                     f"cust|alert|{second.moment_id}", "cust|alert|inbound"}
