@@ -183,16 +183,12 @@ class ContactHistory:
         if action_id is not None and group is not None:  # either's contacts, each once
             return sorted(t for c in self.contacts if c.action_id == action_id or c.group == group
                           for k, t in c.outcomes if k == kind)
-        outcomes = self._outcomes
-        if outcomes is None:
-            outcomes = self._outcomes = {}
+        if self._outcomes is None:
+            self._outcomes = {}
             for c in self.contacts:
                 for k, t in c.outcomes:
-                    for key in _outcome_keys(k, c):
-                        outcomes.setdefault(key, []).append(t)
-            for times in outcomes.values():
-                times.sort()
-        return list(outcomes.get((kind, action_id, group), ()))
+                    self._index_outcome(k, c, t)
+        return list(self._outcomes.get((kind, action_id, group), ()))
 
     # -- snapshots ------------------------------------------------------------------------
     def to_snapshot(self) -> dict[str, Any]:
