@@ -258,7 +258,7 @@ class ShardActorBody:
         arrived_s = time.time()
         self._ensure_background()
         try:
-            events = codec.unpack(batch, codec.EVENTS)
+            events, packed = codec.unpack_events(batch)
         except CodecError as exc:
             return codec.pack(codec.ACKS, [], refused=str(exc))
         turn = self.config.shard.turn_events
@@ -275,7 +275,7 @@ class ShardActorBody:
                     if self.persistence.behind():
                         await self._catch_up(len(events))
                     with self.steps.timed("journal"):
-                        self.core.journal(events)  # the whole batch, in one transaction
+                        self.core.journal(events, packed)  # the whole batch, one transaction
             except FencedError:
                 self._fence()
             for start in range(0, len(events), turn):

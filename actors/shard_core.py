@@ -187,12 +187,14 @@ class ShardCore:
         return {"customers": loaded, "replayed": len(replayed), "resent": resent}
 
     # -- the turn of each customer --------------------------------------------------------
-    def journal(self, events: list[Any]) -> None:
+    def journal(self, events: list[Any], packed: bytes | None = None) -> None:
         """Write events ahead to the journal (one transaction); malformed ones are left out
-        (``apply_events`` rejects them)."""
+        (``apply_events`` rejects them). ``packed``: the events as msgpack bytes, when the
+        caller has them (the batch as it came): journaled as they are if none is left out."""
         if self.persistence is not None:
-            self.persistence.journal([e for e in events if isinstance(e, list) and len(e) == 6
-                                      and isinstance(e[1], str)])
+            kept = [e for e in events if isinstance(e, list) and len(e) == 6
+                    and isinstance(e[1], str)]
+            self.persistence.journal(kept, packed if len(kept) == len(events) else None)
 
     def apply_events(self, events: Iterable[Any], *, journal: bool = True) -> list[list[Any]]:
         """Journal, then apply wire events in order; return one ``[status, reason]`` per event.

@@ -121,8 +121,9 @@ class ShardPersistence:
             after = entries[-1].seq
 
     # -- the write path -------------------------------------------------------------------
-    def journal(self, events: list[list[Any]]) -> None:
-        """One entry for the batch, fenced by the epochs of the partitions it touches."""
+    def journal(self, events: list[list[Any]], packed: bytes | None = None) -> None:
+        """One entry for the batch, fenced by the epochs of the partitions it touches;
+        ``packed``: ``events`` already packed with msgpack (else they are packed here)."""
         if not events:
             return
         epochs = self.epochs
@@ -130,7 +131,8 @@ class ShardPersistence:
         for event in events:
             partition = partition_of(event[1], self.num_partitions)
             counts[partition] = counts.get(partition, 0) + 1
-        self._end = self.store.append_journal({p: epochs[p] for p in counts}, _pack(events))
+        self._end = self.store.append_journal({p: epochs[p] for p in counts},
+                                              _pack(events) if packed is None else packed)
         self.stats["journaled"] += len(events)
         self._events_since += len(events)
         for partition, count in counts.items():

@@ -416,3 +416,24 @@ def test_a_candidate_with_a_budget_is_left_to_the_arbitrator(catalog: Catalog) -
     assert h.core.score_here(sets) is None
     h.core.budgeted = frozenset({"rate_offer"})  # not among this Decide's candidates
     assert h.core.score_here(sets) is not None
+
+
+def test_a_batch_is_journaled_as_it_came_and_replayed_after_a_crash(catalog: Catalog) -> None:
+    """The journal takes the batch's own bytes when nothing in it is malformed; a batch with
+    a malformed event is packed again without it. A new incarnation replays both."""
+    from shush.engine import codec
+
+    first = Harness(catalog)
+    batch = [event("ned", "savings_withdrawal", amount=9000.0),
+             event("ada", "savings_withdrawal", amount=5.0)]
+    first.core.journal(*codec.unpack_events(codec.pack(codec.EVENTS, batch)))
+    later = [event("bob", "savings_withdrawal", amount=9000.0), ["not", "an", "event"]]
+    first.core.journal(later, codec.pack(codec.EVENTS, later))  # bytes that do not match
+    second = Harness(catalog)
+    second.persistence = ShardPersistence(first.store, 0, PartitionTable.round_robin(16, 1),
+                                          snapshot_interval_s=1.0)
+    second.core = ShardCore(0, catalog, ShardConfig(), second.clock, second.channel,
+                            first.store, second.persistence)
+    assert second.core.recover()["replayed"] == 3
+    assert set(second.core.customers) == {"ned", "ada", "bob"}
+    assert second.store.read_dead_letters(10) == []  # the malformed one never reached it

@@ -54,6 +54,20 @@ def test_codec_round_trip_and_version_checks() -> None:
         codec.unpack(b"\xc1\xff", codec.EVENTS)
 
 
+def test_an_events_batch_gives_its_items_packed_as_they_came() -> None:
+    events = [event("c1", "savings_withdrawal", amount=10.0), event("c2", "balance_update",
+                                                                     balance=-3.5)]
+    items, packed = codec.unpack_events(codec.pack(codec.EVENTS, events))
+    assert items == events
+    assert packed == msgpack.packb(events, use_bin_type=True)
+    # another envelope's layout (meta, keys in another order): the items only
+    assert codec.unpack_events(codec.pack(codec.EVENTS, events, sent=1.0)) == (events, None)
+    reordered = msgpack.packb({"items": events, "k": "events", "v": codec.WIRE_VERSION})
+    assert codec.unpack_events(reordered) == (events, None)
+    with pytest.raises(CodecError):
+        codec.unpack_events(codec.pack(codec.ACKS, []))
+
+
 def test_verdicts_and_their_meta_come_back_from_one_reply() -> None:
     best = Candidate(action_id="x", moment_id="m", p=0.5, c=1.0, v=2.0, l=1.0, score=1.0)
     verdicts = [Verdict("a", (best,), "x", ()), Verdict("b", (), None, ())]
