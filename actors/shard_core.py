@@ -173,7 +173,7 @@ class ShardCore:
         for state in self.persistence.load_customers():
             loaded += 1
             self._reside(state)
-            self.timers.schedule(state.customer_id, state.next_due_ms())  # durable reminders
+            self._schedule(state)  # durable reminders
             if state.undecided:  # its moments came before the crash; its decision did not
                 self._await(state.customer_id, "triggered")
             if self.always_on is not None:
@@ -255,16 +255,19 @@ class ShardCore:
             acks.append([codec.ACCEPTED, ""])
         self.stats["events"] += accepted
         self.stats["moments"] += moments_made
-        wheel = self.timers
-        for customer_id, customer in batch.items():
-            # most customers have no timer and no deferred send, and had none before
-            if customer.timers or customer.deferred or customer_id in wheel:
-                wheel.schedule(customer_id, customer.next_due_ms())
+        for customer in batch.values():
+            if customer.due_moved:  # most turns move no timer (a 30-day absence's stays put)
+                self._schedule(customer)
         if self.persistence is not None:
             self.persistence.touched_customers(batch.values())
         if self.always_on is not None:
             self.always_on.observe(batch.values(), profiled, earliest)
         return acks
+
+    def _schedule(self, customer: CustomerState) -> None:
+        """Put the customer's next due time (a timer, a deferred send) on the wheel."""
+        customer.due_moved = False
+        self.timers.schedule(customer.customer_id, customer.next_due_ms())
 
     def _await(self, customer_id: str, trigger: Trigger) -> None:
         """Queue a decision; an emergency or sweep reason outranks a plain trigger."""
@@ -310,7 +313,7 @@ class ShardCore:
                 continue
             moments = customer.on_time(now_ms, self.catalog)
             sends.extend(self.due_sends(customer, now_ms))
-            self.timers.schedule(customer_id, customer.next_due_ms())
+            self._schedule(customer)
             if moments:
                 self.stats["timer_moments"] += len(moments)
                 self._await(customer_id, "triggered")
@@ -436,7 +439,7 @@ class ShardCore:
                     customer.defer(treatment.idempotency_key,
                                    int(treatment.payload.pop("send_at_ms")),
                                    treatment.to_wire())
-                    self.timers.schedule(customer.customer_id, customer.next_due_ms())
+                    self._schedule(customer)
                 else:
                     ready.append(treatment)
         return self._fire_all(ready, now_ms, audit)

@@ -117,8 +117,9 @@ class RecentIds:
 
 class CustomerState:
     __slots__ = (
-        "_recent", "contacts", "customer_id", "deferred", "detector_state", "last",
-        "last_event_ms", "moments", "partition", "profile", "timers", "treated", "undecided",
+        "_recent", "contacts", "customer_id", "deferred", "detector_state", "due_moved",
+        "last", "last_event_ms", "moments", "partition", "profile", "timers", "treated",
+        "undecided",
     )
 
     def __init__(self, customer_id: str, *, dedup_ids: int = 64) -> None:
@@ -137,6 +138,9 @@ class CustomerState:
         # the partition its id hashes to, kept by the shard hosting it (-1: not asked yet);
         # not in snapshots: a hash of the id, and the partition count is the engine's
         self.partition = -1
+        # a timer or a deferred send changed since the shard last took ``next_due_ms`` (it
+        # clears this when it does): most turns change neither, and the shard skips those
+        self.due_moved = False
 
     # -- events ---------------------------------------------------------------------------
     def seen(self, event_id: str) -> bool:
@@ -197,10 +201,13 @@ class CustomerState:
     def defer(self, key: str, at_ms: int, treatment: dict[str, Any]) -> None:
         """Keep a decided treatment to send at ``at_ms`` (quiet hours): a durable reminder."""
         self.deferred[key] = (at_ms, treatment)
+        self.due_moved = True
 
     def due_sends(self, now_ms: int) -> list[dict[str, Any]]:
         """Take the deferred treatments due by ``now_ms``."""
         due = [key for key, (at, _) in self.deferred.items() if at <= now_ms]
+        if due:
+            self.due_moved = True
         return [self.deferred.pop(key)[1] for key in sorted(due)]
 
     def on_time(self, now_ms: int, catalog: Catalog) -> list[Moment]:
@@ -217,6 +224,7 @@ class CustomerState:
             detector = catalog.runtimes.get(detector_id)
             if detector is None:  # removed from the catalog since the timer was set
                 del self.timers[detector_id]
+                self.due_moved = True
                 continue
             state = self._state(detector)
             fired.extend(detector.on_time(state, now_ms, self))
@@ -225,10 +233,13 @@ class CustomerState:
 
     def _set_timer(self, detector: BaseDetector, state: dict[str, Any]) -> None:
         due = detector.next_due_ms(state)
-        if due is None:
-            self.timers.pop(detector.id, None)
-        else:
-            self.timers[detector.id] = due
+        timers = self.timers
+        if timers.get(detector.id) != due:
+            self.due_moved = True
+            if due is None:
+                del timers[detector.id]
+            else:
+                timers[detector.id] = due
 
     # -- detectors and moments ------------------------------------------------------------
     def _state(self, detector: BaseDetector) -> dict[str, Any]:
@@ -236,7 +247,8 @@ class CustomerState:
         if state is None or state.get("v") != detector.version:  # a new version starts afresh
             state = {"v": detector.version}
             self.detector_state[detector.id] = state
-            self.timers.pop(detector.id, None)
+            if self.timers.pop(detector.id, None) is not None:
+                self.due_moved = True
         return state
 
     def _keep(self, fired: list[Moment], catalog: Catalog) -> list[Moment]:
@@ -323,7 +335,8 @@ class CustomerState:
             detector = catalog.runtimes.get(detector_id)
             if detector is None:
                 del self.detector_state[detector_id]
-                self.timers.pop(detector_id, None)
+                if self.timers.pop(detector_id, None) is not None:
+                    self.due_moved = True
                 continue
             detector.expire(self.detector_state[detector_id], now_ms)
         self.live_moments(now_ms)
@@ -404,4 +417,5 @@ class CustomerState:
         state.contacts = ContactHistory.from_snapshot(data["contacts"])
         state.deferred = {k: (int(at), dict(t)) for k, (at, t) in data["deferred"].items()}
         state.undecided = bool(data.get("undecided", False))
+        state.due_moved = bool(state.timers or state.deferred)  # for the shard to schedule
         return state

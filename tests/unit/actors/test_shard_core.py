@@ -236,9 +236,14 @@ def test_after_a_turn_the_wheel_holds_each_customers_next_due_time_or_nothing(
     joe = h.core.customers["joe"]
     assert h.core.timers.due_ms("joe") == joe.next_due_ms() is not None
     assert "ann" not in h.core.timers  # no timer, never scheduled
-    joe.timers.clear()  # e.g. the detector's wait ended: nothing due any more
-    h.submit(event("joe", "balance_update", T0_MS + 1, balance=400.0))
-    assert "joe" not in h.core.timers
+    h.submit(event("joe", "balance_update", T0_MS + 1, balance=400.0))  # moves no timer
+    assert h.core.timers.due_ms("joe") == joe.next_due_ms() and not joe.due_moved
+    h.submit(event("joe", "deposit", T0_MS + DAY_MS, amount=5.0))  # the wait starts again
+    assert h.core.timers.due_ms("joe") == joe.next_due_ms() == T0_MS + 31 * DAY_MS
+    # 31 days later an event's own time ends the wait: the absence fires, nothing is due
+    h.submit(event("joe", "balance_update", T0_MS + 32 * DAY_MS, balance=300.0))
+    assert joe.next_due_ms() is None and "joe" not in h.core.timers
+    assert "no_recent_deposit" in {m.name for m in joe.moments}
 
 
 def test_a_late_event_is_rejected_with_the_field_and_dead_lettered(bank: Catalog) -> None:
