@@ -133,9 +133,12 @@ async def _client(process: int, spec: LoadSpec, tag: str, population_size: int,
                 per_second[int(time.time() - start)][1] += result.accepted  # by reply time
                 for rejection in result.rejected[:3]:
                     counters.count(f"rejected: {rejection.reason}")
-                refused = {r.event_id for r in result.rejected}
-                triggers.extend(t for t, e in zip(batch_triggers, _trigger_ids(batch),
-                                                  strict=True) if e not in refused)
+                if result.rejected:  # rare: find which triggers were refused
+                    refused = {r.event_id for r in result.rejected}
+                    triggers.extend(t for t, e in zip(batch_triggers, _trigger_ids(batch),
+                                                      strict=True) if e not in refused)
+                else:
+                    triggers.extend(batch_triggers)
 
         async def reporter() -> None:
             while True:
