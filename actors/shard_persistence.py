@@ -32,7 +32,7 @@ from typing import Any
 import msgpack
 
 from ..engine.customer import CustomerState
-from ..engine.partitions import PartitionTable, partition_of
+from ..engine.partitions import PartitionTable
 from ..engine.store import SnapshotRow, StateStore
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ class ShardPersistence:
                  snapshot_interval_s: float, max_replay_events: int | None = None) -> None:
         self.store = store
         self.num_partitions = table.num_partitions
+        self.partition = table.partition  # customer id -> partition (remembered)
         self.partitions = table.partitions_of(shard_index)
         self.owner = f"shard-{shard_index}-{uuid.uuid4().hex[:8]}"
         epoch = store.acquire_partitions(self.partitions, self.owner)
@@ -88,9 +89,6 @@ class ShardPersistence:
         self._last_step = time.monotonic()
         self.stats = {"snapshots": 0, "snapshot_rows": 0, "journaled": 0, "replayed": 0,
                       "catch_ups": 0}
-
-    def partition(self, customer_id: str) -> int:
-        return partition_of(customer_id, self.num_partitions)
 
     # -- recovery -------------------------------------------------------------------------
     def load_customers(self) -> Iterator[CustomerState]:
@@ -128,8 +126,9 @@ class ShardPersistence:
             return
         epochs = self.epochs
         counts: dict[int, int] = {}
+        partition_of = self.partition
         for event in events:
-            partition = partition_of(event[1], self.num_partitions)
+            partition = partition_of(event[1])
             counts[partition] = counts.get(partition, 0) + 1
         self._end = self.store.append_journal({p: epochs[p] for p in counts},
                                               _pack(events) if packed is None else packed)

@@ -5,7 +5,7 @@ from collections import Counter
 import msgpack
 import pytest
 
-from shush.engine import codec
+from shush.engine import codec, partitions
 from shush.engine.arbitration import CandidateSet, Verdict
 from shush.engine.catalog import Catalog, CatalogFile
 from shush.engine.errors import CodecError, EventRejected
@@ -39,6 +39,16 @@ def test_moving_a_partition_moves_only_its_customers() -> None:
             assert table.shard_of(customer) == 2
         else:
             assert table.shard_of(customer) == shard
+
+
+def test_a_table_remembers_partitions_up_to_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(partitions, "PARTITIONS_KEPT", 50)
+    table = PartitionTable.round_robin(64, 3)
+    ids = [f"customer-{i}" for i in range(200)]
+    for _ in range(2):  # the second pass after the table started over, more than once
+        assert [table.partition(c) for c in ids] == [partition_of(c, 64) for c in ids]
+        assert [table.shard_of(c) for c in ids] == [partition_of(c, 64) % 3 for c in ids]
+        assert len(table._known) <= 50
 
 
 def test_codec_round_trip_and_version_checks() -> None:
