@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -84,7 +84,10 @@ class ShardCore:
         self.resolutions: deque[Resolution] = deque(maxlen=100_000)
         self.learned: list[list[Any]] = []
         self.budget_settled: list[list[Any]] = []
-        self.customers: OrderedDict[str, CustomerState] = OrderedDict()  # resident, LRU first
+        # resident customers, least recently active first: a customer taking a turn moves to
+        # the end by a pop and an insert (an OrderedDict's move_to_end cost twice as much,
+        # 3.7 % of a saturated shard's samples)
+        self.customers: dict[str, CustomerState] = {}
         self.active_ms: dict[str, int] = {}  # engine time of each resident's last turn
         self.timers = TimerWheel()
         self.awaiting_decision: dict[str, Trigger] = {}  # customer -> why it is decided
@@ -106,9 +109,9 @@ class ShardCore:
 
     def find(self, customer_id: str, now_ms: int | None = None) -> CustomerState | None:
         """A known customer (activated from its snapshot if passivated), else ``None``."""
-        state = self.customers.get(customer_id)
+        state = self.customers.pop(customer_id, None)
         if state is not None:
-            self.customers.move_to_end(customer_id)
+            self.customers[customer_id] = state
             self.active_ms[customer_id] = self.clock.now_ms() if now_ms is None else now_ms
             return state
         self._activate((customer_id,))
@@ -179,7 +182,7 @@ class ShardCore:
             if self.always_on is not None:
                 self.always_on.observe([state])
             if len(self.customers) > self.config.max_resident_customers:
-                self.customers.popitem(last=False)  # its snapshot is current: just let go
+                del self.customers[next(iter(self.customers))]  # its snapshot is current
         self.active_ms = {c: self.active_ms[c] for c in self.customers}
         replayed = list(self.persistence.journaled_events())
         self.apply_events(replayed, journal=False)
