@@ -169,11 +169,13 @@ class CustomerState:
         attributes = signal.attributes
         if kind in catalog.profile_signals:
             self.profile.update(attributes)
-        previous = self.last.get(kind)
-        if previous is None or previous.get("_at", 0) <= t:
+        if latest is None or t >= latest:  # in order (most events): the latest of its type
             self.last[kind] = {**attributes, "_at": t}
-        if latest is None or t > latest:
             self.last_event_ms = t
+        else:  # out of order: it replaces only an older one of its type
+            previous = self.last.get(kind)
+            if previous is None or previous.get("_at", 0) <= t:
+                self.last[kind] = {**attributes, "_at": t}
         states = self.detector_state
         timed = False  # only a detector with a timer can have set one that is already due
         for detector, detector_id, version, uses_timer in catalog.detector_steps.get(kind, ()):

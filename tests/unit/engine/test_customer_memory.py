@@ -90,3 +90,16 @@ def test_snapshot_moments_leave_out_their_customer_and_older_ones_still_load() -
     data["recent_ids"] = ["e1"]
     del data["recent"]
     assert CustomerState.from_snapshot(data).moments == [moment]
+
+
+def test_the_latest_attributes_of_each_type_follow_event_time_not_arrival() -> None:
+    customer = CustomerState("c1")
+    customer.apply(signal("a", T0 + 10, x=1), CATALOG)
+    customer.apply(signal("a", T0 + 20, x=2), CATALOG)
+    customer.apply(signal("a", T0 + 15, x=3), CATALOG)  # late, older than the latest "a"
+    customer.apply(signal("b", T0 + 5, x=4), CATALOG)  # late, but the first "b"
+    customer.apply(signal("a", T0 + 20, x=5), CATALOG)  # the same time as the latest: taken
+    assert customer.last == {"a": {"x": 5, "_at": T0 + 20}, "b": {"x": 4, "_at": T0 + 5}}
+    assert customer.last_event_ms == T0 + 20
+    customer.apply(signal("b", T0 + 8, x=6), CATALOG)  # late, newer than the "b" held
+    assert customer.last["b"] == {"x": 6, "_at": T0 + 8}
