@@ -69,7 +69,6 @@ class ShardPersistence:
     def __init__(self, store: StateStore, shard_index: int, table: PartitionTable,
                  snapshot_interval_s: float, max_replay_events: int | None = None) -> None:
         self.store = store
-        self.num_partitions = table.num_partitions
         self.partition = table.partition  # customer id -> partition (remembered)
         self.partitions = table.partitions_of(shard_index)
         self.owner = f"shard-{shard_index}-{uuid.uuid4().hex[:8]}"

@@ -14,6 +14,8 @@ The API the shard uses (all times are ms since the epoch)::
                                                # raises LateEventError (an EventRejected) for
                                                # an event older than the customer's watermark
     customer.next_due_ms()                     # earliest timer of any detector, or None
+    customer.due_moved                         # a timer or deferred send changed since the
+                                               # shard last read next_due_ms (it clears it)
     moments = customer.on_time(now_ms, catalog)  # fire the timers due at now_ms (engine clock)
     customer.timers                            # {detector_id: due_ms}: the durable reminders
     customer.compact(now_ms, catalog)          # forget expired windows/partials (passivation)
