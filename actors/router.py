@@ -104,8 +104,11 @@ class RouterActorBody:
                 results[i] = [codec.REJECTED, exc.reason, exc.field]
                 self._dead_letter(event, exc)
                 continue
-            positions, chunk = per_shard.setdefault(self.table.shard_of(signal.customer_id),
-                                                    ([], []))
+            shard = self.table.shard_of(signal.customer_id)
+            entry = per_shard.get(shard)  # (not setdefault: its default is built every call)
+            if entry is None:
+                entry = per_shard[shard] = ([], [])
+            positions, chunk = entry
             positions.append(i)
             chunk.append(event)
         loop = asyncio.get_running_loop()

@@ -24,8 +24,10 @@ class SignalRecord(NamedTuple):
     attributes: dict[str, Any]
 
 
+# isinstance with a tuple of types, not ``int | float``: a union costs ~30 ns more a call, and
+# these run once per event and attribute in the router
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 _TYPE_CHECKS: dict[str, Callable[[Any], bool]] = {
@@ -39,7 +41,7 @@ _TYPE_CHECKS: dict[str, Callable[[Any], bool]] = {
 
 def validate_wire_event(event: Any, signal_types: Mapping[str, Any]) -> SignalRecord:
     """Check one wire event against the catalog; raise ``EventRejected`` naming the field."""
-    if not isinstance(event, list | tuple) or len(event) != 6:
+    if not isinstance(event, (list, tuple)) or len(event) != 6:
         raise EventRejected("an event is a list of 6 fields", field="event")
     event_id, customer_id, type_, occurred_at_ms, source, attributes = event
     if not isinstance(event_id, str) or not 0 < len(event_id) <= MAX_ID_LENGTH:
