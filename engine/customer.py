@@ -172,12 +172,13 @@ class CustomerState:
         if kind in catalog.profile_signals:
             self.profile.update(attributes)
         if latest is None or t >= latest:  # in order (most events): the latest of its type
-            self.last[kind] = {**attributes, "_at": t}
             self.last_event_ms = t
-        else:  # out of order: it replaces only an older one of its type
+            latest_of_type = True
+        else:  # out of order: the latest of its type only if newer than the one held
             previous = self.last.get(kind)
-            if previous is None or previous.get("_at", 0) <= t:
-                self.last[kind] = {**attributes, "_at": t}
+            latest_of_type = previous is None or previous.get("_at", 0) <= t
+        if latest_of_type:
+            self.last[kind] = {**attributes, "_at": t}
         states = self.detector_state
         timed = False  # only a detector with a timer can have set one that is already due
         for detector, detector_id, version, uses_timer in catalog.detector_steps.get(kind, ()):
@@ -227,8 +228,7 @@ class CustomerState:
                 break
             detector = catalog.runtimes.get(detector_id)
             if detector is None:  # removed from the catalog since the timer was set
-                del self.timers[detector_id]
-                self.due_moved = True
+                self._drop_timer(detector_id)
                 continue
             state = self._state(detector)
             fired.extend(detector.on_time(state, now_ms, self))
@@ -237,13 +237,15 @@ class CustomerState:
 
     def _set_timer(self, detector: BaseDetector, state: dict[str, Any]) -> None:
         due = detector.next_due_ms(state)
-        timers = self.timers
-        if timers.get(detector.id) != due:
+        if due is None:
+            self._drop_timer(detector.id)
+        elif self.timers.get(detector.id) != due:
+            self.timers[detector.id] = due
             self.due_moved = True
-            if due is None:
-                del timers[detector.id]
-            else:
-                timers[detector.id] = due
+
+    def _drop_timer(self, detector_id: str) -> None:
+        if self.timers.pop(detector_id, None) is not None:
+            self.due_moved = True
 
     # -- detectors and moments ------------------------------------------------------------
     def _state(self, detector: BaseDetector) -> dict[str, Any]:
@@ -251,8 +253,7 @@ class CustomerState:
         if state is None or state.get("v") != detector.version:  # a new version starts afresh
             state = {"v": detector.version}
             self.detector_state[detector.id] = state
-            if self.timers.pop(detector.id, None) is not None:
-                self.due_moved = True
+            self._drop_timer(detector.id)
         return state
 
     def _keep(self, fired: list[Moment], catalog: Catalog) -> list[Moment]:
@@ -339,8 +340,7 @@ class CustomerState:
             detector = catalog.runtimes.get(detector_id)
             if detector is None:
                 del self.detector_state[detector_id]
-                if self.timers.pop(detector_id, None) is not None:
-                    self.due_moved = True
+                self._drop_timer(detector_id)
                 continue
             detector.expire(self.detector_state[detector_id], now_ms)
         self.live_moments(now_ms)

@@ -53,8 +53,7 @@ class PartitionTable:
         return partition
 
     def shard_of(self, customer_id: str) -> int:
-        partition = self._known.get(customer_id)
-        return self.owners[self.partition(customer_id) if partition is None else partition]
+        return self.owners[self.partition(customer_id)]
 
     def partitions_of(self, shard: int) -> list[int]:
         return [p for p, owner in enumerate(self.owners) if owner == shard]
