@@ -462,6 +462,54 @@ def test_treatments_and_their_decisions_are_recorded_together(store: StateStore)
 
 
 
+def ledger_row(customer_id: str, action_id: str, moment: str, at_ms: int) -> TreatmentRow:
+    """A treatment keyed as the engine keys them: ``customer|action|moment``."""
+    key = f"{customer_id}|{action_id}|{moment}"
+    return TreatmentRow(key, f"t-{key}", customer_id, action_id, at_ms, b"p")
+
+
+def test_treated_and_untreated_decisions_list_together_newest_first(store: StateStore) -> None:
+    """However a store files a treated decision (the SQLite one finds it through its ledger
+    row), Explain sees every decision once, by time and then by order of recording."""
+    store.record_treatments([ledger_row("a", "offer", "m1", 100),
+                             ledger_row("a", "service", "m1", 100)],  # winner and runner-up
+                            decisions=[DecisionRow("a", 100, b"sent two")])
+    store.append_decisions([DecisionRow("a", 200, b"nothing sent")])
+    store.record_treatments([ledger_row("a", "offer", "m2", 200)],
+                            decisions=[DecisionRow("a", 200, b"sent at 200")])
+    store.record_treatments([ledger_row("a|b", "offer", "m1", 300)],  # "a|..." is not "a"'s
+                            decisions=[DecisionRow("a|b", 300, b"other customer")])
+    assert [d.data for d in store.recent_decisions("a", 10)] == [
+        b"sent at 200", b"nothing sent", b"sent two"]
+    assert store.recent_decisions("a", 1) == [DecisionRow("a", 200, b"sent at 200")]
+    assert [d.data for d in store.recent_decisions("a|b", 10)] == [b"other customer"]
+
+
+def test_a_decision_whose_treatment_was_sent_before_is_still_audited(
+        store: StateStore) -> None:
+    store.record_treatments([ledger_row("a", "offer", "m1", 100)],
+                            decisions=[DecisionRow("a", 100, b"first")])
+    assert store.record_treatments([ledger_row("a", "offer", "m1", 150)],  # a replay
+                                   decisions=[DecisionRow("a", 150, b"again")]) == [False]
+    assert [d.data for d in store.recent_decisions("a", 10)] == [b"again", b"first"]
+
+
+def test_treated_decisions_follow_the_decisions_retention(store: StateStore) -> None:
+    store.record_treatments([ledger_row("a", "offer", "m1", 100)],
+                            decisions=[DecisionRow("a", 100, b"old")])
+    store.record_treatments([ledger_row("a", "offer", "m2", 400)],
+                            decisions=[DecisionRow("a", 400, b"recent")])
+    store.mark_dispatched(["a|offer|m1", "a|offer|m2"], at_ms=400)
+    assert store.purge_treatments(before_ms=300, limit=10) == 1  # the ledger row goes...
+    assert not store.has_treatment("a|offer|m1")
+    assert [d.data for d in store.recent_decisions("a", 10)] == [b"recent", b"old"]  # not it
+    assert store.purge_decisions(before_ms=300, limit=10) == 1
+    assert [d.data for d in store.recent_decisions("a", 10)] == [b"recent"]
+    assert store.purge_decisions(before_ms=500, limit=10) == 1  # its ledger row stays
+    assert store.recent_decisions("a", 10) == []
+    assert store.has_treatment("a|offer|m2")
+
+
 def test_write_transactions_are_timed_by_stage(store: StateStore) -> None:
     """Each write transaction adds one to every stage's counts (none in the memory store);
     a failed one adds nothing."""
@@ -797,6 +845,30 @@ def test_postgres_moves_a_separate_outbox_into_the_treatments_rows(postgres_url:
     with _postgres_store_over(postgres_url, layout) as (store, has_table):
         _check_moved_outbox(store)
         assert not has_table("outbox")
+
+
+def test_sqlite_keeps_an_older_files_decisions_findable_by_customer(tmp_path: Path) -> None:
+    """A file from before treated decisions were filed with their ledger rows: its decisions
+    stay in the (now partial) index by customer, and new ones join them."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript("""
+            CREATE TABLE decisions (id INTEGER PRIMARY KEY, customer_id TEXT NOT NULL,
+                                    decided_at_ms INTEGER NOT NULL, data BLOB NOT NULL);
+            CREATE INDEX decisions_by_customer ON decisions (customer_id, decided_at_ms, id);
+            INSERT INTO decisions VALUES (1, 'a', 100, x'6f6c64'), (2, 'b', 100, x'62');
+        """)
+    with SqliteStateStore(path) as store:
+        store.record_treatments([ledger_row("a", "offer", "m1", 200)],
+                                decisions=[DecisionRow("a", 200, b"new")])
+        assert [d.data for d in store.recent_decisions("a", 10)] == [b"new", b"old"]
+        plan = " ".join(str(row) for row in store._conn.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM decisions WHERE customer_id = 'a'"
+            " AND treated = 0 ORDER BY decided_at_ms DESC, id DESC"))
+        assert "decisions_untreated_by_customer" in plan
+    with sqlite3.connect(path) as conn:
+        assert not conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE name = 'decisions_by_customer'").fetchall()
 
 
 def test_sqlite_runs_in_wal_mode_with_normal_sync_and_fast_secure_delete(tmp_path: Path) -> None:
