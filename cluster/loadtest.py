@@ -48,6 +48,7 @@ from .loadtest_measure import (
     steps_between,
 )
 from .loadtest_workload import (
+    TRIGGER_MOMENT,
     EventFactory,
     LoadSpec,
     Population,
@@ -216,7 +217,7 @@ async def run_load(spec: LoadSpec, *, tag: str | None = None, extra_pids: Sequen
         before = await _shard_timings(client)
     profile_s = time.perf_counter() - started
 
-    tail = TreatmentTail(spec.channel_path)
+    tail = TreatmentTail(spec.channel_path, TRIGGER_MOMENT.encode())  # the matcher's lines
     ctx = mp.get_context("spawn")
     start_at, go, out = ctx.Value("d", 0.0), ctx.Event(), ctx.Queue()
     procs = [ctx.Process(target=client_main, daemon=True,

@@ -187,6 +187,16 @@ def test_tail_reads_only_new_complete_lines(tmp_path: Path) -> None:
     assert tail.poll() == [{"n": 2}]
 
 
+def test_tail_decodes_only_the_lines_it_is_asked_for(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text("")
+    tail = lt.TreatmentTail(path, containing=b"large_withdrawal")
+    with path.open("a") as handle:
+        handle.write('{"payload": {"moment": "large_withdrawal"}}\n{"payload": {"moment": '
+                     '"forecast"}}\nnot json, and not wanted\n')
+    assert tail.poll() == [{"payload": {"moment": "large_withdrawal"}}]
+
+
 def test_ray_processes_are_recognised() -> None:
     assert is_ray_process("python", ["ray::ShardActor.submit"])
     assert is_ray_process("raylet", ["/x/raylet", "--flag"])
