@@ -120,11 +120,21 @@ class ResourceSampler:
     from them count (Ray's, its Python daemons included), so other Ray sessions on the machine
     stay out; otherwise every Ray process. The load generator is this process and its other
     children.
+
+    Which processes those are, and their roles, is looked up every ``rediscover_every``
+    samples; the samples between read only the processes known. Looking through every
+    process's name and command line, and the process tree twice, each second was half of the
+    load test's coordinator's CPU (py-spy), as much as a sender's at 20,000 events/s. A
+    process first seen at a later lookup counts from there, as any did from the first sample.
     """
 
-    def __init__(self, extra_pids: Sequence[int] = ()) -> None:
+    def __init__(self, extra_pids: Sequence[int] = (), rediscover_every: int = 5) -> None:
         self.extra_pids = set(extra_pids)
-        self._procs: dict[int, psutil.Process] = {}
+        self.rediscover_every = rediscover_every
+        self._samples = 0
+        # the engine's processes (role; extra: an extra pid) and the load generator's
+        self._engine: dict[int, tuple[psutil.Process, str, bool]] = {}
+        self._load: dict[int, psutil.Process] = {}
         self._cpu_seen: dict[int, float] = {}  # each process's CPU time at its last sample
         self._cpu_seconds: dict[str, float] = defaultdict(float)
         self._wait_seen: dict[int, float] = {}  # each process's run-queue wait, last sample
@@ -146,11 +156,6 @@ class ResourceSampler:
         if waited is not None:
             _add_since(self._wait_seen, self._wait_seconds, proc.pid, role, waited)
 
-    def _load_generator(self, engine_pids: set[int]) -> list[psutil.Process]:
-        me = psutil.Process()
-        return [me, *(c for c in me.children(recursive=True)
-                      if c.pid not in self.extra_pids and c.pid not in engine_pids)]
-
     def _scope(self) -> set[int] | None:
         if not self.extra_pids:
             return None
@@ -162,38 +167,50 @@ class ResourceSampler:
                 continue
         return scope
 
-    def sample(self) -> dict[str, float]:
-        ray_cpu = ray_rss = extra_cpu = extra_rss = 0.0
-        count = 0
-        seen: set[int] = set()
+    def _discover(self) -> None:
+        """The engine's processes with their roles, and the load generator's."""
         scope = self._scope()
+        engine: dict[int, tuple[psutil.Process, str, bool]] = {}
         for proc in psutil.process_iter(["pid", "name", "cmdline"]):
             pid = proc.info["pid"]
             extra = pid in self.extra_pids
             if not extra and (pid not in scope if scope is not None else not is_ray_process(
                     proc.info["name"] or "", proc.info["cmdline"] or ())):
                 continue
-            known = self._procs.setdefault(pid, proc)
-            seen.add(pid)
+            known = self._engine.get(pid)  # the same object: cpu_percent counts from its last
+            engine[pid] = (known[0] if known else proc,
+                           DRIVER_ROLE if extra else process_role(proc.info["cmdline"] or ()),
+                           extra)
+        self._engine = engine
+        me = psutil.Process()
+        self._load = {p.pid: self._load.get(p.pid, p) for p in (
+            me, *(c for c in me.children(recursive=True)
+                  if c.pid not in self.extra_pids and c.pid not in (scope or engine)))}
+
+    def sample(self) -> dict[str, float]:
+        if self._samples % self.rediscover_every == 0:
+            self._discover()
+        self._samples += 1
+        ray_cpu = ray_rss = extra_cpu = extra_rss = 0.0
+        count = 0
+        for pid, (proc, role, extra) in list(self._engine.items()):
             try:
-                cpu = known.cpu_percent(None)
-                rss = float(known.memory_info().rss)
-                self._add_cpu(known, DRIVER_ROLE if extra
-                              else process_role(proc.info["cmdline"] or ()))
+                cpu = proc.cpu_percent(None)
+                rss = float(proc.memory_info().rss)
+                self._add_cpu(proc, role)
             except (psutil.NoSuchProcess, psutil.AccessDenied):
+                del self._engine[pid]
                 continue
             if extra:
                 extra_cpu, extra_rss = extra_cpu + cpu, extra_rss + rss
             else:
                 ray_cpu, ray_rss, count = ray_cpu + cpu, ray_rss + rss, count + 1
-        for proc in self._load_generator(scope or seen):
-            seen.add(proc.pid)
+        for pid, proc in list(self._load.items()):
             try:
                 self._add_cpu(proc, LOAD_ROLE)
             except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-        for pid in set(self._procs) - seen:
-            del self._procs[pid]
+                del self._load[pid]
+        seen = self._engine.keys() | self._load.keys()
         for pid in set(self._cpu_seen) - seen:
             del self._cpu_seen[pid]
             self._wait_seen.pop(pid, None)

@@ -346,6 +346,29 @@ def test_the_sampler_counts_waits_for_a_cpu() -> None:
     assert sampler.cpu_wait_seconds()[LOAD_ROLE] > 0.1
 
 
+def test_the_sampler_looks_for_new_processes_every_few_samples() -> None:
+    from shush.cluster.loadtest_measure import LOAD_ROLE, ResourceSampler
+
+    sampler = ResourceSampler(rediscover_every=2)
+    sampler.sample()
+    spin = "import time\nend = time.monotonic() + 3.0\nwhile time.monotonic() < end: pass"
+    spinner = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        sampler.sample()  # reads the processes it knows
+        assert spinner.pid not in sampler._load
+        sampler.sample()  # looks again: the spinner counts from here
+        assert spinner.pid in sampler._load
+        before = sampler.cpu_seconds()[LOAD_ROLE]
+        time.sleep(0.5)
+        sampler.sample()
+        assert sampler.cpu_seconds()[LOAD_ROLE] - before > 0.2  # the spinner's CPU
+    finally:
+        spinner.kill()
+        spinner.wait()
+    sampler.sample()  # an ended process leaves the sampler
+    assert spinner.pid not in sampler._load
+
+
 def test_waits_per_cpu_second_are_by_role() -> None:
     assert lt.wait_per_cpu({"shards": 0.3, "routers": 2.0, "ray": 0.1},
                            {"shards": 1.0, "routers": 1.0, "ray": 0.0}) == \
