@@ -266,8 +266,8 @@ class SqliteStateStore(SqlStoreCommon):
                 raise
             self._timed("waiting for the write lock", asked, began, written)
 
-    def _waiting(self, cur: sqlite3.Cursor, sql: str, params: Sequence[Any] = ()
-                 ) -> sqlite3.Cursor:
+    def _waiting(self, cur: sqlite3.Cursor, sql: str,
+                 params: Sequence[Any] | Mapping[str, Any] = ()) -> sqlite3.Cursor:
         """Run a statement, polling in short steps while another connection holds the lock
         it needs (the write lock, for ``BEGIN IMMEDIATE``); past ``busy_timeout_s`` the
         ``database is locked`` error goes up."""
@@ -282,7 +282,7 @@ class SqliteStateStore(SqlStoreCommon):
             time.sleep(LOCK_POLL_S[min(tries, len(LOCK_POLL_S) - 1)])
             tries += 1
 
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    def _read(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
         with self._lock, _unavailable_on_driver_error():
             return self._waiting(self._conn.cursor(), sql, params).fetchall()
 
@@ -513,10 +513,11 @@ def _carriers(rows: Sequence[TreatmentRow],
     decision's customer and time whose key begins with the customer's id.
 
     Explain finds such a decision through the ledger's key index (``recent_decisions``), not
-    through an index by customer: an insert into that index dirtied a random page, which
-    took half of a treatment's SQLite CPU and a third of its WAL bytes (``bench_store.py``,
-    200,000 customers). Any other decision is ``treated = 0``, in the partial index."""
-    wanting = {}
+    through an index by customer: an insert into that index dirtied a random page, a fifth
+    to a quarter of a treatment's ledger CPU and a third of its WAL bytes (``bench_store.py``:
+    200,000 customers, 8 and 30 treatments per call). Any other decision is ``treated = 0``,
+    in the partial index."""
+    wanting: dict[tuple[str, int], int] = {}  # (customer, time) -> its decision
     for index, d in enumerate(decisions):
         wanting.setdefault((d.customer_id, d.decided_at_ms), index)
     carrier: dict[int, int] = {}
