@@ -513,10 +513,10 @@ def _carriers(rows: Sequence[TreatmentRow],
     decision's customer and time whose key begins with the customer's id.
 
     Explain finds such a decision through the ledger's key index (``recent_decisions``), not
-    through an index by customer: an insert into that index dirtied a random page, a fifth
-    to a quarter of a treatment's ledger CPU and a third of its WAL bytes (``bench_store.py``:
-    200,000 customers, 8 and 30 treatments per call). Any other decision is ``treated = 0``,
-    in the partial index."""
+    through an index by customer: an insert into that index dirtied a random page, 17-29 %
+    of a treatment's ledger CPU and 29-35 % of its WAL bytes (``bench_store.py``: 200,000
+    customers, 8 and 30 treatments per call). Any other decision is ``treated = 0``, in the
+    partial index."""
     wanting: dict[tuple[str, int], int] = {}  # (customer, time) -> its decision
     for index, d in enumerate(decisions):
         wanting.setdefault((d.customer_id, d.decided_at_ms), index)
