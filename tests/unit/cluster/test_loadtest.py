@@ -361,7 +361,7 @@ def test_the_sampler_looks_for_new_processes_every_few_samples() -> None:
         before = sampler.cpu_seconds()[LOAD_ROLE]
         time.sleep(0.5)
         sampler.sample()
-        assert sampler.cpu_seconds()[LOAD_ROLE] - before > 0.2  # the spinner's CPU
+        assert sampler.cpu_seconds()[LOAD_ROLE] - before > 0.1  # the spinner's CPU
     finally:
         spinner.kill()
         spinner.wait()
