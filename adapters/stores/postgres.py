@@ -6,6 +6,12 @@ partition-scoped write locks its partitions' rows ``FOR SHARE`` (``FOR UPDATE`` 
 their journal marks) and checks their epochs before writing; ``acquire_partitions`` locks them
 ``FOR UPDATE``, so an acquisition and a write for the same partition never interleave. Rows are
 always locked in partition order, which keeps concurrent calls free of deadlocks.
+
+Every decision is in the index by customer that Explain reads. The SQLite store finds a treated
+decision through its ledger row instead (the treatments' keys begin with the customer's id), to
+spare a random index page per treatment; here a range of text keys follows the database's
+collation, under which one customer's keys need not lie between ``alice|`` and ``alice}``
+(a linguistic collation may weigh punctuation last, or order ``|`` and ``}`` otherwise).
 """
 
 from __future__ import annotations
