@@ -502,9 +502,14 @@ class SqliteStateStore(SqlStoreCommon):
 
     # -- propensity models ------------------------------------------------------------------
 
+def _key_prefix(customer_id: str) -> str:
+    """What every idempotency key an engine makes for this customer begins with."""
+    return f"{customer_id}|"
+
+
 def _key_range(customer_id: str) -> dict[str, str]:
-    """The idempotency keys an engine makes for this customer: ``<customer_id>|...``."""
-    return {"low": f"{customer_id}|", "high": f"{customer_id}}}"}  # '}' follows '|'
+    """The keys beginning with ``_key_prefix``, as a range of the ledger's key index."""
+    return {"low": _key_prefix(customer_id), "high": f"{customer_id}}}"}  # '}' follows '|'
 
 
 def _carriers(rows: Sequence[TreatmentRow],
@@ -522,7 +527,7 @@ def _carriers(rows: Sequence[TreatmentRow],
         wanting.setdefault((d.customer_id, d.decided_at_ms), index)
     carrier: dict[int, int] = {}
     for index, r in enumerate(rows):
-        if wanting and r.idempotency_key.startswith(f"{r.customer_id}|"):
+        if wanting and r.idempotency_key.startswith(_key_prefix(r.customer_id)):
             found = wanting.pop((r.customer_id, r.decided_at_ms), None)
             if found is not None:
                 carrier[index] = found
