@@ -163,36 +163,83 @@ def write_mix(path: Path, secure_delete: str, rounds: int) -> str:
             + f" us CPU per call (p50); WAL {wal_mb:,.0f} MB after {rounds:,} rounds")
 
 
-def ledger_growth(path: Path, calls: int, per_call: int = 8) -> str:
-    """CPU (ledger write, marks) and WAL bytes per treatment (see the module's docstring)."""
-    store = SqliteStateStore(path, checkpoint_interval_s=3600)  # the WAL keeps every write
+def ledger_growth(store: StateStore, calls: int, per_call: int = 8, *,
+                  wal_bytes: Callable[[], int], server_cpu_s: Callable[[], float] | None = None,
+                  before_measuring: Callable[[], None] | None = None) -> str:
+    """CPU (ledger write, marks) and WAL bytes per treatment (see the module's docstring).
+
+    ``wal_bytes``: the WAL written so far; ``server_cpu_s``: a database server's CPU time for
+    this store's connection (PostgreSQL), if any; ``before_measuring`` runs at the half (a
+    PostgreSQL checkpoint, so that the measured half pays its full-page writes as a long-running
+    server does)."""
     payload, decision = os.urandom(700), os.urandom(600)
     ledger_us: list[float] = []
     marks_us: list[float] = []
-    wal_from = 0
+    wal_from = server_from = 0.0
+    for i in range(calls):
+        if i == calls // 2:
+            if before_measuring is not None:
+                before_measuring()
+            wal_from = wal_bytes()
+            server_from = server_cpu_s() if server_cpu_s else 0.0
+        at_ms = 1_700_000_000_000 + i
+        customers = [f"customer-{(i * 7919 + j * 104729) % 200_000}" for j in range(per_call)]
+        rows = [TreatmentRow(f"{c}|offer_{j % 5}|moment-{i}-{j}", uuid.uuid4().hex, c,
+                             f"offer_{j % 5}", at_ms, payload)
+                for j, c in enumerate(customers)]
+        started = time.thread_time()
+        store.record_treatments(rows, decisions=[DecisionRow(c, at_ms, decision)
+                                                 for c in customers])
+        recorded = time.thread_time()
+        store.mark_dispatched([row.idempotency_key for row in rows], at_ms)
+        if i >= calls // 2:
+            ledger_us.append((recorded - started) * 1e6 / per_call)
+            marks_us.append((time.thread_time() - recorded) * 1e6 / per_call)
+    treatments = len(ledger_us) * per_call
+    wal_kb = (wal_bytes() - wal_from) / 1024 / treatments
+    server = (f"; the server {(server_cpu_s() - server_from) * 1e6 / treatments:.1f} us CPU"
+              " per treatment" if server_cpu_s else "")
+    return (f"ledger {statistics.median(ledger_us):.1f} + marks {statistics.median(marks_us):.1f}"
+            f" us CPU per treatment (p50){server}; WAL {wal_kb:.1f} KB per treatment;"
+            f" {calls * per_call:,} treatments")
+
+
+def sqlite_ledger_growth(path: Path, calls: int) -> str:
+    store = SqliteStateStore(path, checkpoint_interval_s=3600)  # the WAL keeps every write
     try:
-        for i in range(calls):
-            at_ms = 1_700_000_000_000 + i
-            customers = [f"customer-{(i * 7919 + j * 104729) % 200_000}" for j in range(per_call)]
-            rows = [TreatmentRow(f"{c}|offer_{j % 5}|moment-{i}-{j}", uuid.uuid4().hex, c,
-                                 f"offer_{j % 5}", at_ms, payload)
-                    for j, c in enumerate(customers)]
-            started = time.thread_time()
-            store.record_treatments(rows, decisions=[DecisionRow(c, at_ms, decision)
-                                                     for c in customers])
-            recorded = time.thread_time()
-            store.mark_dispatched([row.idempotency_key for row in rows], at_ms)
-            if i >= calls // 2:
-                ledger_us.append((recorded - started) * 1e6 / per_call)
-                marks_us.append((time.thread_time() - recorded) * 1e6 / per_call)
-            elif i == calls // 2 - 1:
-                wal_from = os.path.getsize(f"{path}-wal")
-        wal_kb = (os.path.getsize(f"{path}-wal") - wal_from) / 1024 / (len(ledger_us) * per_call)
+        return ledger_growth(store, calls, wal_bytes=lambda: os.path.getsize(f"{path}-wal"))
     finally:
         store.close()
-    return (f"ledger {statistics.median(ledger_us):.1f} + marks {statistics.median(marks_us):.1f}"
-            f" us CPU per treatment (p50); WAL {wal_kb:.1f} KB per treatment;"
-            f" {calls * per_call:,} treatments")
+
+
+def postgres_ledger_growth(url: str, calls: int) -> str:
+    """The ledger on PostgreSQL, in a throwaway schema: the client's CPU, the server's (its
+    backend process for this connection, read from /proc: a local server) and the WAL."""
+    import psycopg
+
+    from shush.adapters.stores.postgres import PostgresStateStore
+
+    schema = f"shush_bench_{uuid.uuid4().hex[:12]}"
+    admin = psycopg.connect(url, autocommit=True)
+    store = PostgresStateStore(url, schema=schema)
+    backend = store._conn.info.backend_pid  # a benchmark may look inside
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def server_cpu_s() -> float:
+        fields = Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+
+    def wal_bytes() -> int:
+        row = admin.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')").fetchone()
+        return int(row[0]) if row else 0
+
+    try:
+        return ledger_growth(store, calls, wal_bytes=wal_bytes, server_cpu_s=server_cpu_s,
+                             before_measuring=lambda: admin.execute("CHECKPOINT"))
+    finally:
+        store.close()
+        admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        admin.close()
 
 
 def snapshot_rounds(path: Path, customers: int, rounds: int = 3, row_bytes: int = 1400,
@@ -280,7 +327,10 @@ def main() -> None:
     if args.ledger_calls:
         with tempfile.TemporaryDirectory() as tmp:
             print(f"sqlite, the ledger as it grows: "
-                  f"{ledger_growth(Path(tmp) / 'ledger.db', args.ledger_calls)}")
+                  f"{sqlite_ledger_growth(Path(tmp) / 'ledger.db', args.ledger_calls)}")
+        if args.postgres:
+            print(f"postgres, the ledger as it grows: "
+                  f"{postgres_ledger_growth(args.postgres, args.ledger_calls)}")
 
 
 if __name__ == "__main__":

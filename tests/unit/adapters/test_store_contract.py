@@ -416,6 +416,12 @@ def test_outbox_dispatch_marks_a_batch_in_one_call(store: StateStore) -> None:
     assert store.mark_dispatched([], at_ms=300) == 0
 
 
+def test_a_key_named_twice_in_one_call_is_marked_once(store: StateStore) -> None:
+    store.record_treatments([treatment("k1"), treatment("k2")])
+    assert store.mark_dispatched(["k1", "k1", "k2"], at_ms=200) == 2
+    assert store.pending_outbox(10) == []
+
+
 def test_outbox_failures_retry_later_or_end_for_good(store: StateStore) -> None:
     store.record_treatments([treatment("k1", decided_at_ms=100),
                              treatment("k2", decided_at_ms=110)])
@@ -824,6 +830,21 @@ def _check_moved_outbox(store: StateStore) -> None:
     assert store.record_treatments([treatment("new", decided_at_ms=400)]) == [True]
     assert [i.idempotency_key for i in store.pending_outbox(10)] == ["new", "retrying"]
     assert store.mark_dispatched(["retrying"], 1000) == 1
+
+
+def test_postgres_plans_the_outbox_updates_with_their_keys_every_time(
+        postgres_url: str) -> None:
+    """A generic plan cached while the ledger is a few rows long scanned the partial index of
+    pending rows for the key, and cost more with each treatment since the last vacuum (see
+    ``PostgresStateStore._execute``): none is kept, however often the updates run."""
+    with _postgres_store_over(postgres_url, ()) as (store, _):
+        for i in range(12):
+            store.record_treatments([treatment(f"k{i}"), treatment(f"f{i}")])
+            assert store.mark_dispatched([f"k{i}"], at_ms=200) == 1
+            assert store.mark_failed(f"f{i}", "timeout", 1, retry_at_ms=500) is True
+        prepared = [row[0] for row in store._read("SELECT statement FROM pg_prepared_statements")]
+        assert prepared, "psycopg prepared none of the other statements: the check sees nothing"
+        assert not [s for s in prepared if s.lstrip().upper().startswith("UPDATE")], prepared
 
 
 def test_sqlite_moves_a_separate_outbox_into_the_treatments_rows(tmp_path: Path) -> None:
