@@ -180,7 +180,7 @@ class PostgresStateStore(SqlStoreCommon):
 
     def _read(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock, _unavailable_on_driver_error():
-            return self._conn.execute(query, params).fetchall()
+            return self._conn.execute(query, params, binary=True).fetchall()
 
     def _execute(self, cur: psycopg.Cursor[Any], sql: str, params: Sequence[Any]) -> int:
         """Planned with its parameters at each execution, never prepared.
@@ -252,7 +252,7 @@ class PostgresStateStore(SqlStoreCommon):
             if unique:
                 cur.execute(
                     "INSERT INTO snapshots (customer_id, partition, data, updated_at_ms)"
-                    " SELECT * FROM unnest(%s::text[], %s::int[], %s::bytea[], %s::bigint[])"
+                    " SELECT * FROM unnest(%s::text[], %s::int[], %b::bytea[], %s::bigint[])"
                     " ON CONFLICT (customer_id) DO UPDATE SET"
                     " data = excluded.data, updated_at_ms = excluded.updated_at_ms",
                     ([r.customer_id for r in unique], [r.partition for r in unique],
@@ -270,7 +270,7 @@ class PostgresStateStore(SqlStoreCommon):
         require_partitions(partition_epochs, "partition_epochs")
         with self._write() as cur:
             self._check(cur, partition_epochs)
-            row = cur.execute("INSERT INTO journal_entries (data) VALUES (%s) RETURNING seq",
+            row = cur.execute("INSERT INTO journal_entries (data) VALUES (%b) RETURNING seq",
                               (data,)).fetchone()
             return int(row[0]) if row else 0
 
@@ -296,7 +296,7 @@ class PostgresStateStore(SqlStoreCommon):
                 cur.execute(
                     "INSERT INTO timers (customer_id, timer_id, partition, due_ms, payload)"
                     " SELECT * FROM unnest(%s::text[], %s::text[], %s::int[], %s::bigint[],"
-                    " %s::bytea[]) ON CONFLICT (customer_id, timer_id) DO UPDATE SET"
+                    " %b::bytea[]) ON CONFLICT (customer_id, timer_id) DO UPDATE SET"
                     " partition = excluded.partition, due_ms = excluded.due_ms,"
                     " payload = excluded.payload",
                     ([r.customer_id for r in unique], [r.timer_id for r in unique],
@@ -353,7 +353,7 @@ class PostgresStateStore(SqlStoreCommon):
                 "INSERT INTO treatments (idempotency_key, treatment_id, customer_id, action_id,"
                 " decided_at_ms, payload, status, next_attempt_at_ms)"
                 " SELECT k, t, c, a, d, p, 'pending', d FROM unnest(%s::text[], %s::text[],"
-                " %s::text[], %s::text[], %s::bigint[], %s::bytea[]) AS u (k, t, c, a, d, p)"
+                " %s::text[], %s::text[], %s::bigint[], %b::bytea[]) AS u (k, t, c, a, d, p)"
                 " ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key",
                 ([r.idempotency_key for r in unique], [r.treatment_id for r in unique],
                  [r.customer_id for r in unique], [r.action_id for r in unique],
@@ -390,7 +390,7 @@ class PostgresStateStore(SqlStoreCommon):
             cur.execute(
                 "INSERT INTO dead_letters (kind, reason, field, payload, at_ms)"
                 " SELECT kind, reason, field, payload, at_ms FROM unnest(%s::text[], %s::text[],"
-                " %s::text[], %s::bytea[], %s::bigint[]) WITH ORDINALITY"
+                " %s::text[], %b::bytea[], %s::bigint[]) WITH ORDINALITY"
                 " AS u (kind, reason, field, payload, at_ms, n) ORDER BY n",
                 ([r.kind for r in rows], [r.reason for r in rows], [r.field for r in rows],
                  [r.payload for r in rows], [r.at_ms for r in rows]),
@@ -403,7 +403,7 @@ def _insert_decisions(cur: psycopg.Cursor[Any], rows: Sequence[DecisionRow]) -> 
         cur.execute(
             "INSERT INTO decisions (customer_id, decided_at_ms, data)"
             " SELECT customer_id, decided_at_ms, data"
-            " FROM unnest(%s::text[], %s::bigint[], %s::bytea[]) WITH ORDINALITY"
+            " FROM unnest(%s::text[], %s::bigint[], %b::bytea[]) WITH ORDINALITY"
             " AS u (customer_id, decided_at_ms, data, n) ORDER BY n",
             ([r.customer_id for r in rows], [r.decided_at_ms for r in rows],
              [r.data for r in rows]),

@@ -266,6 +266,26 @@ def test_load_snapshots_pages_through_partitions_in_order(store: StateStore) -> 
     assert list(store.load_snapshots([9])) == []
 
 
+def test_every_byte_value_comes_back_as_written(store: StateStore) -> None:
+    data = bytes(range(256)) * 8 + b"\x00"  # NULs, quotes, backslashes, high bytes
+    epoch = store.acquire_partitions([1], "shard")
+    store.save_snapshots({1: epoch}, [snap("a", 1, data)])
+    store.append_journal({1: epoch}, data)
+    store.put_timers({1: epoch}, [timer("a", 1, "t", 5, data)])
+    store.record_treatments([TreatmentRow("a|k", "t-1", "a", "offer", 100, data)],
+                            decisions=[DecisionRow("a", 100, data)])
+    store.dead_letter([DeadLetterRow("event", "bad", "type", data, 100)])
+    store.save_model("m", data)
+    assert store.load_snapshot("a") == snap("a", 1, data)
+    assert [r.data for r in store.load_snapshots([1])] == [data]
+    assert [e.data for e in store.read_journal()] == [data]
+    assert [t.payload for t in store.load_timers([1])] == [data]
+    assert [i.payload for i in store.pending_outbox(10)] == [data]
+    assert [d.data for d in store.recent_decisions("a", 10)] == [data]
+    assert [d.payload for d in store.read_dead_letters(10)] == [data]
+    assert store.load_model("m") == data
+
+
 def test_journal_sequences_grow_across_partitions_and_reads_page(store: StateStore) -> None:
     epoch = store.acquire_partitions([1, 2], "shard")
     assert store.append_journal({1: epoch}, b"a") == 1
