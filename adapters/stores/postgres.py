@@ -178,10 +178,10 @@ class PostgresStateStore(SqlStoreCommon):
     def _one(self, query: str, params: Sequence[Any], *, prepare: bool | None = None
              ) -> list[Any]:
         """One statement as its own transaction (the connection autocommits): one round trip,
-        where ``_write`` takes three more (BEGIN, a statement each, COMMIT), each a wake-up of
-        the server and of this process (~190 us of wall time apiece beside a busy engine).
-        Returns its rows; its commit counts in its statement's time. ``prepare=False``: planned
-        with its parameters (see ``_execute``)."""
+        where ``_write`` takes more (BEGIN, one per statement, COMMIT), each a wake-up of the
+        server and of this process: a journal append fenced by one partition took 1,154 us of
+        wall time in four, 569-700 in one. Returns its rows; its commit counts in its
+        statement's time. ``prepare=False``: planned with its parameters (see ``_execute``)."""
         with self._lock, _unavailable_on_driver_error():
             began = time.perf_counter()
             cur = self._conn.execute(query, params, prepare=prepare)
@@ -191,10 +191,11 @@ class PostgresStateStore(SqlStoreCommon):
             return rows
 
     def _fenced(self, partition_epochs: Mapping[int, int]) -> NoReturn:
-        """Raise ``FencedError`` for a write that found an epoch not current."""
+        """Raise ``FencedError`` for a write that found an epoch not current (epochs only
+        rise, so a second look finds it too)."""
         check_epochs(partition_epochs, self.partition_epochs(list(partition_epochs)))
-        raise StoreUnavailable("a fenced write found its epochs current on a second look "
-                               "(acquired again in between); retry", backend="postgres")
+        raise StoreUnavailable("a write found an epoch not current, and a second look found "
+                               "them all current; retry", backend="postgres")
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%b")  # psycopg's placeholder, binary (see ``_one``)

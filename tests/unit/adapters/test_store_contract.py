@@ -867,6 +867,34 @@ def test_postgres_plans_the_outbox_updates_with_their_keys_every_time(
         assert not [s for s in prepared if s.lstrip().upper().startswith("UPDATE")], prepared
 
 
+def test_postgres_journal_append_waiting_on_an_acquisition_is_fenced_by_it(
+        postgres_url: str) -> None:
+    """The append checks the epochs and writes in one statement: one that waited for an
+    acquisition's lock sees the new epoch once it commits, and writes nothing."""
+    with _postgres_store_over(postgres_url, ()) as (store, _):
+        epoch = store.acquire_partitions([1], "old-shard")
+        outcome: list[BaseException | int] = []
+        with psycopg.connect(postgres_url) as acquiring:  # a new owner, mid-acquisition
+            acquiring.execute(f"UPDATE {store.schema}.partitions SET epoch = epoch + 1,"
+                              " owner = 'new-shard' WHERE partition = 1")
+
+            def append() -> None:
+                try:
+                    outcome.append(store.append_journal({1: epoch}, b"late"))
+                except BaseException as exc:  # handed to the test thread
+                    outcome.append(exc)
+
+            writer = threading.Thread(target=append)
+            writer.start()
+            writer.join(0.5)
+            assert writer.is_alive(), "the append did not wait for the acquisition's lock"
+            acquiring.commit()
+            writer.join(10)
+        assert len(outcome) == 1 and isinstance(outcome[0], FencedError), outcome
+        assert (outcome[0].partition, outcome[0].current_epoch) == (1, epoch + 1)
+        assert store.read_journal() == []
+
+
 def test_sqlite_moves_a_separate_outbox_into_the_treatments_rows(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as conn:
