@@ -203,8 +203,10 @@ class _Totals:
 
 
 async def run_load(spec: LoadSpec, *, tag: str | None = None, extra_pids: Sequence[int] = (),
+                   store_pids: Sequence[int] = (),
                    on_progress: Callable[[Progress], None] | None = None) -> dict[str, Any]:
-    """Profiles first, then the open-loop run; returns the report (see ``build_report``)."""
+    """Profiles first, then the open-loop run; returns the report (see ``build_report``).
+    ``extra_pids`` and ``store_pids``: see ``ResourceSampler``."""
     from ..adapters.client import AsyncShushClient
 
     tag = tag or f"lt{os.urandom(3).hex()}"
@@ -230,7 +232,7 @@ async def run_load(spec: LoadSpec, *, tag: str | None = None, extra_pids: Sequen
         proc.start()
     try:
         report = await _coordinate(spec, population, tail, procs, helpers, start_at, go, out,
-                                   extra_pids, profile_s, on_progress)
+                                   extra_pids, store_pids, profile_s, on_progress)
         async with AsyncShushClient(spec.target, timeout_s=spec.timeout_s) as client:
             after = await _shard_timings(client)
         for key in SHARD_TIMINGS:
@@ -268,7 +270,7 @@ async def _shard_timings(client: Any) -> list[dict[str, Any]]:
 
 async def _coordinate(spec: LoadSpec, population: Population, tail: TreatmentTail,
                       procs: list[Any], helpers: list[Any], start_at: Any, go: Any, out: Any,
-                      extra_pids: Sequence[int], profile_s: float,
+                      extra_pids: Sequence[int], store_pids: Sequence[int], profile_s: float,
                       on_progress: Callable[[Progress], None] | None) -> dict[str, Any]:
     ready = 0
     while ready < len(procs) + len(helpers):
@@ -283,7 +285,7 @@ async def _coordinate(spec: LoadSpec, population: Population, tail: TreatmentTai
     matcher = LatencyMatcher(start)
     totals = _Totals()
     done: dict[int, dict[str, bytes]] = {}
-    sampler = ResourceSampler(extra_pids)
+    sampler = ResourceSampler(extra_pids, store_pids=store_pids)
     sampler.sample()  # prime cpu_percent
     samples: list[dict[str, float]] = []
     drain_until = math.inf
@@ -573,13 +575,15 @@ async def run_steps(spec: LoadSpec, *, rate_from: float, rate_step: float,
                     p99_bound_ms: float, max_steps: int = 20,
                     on_progress: Callable[[Progress], None] | None = None,
                     on_step: Callable[[dict[str, Any]], None] | None = None,
-                    extra_pids: Sequence[int] = ()) -> dict[str, Any]:
+                    extra_pids: Sequence[int] = (), store_pids: Sequence[int] = ()
+                    ) -> dict[str, Any]:
     """Raise the rate until p99 crosses the bound (or the engine stops keeping up)."""
     steps: list[dict[str, Any]] = []
     for index in range(max_steps):
         rate = rate_from + index * rate_step
         step_spec = dataclasses.replace(spec, rate_eps=rate)
-        report = await run_load(step_spec, extra_pids=extra_pids, on_progress=on_progress)
+        report = await run_load(step_spec, extra_pids=extra_pids, store_pids=store_pids,
+                                on_progress=on_progress)
         steps.append(report)
         if on_step is not None:
             on_step(report)

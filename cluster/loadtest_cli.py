@@ -261,6 +261,7 @@ def loadtest(target: str | None, embedded: bool, config_path: str | None, channe
     """
     try:
         from . import loadtest as lt
+        from .loadtest_measure import local_postgres_pids
     except ImportError as exc:  # the dev extras
         raise click.ClickException(f"{exc}: install the dev extras (pip install -e '.[dev]')"
                                    ) from exc
@@ -293,8 +294,8 @@ def loadtest(target: str | None, embedded: bool, config_path: str | None, channe
                       f"{report['throughput']['accepted_eps']:>9,.0f} ev/s, p99 "
                       f"{_ms(s['p99'])} ms, missing {report['treatments']['missing']}")
 
-    def drive(target_: str, frames_: str | None, channel_path: Path, extra_pids: list[int]
-              ) -> dict[str, Any]:
+    def drive(target_: str, frames_: str | None, channel_path: Path, extra_pids: list[int],
+              store_pids: list[int]) -> dict[str, Any]:
         spec = lt.LoadSpec(target=target_, channel_path=channel_path,
                            frames_target=frames_ if edge == "frames" else None, **common)
         if step_mode:
@@ -302,8 +303,9 @@ def loadtest(target: str | None, embedded: bool, config_path: str | None, channe
             return asyncio.run(lt.run_steps(
                 spec, rate_from=step_from, rate_step=step_by, p99_bound_ms=p99_bound_ms,
                 max_steps=max_steps, on_progress=progress, on_step=on_step,
-                extra_pids=extra_pids))
-        return asyncio.run(lt.run_load(spec, extra_pids=extra_pids, on_progress=progress))
+                extra_pids=extra_pids, store_pids=store_pids))
+        return asyncio.run(lt.run_load(spec, extra_pids=extra_pids, store_pids=store_pids,
+                                       on_progress=progress))
 
     if live is not None:
         live.start()
@@ -321,11 +323,11 @@ def loadtest(target: str | None, embedded: bool, config_path: str | None, channe
             with lt.EmbeddedEngine(config_path, num_cpus=num_cpus, **overrides) as engine:
                 console.print(f"engine on {engine.target}; treatments in {engine.channel_path}")
                 report = drive(engine.target, engine.frames_target, engine.channel_path,
-                               [engine.pid])
+                               [engine.pid], local_postgres_pids(store_url))
         else:
             assert target is not None
             channel_path = Path(channel) if channel else _channel_of(config_path)
-            report = drive(target, frames_target, channel_path, [])
+            report = drive(target, frames_target, channel_path, [], [])
     finally:
         stack.close()
         if live is not None:

@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 from hdrh.histogram import HdrHistogram
@@ -72,6 +73,22 @@ ACTOR_ROLES = (("ShardActor", "shards"), ("RouterActor", "routers"),
                ("ArbitrationActor", "arbitrators"), ("SupervisorActor", "supervisor"))
 DRIVER_ROLE = "driver"
 LOAD_ROLE = "load generator"
+STORE_ROLE = "store server"
+LOCAL_HOSTS = ("", "localhost", "127.0.0.1", "::1")
+
+
+def local_postgres_pids(store_url: str | None) -> list[int]:
+    """The PostgreSQL server on this machine that ``store_url`` names (its postmaster: a
+    ``postgres`` process whose parent is not one), or nothing for another store or host.
+    Its processes share the cores with the engine, so the load test counts their CPU."""
+    if not store_url or urlsplit(store_url).scheme not in ("postgresql", "postgres"):
+        return []
+    if (urlsplit(store_url).hostname or "") not in LOCAL_HOSTS:
+        return []
+    postgres = {proc.pid: proc.info["ppid"]
+                for proc in psutil.process_iter(["name", "ppid"])
+                if (proc.info["name"] or "").startswith("postgres")}
+    return [pid for pid, parent in postgres.items() if parent not in postgres]
 
 
 def process_role(cmdline: Sequence[str]) -> str:
@@ -119,7 +136,9 @@ class ResourceSampler:
     With ``extra_pids`` (an embedded engine's process: its driver), the processes descending
     from them count (Ray's, its Python daemons included), so other Ray sessions on the machine
     stay out; otherwise every Ray process. The load generator is this process and its other
-    children.
+    children. ``store_pids`` (a local database server: ``local_postgres_pids``) and the
+    processes descending from them count as the store server (``STORE_ROLE``), all of them,
+    whoever they serve.
 
     Which processes those are, and their roles, is looked up every ``rediscover_every``
     samples; the samples between read only the processes known. Looking through every
@@ -128,13 +147,16 @@ class ResourceSampler:
     process first seen at a later lookup counts from there, as any did from the first sample.
     """
 
-    def __init__(self, extra_pids: Sequence[int] = (), rediscover_every: int = 5) -> None:
+    def __init__(self, extra_pids: Sequence[int] = (), rediscover_every: int = 5, *,
+                 store_pids: Sequence[int] = ()) -> None:
         self.extra_pids = set(extra_pids)
+        self.store_pids = set(store_pids)
         self.rediscover_every = rediscover_every
         self._samples = 0
         # the engine's processes (role; extra: an extra pid) and the load generator's
         self._engine: dict[int, tuple[psutil.Process, str, bool]] = {}
         self._load: dict[int, psutil.Process] = {}
+        self._store: dict[int, psutil.Process] = {}
         self._cpu_seen: dict[int, float] = {}  # each process's CPU time at its last sample
         self._cpu_seconds: dict[str, float] = defaultdict(float)
         self._wait_seen: dict[int, float] = {}  # each process's run-queue wait, last sample
@@ -159,13 +181,7 @@ class ResourceSampler:
     def _scope(self) -> set[int] | None:
         if not self.extra_pids:
             return None
-        scope: set[int] = set()
-        for pid in self.extra_pids:
-            try:
-                scope.update(c.pid for c in psutil.Process(pid).children(recursive=True))
-            except psutil.NoSuchProcess:
-                continue
-        return scope
+        return _descendants(self.extra_pids)
 
     def _discover(self) -> None:
         """The engine's processes with their roles, and the load generator's."""
@@ -182,10 +198,18 @@ class ResourceSampler:
                            DRIVER_ROLE if extra else process_role(proc.info["cmdline"] or ()),
                            extra)
         self._engine = engine
+        store: dict[int, psutil.Process] = {}
+        for pid in self.store_pids | _descendants(self.store_pids):
+            try:
+                store[pid] = self._store.get(pid) or psutil.Process(pid)
+            except psutil.NoSuchProcess:
+                continue
+        self._store = store
         me = psutil.Process()
         self._load = {p.pid: self._load.get(p.pid, p) for p in (
             me, *(c for c in me.children(recursive=True)
-                  if c.pid not in self.extra_pids and c.pid not in (scope or engine)))}
+                  if c.pid not in self.extra_pids and c.pid not in (scope or engine)
+                  and c.pid not in store))}
 
     def sample(self) -> dict[str, float]:
         if self._samples % self.rediscover_every == 0:
@@ -205,18 +229,29 @@ class ResourceSampler:
                 extra_cpu, extra_rss = extra_cpu + cpu, extra_rss + rss
             else:
                 ray_cpu, ray_rss, count = ray_cpu + cpu, ray_rss + rss, count + 1
-        for pid, proc in list(self._load.items()):
-            try:
-                self._add_cpu(proc, LOAD_ROLE)
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                del self._load[pid]
-        seen = self._engine.keys() | self._load.keys()
+        for known, role in ((self._load, LOAD_ROLE), (self._store, STORE_ROLE)):
+            for pid, proc in list(known.items()):
+                try:
+                    self._add_cpu(proc, role)
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    del known[pid]
+        seen = self._engine.keys() | self._load.keys() | self._store.keys()
         for pid in set(self._cpu_seen) - seen:
             del self._cpu_seen[pid]
             self._wait_seen.pop(pid, None)
         return {"ray_cpu_pct": ray_cpu, "ray_rss_mb": ray_rss / 1e6, "ray_processes": count,
                 "driver_cpu_pct": extra_cpu, "driver_rss_mb": extra_rss / 1e6,
                 "machine_cpu_pct": psutil.cpu_percent(None) * (psutil.cpu_count() or 1)}
+
+
+def _descendants(pids: set[int]) -> set[int]:
+    found: set[int] = set()
+    for pid in pids:
+        try:
+            found.update(c.pid for c in psutil.Process(pid).children(recursive=True))
+        except psutil.NoSuchProcess:
+            continue
+    return found
 
 
 # -- the treatments file ---------------------------------------------------------------------

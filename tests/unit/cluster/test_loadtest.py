@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pytest
 
 from shush.cluster import loadtest as lt
@@ -367,6 +368,41 @@ def test_the_sampler_looks_for_new_processes_every_few_samples() -> None:
         spinner.wait()
     sampler.sample()  # an ended process leaves the sampler
     assert spinner.pid not in sampler._load
+
+
+def test_the_sampler_counts_a_store_servers_processes_as_their_own_role() -> None:
+    """A local database server shares the cores: its processes (here a spinner standing in,
+    which is also this process's child) count as the store server, not the load generator."""
+    from shush.cluster.loadtest_measure import LOAD_ROLE, STORE_ROLE, ResourceSampler
+
+    spin = "import time\nend = time.monotonic() + 3.0\nwhile time.monotonic() < end: pass"
+    server = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        sampler = ResourceSampler(store_pids=[server.pid])
+        sampler.sample()
+        time.sleep(0.5)
+        sampler.sample()
+        assert server.pid not in sampler._load
+        assert sampler.cpu_seconds()[STORE_ROLE] > 0.1
+        assert sampler.cpu_seconds()[LOAD_ROLE] < 0.1
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_a_local_postgresql_store_is_found_by_its_postmaster() -> None:
+    from shush.cluster.loadtest_measure import local_postgres_pids
+
+    assert local_postgres_pids(None) == []
+    assert local_postgres_pids("sqlite:///tmp/x.db") == []
+    assert local_postgres_pids("postgresql://postgres@db.example.com:5432/test") == []
+    url = os.environ.get("SHUSH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    if "127.0.0.1" not in url and "localhost" not in url:
+        pytest.skip(f"the test database {url} is not on this machine")
+    [postmaster] = local_postgres_pids(f"{url}?schema=shush")
+    server = psutil.Process(postmaster)
+    assert server.name().startswith("postgres")
+    assert any(c.name().startswith("postgres") for c in server.children())  # its backends
 
 
 def test_waits_per_cpu_second_are_by_role() -> None:
