@@ -78,12 +78,12 @@ LOCAL_HOSTS = ("", "localhost", "127.0.0.1", "::1")
 
 
 def local_postgres_pids(store_url: str | None) -> list[int]:
-    """The PostgreSQL server on this machine that ``store_url`` names (its postmaster: a
-    ``postgres`` process whose parent is not one), or nothing for another store or host.
-    Its processes share the cores with the engine, so the load test counts their CPU."""
-    if not store_url or urlsplit(store_url).scheme not in ("postgresql", "postgres"):
-        return []
-    if (urlsplit(store_url).hostname or "") not in LOCAL_HOSTS:
+    """When ``store_url`` names a PostgreSQL server on this machine, the postmasters running
+    here (a ``postgres`` process whose parent is not one: all of them, not only the one on
+    the URL's port); nothing for another store or host. Their processes share the cores
+    with the engine, so the load test counts their CPU."""
+    url = urlsplit(store_url or "")
+    if url.scheme not in ("postgresql", "postgres") or (url.hostname or "") not in LOCAL_HOSTS:
         return []
     postgres = {proc.pid: proc.info["ppid"]
                 for proc in psutil.process_iter(["name", "ppid"])
