@@ -214,7 +214,8 @@ def sqlite_ledger_growth(path: Path, calls: int) -> str:
 
 def postgres_ledger_growth(url: str, calls: int) -> str:
     """The ledger on PostgreSQL, in a throwaway schema: the client's CPU, the server's (its
-    backend process for this connection, read from /proc: a local server) and the WAL."""
+    backend process for this connection: a local server) and the WAL."""
+    import psutil
     import psycopg
 
     from shush.adapters.stores.postgres import PostgresStateStore
@@ -222,12 +223,11 @@ def postgres_ledger_growth(url: str, calls: int) -> str:
     schema = f"shush_bench_{uuid.uuid4().hex[:12]}"
     admin = psycopg.connect(url, autocommit=True)
     store = PostgresStateStore(url, schema=schema)
-    backend = store._conn.info.backend_pid  # a benchmark may look inside
-    tick = os.sysconf("SC_CLK_TCK")
+    backend = psutil.Process(store._conn.info.backend_pid)  # a benchmark may look inside
 
     def server_cpu_s() -> float:
-        fields = Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        times = backend.cpu_times()
+        return float(times.user + times.system)
 
     def wal_bytes() -> int:
         row = admin.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')").fetchone()

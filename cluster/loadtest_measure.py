@@ -153,7 +153,8 @@ class ResourceSampler:
         self.store_pids = set(store_pids)
         self.rediscover_every = rediscover_every
         self._samples = 0
-        # the engine's processes (role; extra: an extra pid) and the load generator's
+        # the engine's processes (role; extra: an extra pid), the load generator's and the
+        # store server's
         self._engine: dict[int, tuple[psutil.Process, str, bool]] = {}
         self._load: dict[int, psutil.Process] = {}
         self._store: dict[int, psutil.Process] = {}
@@ -184,7 +185,8 @@ class ResourceSampler:
         return _descendants(self.extra_pids)
 
     def _discover(self) -> None:
-        """The engine's processes with their roles, and the load generator's."""
+        """The engine's processes with their roles, the store server's and the load
+        generator's."""
         scope = self._scope()
         engine: dict[int, tuple[psutil.Process, str, bool]] = {}
         for proc in psutil.process_iter(["pid", "name", "cmdline"]):
