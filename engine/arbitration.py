@@ -7,14 +7,14 @@ Ties break deterministically: higher score first, then the action id in alphabet
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from .models import Action, Candidate
+from .records import record
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CandidateSet:
     """The applicable actions of one customer, with their context factor and moment."""
 
@@ -25,7 +25,7 @@ class CandidateSet:
     features: tuple[int, ...] = ()  # the customer's context-feature bins (propensity)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Verdict:
     customer_id: str
     candidates: tuple[Candidate, ...]  # ranked, best first

@@ -1,18 +1,19 @@
 """The domain's types: pydantic models where data comes in from outside (signals, catalog
-actions), slotted dataclasses for what the engine itself makes on the hot path (moments,
-candidates, removals, decisions, treatments: thousands per batch, where pydantic's construction
-and dumping showed in the profile).
+actions), ``@record`` types (slotted dataclasses, ``engine.records``) for what the engine itself
+makes on the hot path (moments, candidates, removals, decisions, treatments: thousands per
+batch, where pydantic's construction and dumping showed in the profile).
 
 Inside the engine, events travel as plain wire lists (``engine.codec``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from .records import record
 
 Identifier = Annotated[str, Field(min_length=1, max_length=128)]
 
@@ -32,12 +33,12 @@ class Signal(_Model):
     attributes: dict[str, Any] = Field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Moment:
     """A detected event: something that matters about a customer, now.
 
-    A slotted dataclass, not a pydantic model: detectors make one per firing on the hot path,
-    from fields they have already checked (catalog values, event fields).
+    A record, not a pydantic model: detectors make one per firing on the hot path, from
+    fields they have already checked (catalog values, event fields).
     """
 
     moment_id: str  # stable id: detector and the evidence that fired it
@@ -77,7 +78,7 @@ class Action(_Model):
     message: str = Field("", description="Text or template id given to the channel")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Candidate:
     """One scored candidate of a decision, every factor kept (a plain dataclass: thousands are
     made per batch, and pydantic's construction cost showed in the profile)."""
@@ -91,7 +92,7 @@ class Candidate:
     score: float
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Removal:
     """A candidate a policy took out of a decision, and why."""
 
@@ -103,7 +104,7 @@ class Removal:
         return {"action_id": self.action_id, "policy": self.policy, "reason": self.reason}
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Decision:
     """One arbitration for one customer: every candidate, every factor, and the winner."""
 
@@ -131,7 +132,7 @@ TREATMENT_FIELDS = ("treatment_id", "idempotency_key", "customer_id", "action_id
                     "payload", "decided_at_ms")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Treatment:
     """A decided action for one customer, fired once per idempotency key (``customer|action|
     moment``). Channels get it as is; ``to_wire`` is its one plain-data form (ledger, outbox,

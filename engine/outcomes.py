@@ -20,6 +20,8 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .records import record
+
 IGNORED: Final = "ignored"
 SNAPSHOT_VERSION: Final = 1
 
@@ -51,7 +53,7 @@ class OutcomeKinds(BaseModel):
         return frozenset((*self.positive, *self.negative, *self.neutral, IGNORED))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Resolution:
     """A treatment closed: by a positive/negative outcome, or by its timeout (``ignored``)."""
 

@@ -25,16 +25,16 @@ Rules every implementation keeps (the contract suite in
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from .errors import ConfigError, FencedError, StoreUsageError
+from .records import record
 
 OutboxStatus = Literal["pending", "dispatched", "failed"]
 PARTITION_COUNT_KEY = "partition-count"  # in the models table: the count the store was made with
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SnapshotRow:
     """A customer's state as of ``updated_at_ms``; ``data`` is opaque to the store."""
 
@@ -44,7 +44,7 @@ class SnapshotRow:
     updated_at_ms: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class JournalEntry:
     """One write-ahead entry (a shard's batch of events); ``seq`` is assigned by the store."""
 
@@ -52,7 +52,7 @@ class JournalEntry:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TimerKey:
     """Names one durable timer; ``partition`` lets the delete be fenced."""
 
@@ -61,7 +61,7 @@ class TimerKey:
     timer_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TimerRow:
     """A durable timer, unique by ``(customer_id, timer_id)``."""
 
@@ -76,7 +76,7 @@ class TimerRow:
         return TimerKey(self.customer_id, self.partition, self.timer_id)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TreatmentRow:
     """A treatment in the ledger, unique by ``idempotency_key``."""
 
@@ -88,7 +88,7 @@ class TreatmentRow:
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class OutboxItem:
     """A ledger row's dispatch state.
 
@@ -109,7 +109,7 @@ class OutboxItem:
     dispatched_at_ms: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DecisionRow:
     """One audited decision of a customer (factors, removals...: ``data`` is opaque)."""
 
@@ -118,7 +118,7 @@ class DecisionRow:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DeadLetterRow:
     """Something the engine refused or could not do, kept rather than lost."""
 

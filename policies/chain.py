@@ -28,6 +28,7 @@ from ..engine.contact_history import Contact, ContactHistory
 from ..engine.errors import ExpressionError
 from ..engine.holdout import in_holdout
 from ..engine.models import Action, Removal
+from ..engine.records import record
 from .consent import ConsentPolicy, ConsentRecord
 from .contact import CapsPolicy, ContactView, CooldownPolicy, ServiceIssuePolicy, SuppressionPolicy
 from .expressions import compile_expression
@@ -60,7 +61,7 @@ class _ActionPolicies(NamedTuple):
     suppression: tuple[SuppressionRule, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SendPlan:
     send_now: bool
     at_ms: int  # now, or when quiet hours end
