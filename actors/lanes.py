@@ -35,6 +35,7 @@ from typing import Any, cast
 import msgpack
 
 from ..engine.errors import EngineUnavailable, ShushError
+from ..engine.packing import packb
 from . import ray_calls
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class FrameTooLarge(ValueError):
 
 
 def _send(transport: asyncio.Transport, message: list[Any]) -> None:
-    body: bytes = msgpack.packb(message, use_bin_type=True)
+    body = packb(message)
     if len(body) > MAX_FRAME_BYTES:
         raise FrameTooLarge(f"a message of {len(body)} bytes (a lane carries at most "
                             f"{MAX_FRAME_BYTES})")

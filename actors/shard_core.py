@@ -27,6 +27,7 @@ from ..engine.customer import CustomerState, LateEventError
 from ..engine.errors import EventRejected
 from ..engine.models import Candidate, Decision, Moment, Removal, Treatment
 from ..engine.outcomes import OutcomeTracker, Resolution
+from ..engine.packing import packb
 from ..engine.scorer import Scorer
 from ..engine.signals import SignalRecord
 from ..engine.store import DeadLetterRow, DecisionRow, StateStore, TreatmentRow
@@ -50,11 +51,6 @@ def _winning(verdict: Verdict) -> Candidate:
     """The main winner's candidate (the best-ranked one when there is no winner)."""
     return next((c for c in verdict.candidates if c.action_id == verdict.winner),
                 verdict.candidates[0])
-
-
-def _pack(data: Any) -> bytes:
-    packed: bytes = msgpack.packb(data, use_bin_type=True)
-    return packed
 
 
 class ShardCore:
@@ -330,7 +326,7 @@ class ShardCore:
     def _dead_letter(self, event: Any, exc: EventRejected) -> None:
         self.store.dead_letter([DeadLetterRow(
             kind="event", reason=exc.reason, field=exc.field,
-            payload=_pack({"stage": "shard", "event": event}), at_ms=self.clock.now_ms())])
+            payload=packb({"stage": "shard", "event": event}), at_ms=self.clock.now_ms())])
 
     def _context(self, customer: CustomerState, now_ms: int, trigger: Trigger,
                  bypass: bool = False, namespace: dict[str, Any] | None = None
@@ -429,7 +425,7 @@ class ShardCore:
                 customer_id=verdict.customer_id, decided_at_ms=now_ms, trigger=trigger,
                 candidates=verdict.candidates, removed=tuple(removed), winner=verdict.winner,
                 also=verdict.also, reasons=tuple(reasons))
-            audit.append(DecisionRow(customer.customer_id, now_ms, _pack(decision.to_wire())))
+            audit.append(DecisionRow(customer.customer_id, now_ms, packb(decision.to_wire())))
             self.stats["decisions"] += 1
             for treatment, fate in outcomes:
                 treatment.payload["why"] = list(reasons)
@@ -458,7 +454,7 @@ class ShardCore:
             self.persistence.touched(t.customer_id for t in treatments)
         fresh = self.store.record_treatments([
             TreatmentRow(t.idempotency_key, t.treatment_id, t.customer_id, t.action_id,
-                         t.decided_at_ms, _pack(t.to_wire())) for t in treatments],
+                         t.decided_at_ms, packb(t.to_wire())) for t in treatments],
             decisions=audit)
         fired = []
         for treatment, is_new in zip(treatments, fresh, strict=True):
@@ -502,7 +498,7 @@ class ShardCore:
                                  "score": best.score}})
         [fresh] = self.store.record_treatments([TreatmentRow(
             key, treatment.treatment_id, treatment.customer_id, action.id, now_ms,
-            _pack(treatment.to_wire()))])
+            packb(treatment.to_wire()))])
         if not fresh:
             return None
         self.store.mark_dispatched([key], now_ms)
@@ -612,7 +608,7 @@ class ShardCore:
                 self.store.mark_failed(treatment.idempotency_key, str(exc), attempts)
                 self.store.dead_letter([DeadLetterRow(
                     kind="treatment", reason=f"{attempts} sends failed, the last: {exc}",
-                    field="channel", payload=_pack(treatment.to_wire()),
+                    field="channel", payload=packb(treatment.to_wire()),
                     at_ms=self.clock.now_ms())])
                 return False
             backoff_ms = min(60_000, 1000 * 2 ** min(attempts, 6))

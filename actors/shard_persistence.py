@@ -32,15 +32,11 @@ from typing import Any
 import msgpack
 
 from ..engine.customer import CustomerState
+from ..engine.packing import packb
 from ..engine.partitions import PartitionTable
 from ..engine.store import SnapshotRow, StateStore
 
 log = logging.getLogger(__name__)
-
-
-def _pack(data: Any) -> bytes:
-    packed: bytes = msgpack.packb(data, use_bin_type=True)
-    return packed
 
 
 def _unpack(data: bytes) -> Any:
@@ -130,7 +126,7 @@ class ShardPersistence:
             partition = partition_of(event[1])
             counts[partition] = counts.get(partition, 0) + 1
         self._end = self.store.append_journal({p: epochs[p] for p in counts},
-                                              _pack(events) if packed is None else packed)
+                                              packb(events) if packed is None else packed)
         self.stats["journaled"] += len(events)
         self._events_since += len(events)
         for partition, count in counts.items():

@@ -13,6 +13,7 @@ import msgpack
 from .arbitration import CandidateSet, Verdict
 from .errors import CodecError
 from .models import Candidate
+from .packing import packb
 
 WIRE_VERSION = 1
 
@@ -31,8 +32,7 @@ def pack(kind: str, items: list[Any], **meta: Any) -> bytes:
     envelope = {"v": WIRE_VERSION, "k": kind, "items": items}
     if meta:
         envelope["meta"] = meta
-    packed: bytes = msgpack.packb(envelope, use_bin_type=True)
-    return packed
+    return packb(envelope)
 
 
 def unpack_envelope(data: bytes, kind: str) -> dict[str, Any]:

@@ -50,6 +50,7 @@ from .detectors import BaseDetector
 from .detectors.float_buffer import packable, plain
 from .errors import EventRejected
 from .models import Moment
+from .packing import packb
 from .signals import SignalRecord
 
 
@@ -372,9 +373,7 @@ class CustomerState:
     def pack_snapshot(self) -> bytes:
         """``to_snapshot`` packed with msgpack, without copying the detectors' state to turn
         its float buffers into bytes: the packer does that as it meets them."""
-        packed: bytes = msgpack.packb(self._snapshot(self.detector_state), use_bin_type=True,
-                                      default=packable)  # a Packer of its own: thread-safe
-        return packed
+        return packb(self._snapshot(self.detector_state), default=packable)
 
     def _snapshot(self, detector_state: dict[str, dict[str, Any]]) -> dict[str, Any]:
         return {

@@ -24,6 +24,7 @@ from typing import Any
 import msgpack
 from google.protobuf.descriptor import MethodDescriptor
 
+from ...engine.packing import packb
 from ..grpc import shush_pb2 as pb
 
 HEADER = struct.Struct("!II")
@@ -53,12 +54,12 @@ def frame(call_id: int, body: bytes) -> bytes:
 
 
 def request_frame(call_id: int, method: str, metadata: Metadata, request: bytes) -> bytes:
-    return frame(call_id, msgpack.packb([method, [list(m) for m in metadata], request]))
+    return frame(call_id, packb([method, [list(m) for m in metadata], request]))
 
 
 def reply_frame(call_id: int, code: int, details: str, trailing: Metadata,
                 reply: bytes) -> bytes:
-    return frame(call_id, msgpack.packb([code, details, [list(m) for m in trailing], reply]))
+    return frame(call_id, packb([code, details, [list(m) for m in trailing], reply]))
 
 
 def _pairs(value: Any, what: str) -> Metadata:
