@@ -359,7 +359,7 @@ class ShardCore:
             cset, refused = self.chain.run(cset, ctx)
             features = self._features(customer, now_ms)
             sets.append(CandidateSet(cset.customer_id, cset.action_ids, cset.contexts,
-                                     cset.moment_ids, features))
+                                     cset.moment_ids, features) if features else cset)
             removals[customer_id] = removed + refused
         return sets, removals
 

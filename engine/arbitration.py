@@ -57,9 +57,8 @@ class ActionTable:
         self.lever = self.default_lever.copy()
         channels = sorted({actions[a].channel for a in self.ids})
         # 0: the customer's main competition; 1 + channel index: that channel's own.
-        self.group = np.array([1 + channels.index(actions[a].channel)
-                               if actions[a].compete_per_channel else 0 for a in self.ids],
-                              dtype=np.int64)
+        self.group = {a: 1 + channels.index(actions[a].channel)
+                      if actions[a].compete_per_channel else 0 for a in self.ids}
 
     def set_lever(self, action_id: str, lever: float) -> None:
         self.lever[self.index[action_id]] = lever
@@ -96,19 +95,18 @@ def arbitrate(sets: Sequence[CandidateSet], table: ActionTable, propensity: np.n
     lever = table.lever[action_idx]
     scores = p * c * v * lever
     # Sort by set, then score descending, then action id ascending (ids are sorted in the table).
-    order = np.lexsort((action_idx, -scores, set_idx))
-    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-    verdicts: list[Verdict] = []
+    order = np.lexsort((action_idx, -scores, set_idx)).tolist()
+    # Back to Python objects once, not a numpy scalar per candidate and factor
+    flat_actions = [a for s in sets for a in s.action_ids]
     flat_moments = [m for s in sets for m in s.moment_ids]
     p_l, c_l, v_l, lev_l, s_l = p.tolist(), c.tolist(), v.tolist(), lever.tolist(), scores.tolist()
-    order_l = order.tolist()
-    for k, cset in enumerate(sets):
-        n = int(sizes[k])
-        ranked = []
-        for j in order_l[int(starts[k]):int(starts[k]) + n]:
-            ranked.append(Candidate(
-                action_id=table.ids[action_idx[j]], moment_id=flat_moments[j],
-                p=p_l[j], c=c_l[j], v=v_l[j], l=lev_l[j], score=s_l[j]))
+    verdicts: list[Verdict] = []
+    start = 0
+    for cset, n in zip(sets, sizes.tolist(), strict=True):
+        ranked = [Candidate(flat_actions[j], flat_moments[j], p_l[j], c_l[j], v_l[j], lev_l[j],
+                            s_l[j])  # positional: in the order of Candidate's fields
+                  for j in order[start:start + n]]
+        start += n
         verdicts.append(_verdict(cset.customer_id, ranked, table))
     return verdicts
 
@@ -117,7 +115,7 @@ def _verdict(customer_id: str, ranked: list[Candidate], table: ActionTable) -> V
     """The best positive candidate of each competition; the main one's is ``winner``."""
     best: dict[int, str] = {}
     for cand in ranked:
-        group = int(table.group[table.index[cand.action_id]])
+        group = table.group[cand.action_id]
         if cand.score > 0 and group not in best:
             best[group] = cand.action_id
     winner = best.pop(0, None)

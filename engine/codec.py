@@ -107,9 +107,9 @@ def decode_verdict_batch(data: bytes) -> tuple[list[Verdict], dict[str, Any]]:
     envelope = unpack_envelope(data, VERDICTS)
     try:
         verdicts = [
-            Verdict(customer_id, tuple(
-                Candidate(action_id=a, moment_id=m, p=p, c=c, v=v, l=lv, score=s)
-                for a, m, p, c, v, lv, s in ranked), winner, tuple(also))
+            Verdict(customer_id, tuple([Candidate(a, m, p, c, v, lv, s)  # Candidate's order
+                                        for a, m, p, c, v, lv, s in ranked]),
+                    winner, tuple(also))
             for customer_id, winner, ranked, also in envelope["items"]]
     except (TypeError, ValueError) as exc:
         raise CodecError(f"malformed verdicts: {exc}") from exc

@@ -354,13 +354,14 @@ class CustomerState:
         self.treated[idempotency_key] = expires_ms
         return True
 
-    def namespace(self, now_ms: int) -> dict[str, Any]:
-        """What policy expressions see."""
+    def namespace(self, now_ms: int, live: list[Moment] | None = None) -> dict[str, Any]:
+        """What policy expressions see. ``live``: the live moments at ``now_ms`` when the
+        caller has them (``current_moments`` just returned them: the same names)."""
         return {
             "customer_id": self.customer_id,
             "profile": self.profile,
             "state": self.last,
-            "moments": {m.name for m in self.live_moments(now_ms)},
+            "moments": {m.name for m in (self.live_moments(now_ms) if live is None else live)},
             "now_ms": now_ms,
         }
 

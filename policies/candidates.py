@@ -56,7 +56,8 @@ def build_candidates(customer: CustomerState, catalog: Catalog, eligibility: Eli
                      now_ms: int, *, inbound: bool = False,
                      channel: str | None = None) -> tuple[CandidateSet, list[Removal]]:
     best: dict[str, tuple[float, str | None]] = {}
-    for moment in customer.current_moments(now_ms):
+    moments = customer.current_moments(now_ms)
+    for moment in moments:
         relevance = moment.relevance(now_ms)
         for action in catalog.actions_by_moment.get(moment.name, ()):
             if relevance >= best.get(action.id, (0.0, None))[0]:  # ties: the newer moment
@@ -66,7 +67,7 @@ def build_candidates(customer: CustomerState, catalog: Catalog, eligibility: Eli
             if not action.moments:
                 best[action.id] = (1.0, None)
     removed: list[Removal] = []
-    namespace = customer.namespace(now_ms) if eligibility.rules else {}
+    namespace = customer.namespace(now_ms, moments) if eligibility.rules else {}
     action_ids: list[str] = []
     contexts: list[float] = []
     moment_ids: list[str | None] = []
