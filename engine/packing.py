@@ -1,6 +1,6 @@
 """``packb``: msgpack bytes from a Packer kept per thread, not made per call.
 
-``msgpack.packb`` builds a new ``Packer`` (and its buffer) for every call: packing a
+``msgpack.packb`` builds a new ``Packer`` (and its 256 KiB buffer) for every call: packing a
 1,569-byte customer snapshot took 11.9 µs that way against 5.3 µs with a reused Packer, and a
 small decision 4.2 against 2.2 µs. Each thread gets its own Packers (one per ``default``
 hook), since a Packer is not safe to share between threads; a Packer resets its buffer after
