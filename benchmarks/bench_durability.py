@@ -69,7 +69,6 @@ def run(url: str, events: list[list[object]], start_ms: int) -> dict[str, float]
     snapshot_s = time.perf_counter() - started
     sizes = [len(row.data) for row in store.load_snapshots(persistence.partitions)]
     core.customers.clear()
-    core.active_ms.clear()
     started = time.perf_counter()
     for customer_id in customers:
         assert core.find(customer_id) is not None

@@ -120,9 +120,9 @@ class RecentIds:
 
 class CustomerState:
     __slots__ = (
-        "_recent", "contacts", "customer_id", "deferred", "detector_state", "due_moved",
-        "last", "last_event_ms", "moments", "partition", "profile", "timers", "treated",
-        "undecided",
+        "_recent", "active_ms", "contacts", "customer_id", "deferred", "detector_state",
+        "due_moved", "last", "last_event_ms", "moments", "partition", "placed_ms", "profile",
+        "timers", "treated", "undecided",
     )
 
     def __init__(self, customer_id: str, *, dedup_ids: int = 64) -> None:
@@ -144,6 +144,10 @@ class CustomerState:
         # a timer or a deferred send changed since the shard last took ``next_due_ms`` (it
         # clears this when it does): most turns change neither, and the shard skips those
         self.due_moved = False
+        # the engine time of its last turn on the shard hosting it, and of the turn that last
+        # moved it to the end of the shard's order (passivation); not in snapshots
+        self.active_ms = 0
+        self.placed_ms = 0
 
     # -- events ---------------------------------------------------------------------------
     def seen(self, event_id: str) -> bool:
