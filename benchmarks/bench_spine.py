@@ -120,8 +120,8 @@ def _drive(events: list[list[object]], config: EngineConfig, shards: list[ShardC
         clock.set(max(clock.now_ms(), int(chunk[-1][3])))  # type: ignore[call-overload]
         per_shard: dict[int, list[list[object]]] = {}
         for event in chunk:
-            record = validate_wire_event(event, catalog.signals)
-            per_shard.setdefault(table.shard_of(record.customer_id), []).append(event)
+            validate_wire_event(event, catalog.signal_schemas)
+            per_shard.setdefault(table.shard_of(event[1]), []).append(event)
         for index, shard_events in per_shard.items():
             shard = shards[index]
             shard.apply_events(shard_events)  # journals first when the shard has a store

@@ -20,6 +20,7 @@ from .detectors import CombinationDetector, DetectorSpec
 from .detectors.runtime import runtime
 from .errors import CatalogError
 from .models import Action
+from .signals import signal_schemas
 
 Category = Literal[
     "account status", "behavior-account", "behavior-device", "behavior-person", "calendar",
@@ -117,6 +118,7 @@ class Catalog:
         # through its __getattr__ hook, which keeps CPython from specializing the read
         self.profile_signals = frozenset(s.type for s in self.signals.values()
                                          if s.updates_profile)
+        self.signal_schemas = signal_schemas(self.signals)  # what validation reads
         # and detectors run as runtimes: their settings on plain slots (see detectors.runtime)
         self.runtimes: dict[str, DetectorSpec] = {
             d.id: runtime(d) for d in self.detectors.values()}

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from .catalog import SignalType
 from .errors import EventRejected
-from .signals import validate_wire_event
+from .signals import SignalSchema, signal_schemas, validate_wire_event
 
 __all__ = [
     "ReplayEvent", "ReplayPacer", "ReplayRejection", "in_event_time_order", "parse_time_ms",
@@ -112,7 +112,8 @@ def _typed(text: str, kind: str) -> Any:
 
 
 def _record(raw: Mapping[str, Any], line: int, signals: Mapping[str, SignalType],
-            id_prefix: str, extra: Mapping[str, str] | None = None) -> list[Any]:
+            schemas: Mapping[str, SignalSchema], id_prefix: str,
+            extra: Mapping[str, str] | None = None) -> list[Any]:
     """Build and validate one wire event; raise ``_Bad`` naming the field."""
     type_ = raw.get("type")
     if not isinstance(type_, str) or not type_:
@@ -149,7 +150,7 @@ def _record(raw: Mapping[str, Any], line: int, signals: Mapping[str, SignalType]
     event = [event_id, raw.get("customer_id"), type_, at_ms, raw.get("source") or "replay",
              attributes]
     try:
-        validate_wire_event(event, signals)
+        validate_wire_event(event, schemas)
     except EventRejected as exc:
         raise _Bad(exc.field, exc.reason) from None
     return event
@@ -158,6 +159,7 @@ def _record(raw: Mapping[str, Any], line: int, signals: Mapping[str, SignalType]
 def read_jsonl(lines: Iterable[str], signals: Mapping[str, SignalType], *,
                id_prefix: str = "replay") -> Iterator[ReplayItem]:
     """One JSON object per line, in file order (blank lines are skipped)."""
+    schemas = signal_schemas(signals)
     for number, text in enumerate(lines, start=1):
         if not text.strip():
             continue
@@ -165,7 +167,7 @@ def read_jsonl(lines: Iterable[str], signals: Mapping[str, SignalType], *,
             raw = json.loads(text)
             if not isinstance(raw, dict):
                 raise _Bad("", "a line must hold one JSON object")
-            yield ReplayEvent(number, _record(raw, number, signals, id_prefix))
+            yield ReplayEvent(number, _record(raw, number, signals, schemas, id_prefix))
         except json.JSONDecodeError as exc:
             yield ReplayRejection(number, "", f"not JSON: {exc.msg} at column {exc.colno}",
                                   text[:200])
@@ -183,6 +185,7 @@ def read_csv(lines: Iterable[str], signals: Mapping[str, SignalType], *,
         yield ReplayRejection(1, missing[0], f"the header lacks column(s) {', '.join(missing)}")
         return
     extra_columns = [c for c in header if c not in STANDARD_COLUMNS]
+    schemas = signal_schemas(signals)
     while True:
         try:
             row = next(reader)
@@ -197,7 +200,7 @@ def read_csv(lines: Iterable[str], signals: Mapping[str, SignalType], *,
             continue
         extra = {c: row[c] for c in extra_columns if row.get(c) is not None}
         try:
-            yield ReplayEvent(number, _record(row, number, signals, id_prefix, extra))
+            yield ReplayEvent(number, _record(row, number, signals, schemas, id_prefix, extra))
         except _Bad as bad:
             yield ReplayRejection(number, bad.field, bad.reason, ",".join(
                 str(v) for v in row.values())[:200])

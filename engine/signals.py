@@ -39,8 +39,30 @@ _TYPE_CHECKS: dict[str, Callable[[Any], bool]] = {
 }
 
 
-def validate_wire_event(event: Any, signal_types: Mapping[str, Any]) -> SignalRecord:
-    """Check one wire event against the catalog; raise ``EventRejected`` naming the field."""
+class SignalSchema:
+    """A signal type's declared attributes as validation reads them for every event: plain
+    values. Read from the catalog's pydantic models (``attributes``, then ``type`` and
+    ``required`` of each), whose attribute reads CPython does not specialize, validating a
+    loadtest event took 1.7 us."""
+
+    __slots__ = ("checks", "required")
+
+    def __init__(self, attributes: Mapping[str, Any]) -> None:
+        # name -> (declared type, its check)
+        self.checks: dict[str, tuple[str, Callable[[Any], bool]]] = {
+            name: (attr.type, _TYPE_CHECKS[attr.type]) for name, attr in attributes.items()}
+        self.required = tuple(name for name, attr in attributes.items() if attr.required)
+
+
+def signal_schemas(signal_types: Mapping[str, Any]) -> dict[str, SignalSchema]:
+    """``{type: SignalSchema}`` for the catalog's signal types (``SignalType`` models)."""
+    return {name: SignalSchema(spec.attributes) for name, spec in signal_types.items()}
+
+
+def validate_wire_event(event: Any, schemas: Mapping[str, SignalSchema]) -> None:
+    """Check one wire event against the catalog (``signal_schemas``); raise
+    ``EventRejected`` naming the field. (It returns nothing: the router needs only the
+    customer id, and building a ``SignalRecord`` was a fifth of this check's time.)"""
     if not isinstance(event, (list, tuple)) or len(event) != 6:
         raise EventRejected("an event is a list of 6 fields", field="event")
     event_id, customer_id, type_, occurred_at_ms, source, attributes = event
@@ -55,24 +77,23 @@ def validate_wire_event(event: Any, signal_types: Mapping[str, Any]) -> SignalRe
                             field="occurred_at")
     if not isinstance(source, str):
         raise EventRejected("source must be a string", event_id=event_id, field="source")
-    spec = signal_types.get(type_) if isinstance(type_, str) else None
-    if spec is None:
+    schema = schemas.get(type_) if isinstance(type_, str) else None
+    if schema is None:
         raise EventRejected(f"unknown signal type {type_!r}", event_id=event_id, field="type")
     if not isinstance(attributes, dict):
         raise EventRejected("attributes must be a mapping", event_id=event_id,
                             field="attributes")
-    declared = spec.attributes
+    checks = schema.checks
     for name, value in attributes.items():
-        attr = declared.get(name)
-        if attr is None:
+        declared = checks.get(name)
+        if declared is None:
             raise EventRejected(f"attribute {name!r} is not declared for {type_!r}",
                                 event_id=event_id, field=f"attributes.{name}")
-        if not _TYPE_CHECKS[attr.type](value):
+        if not declared[1](value):
             raise EventRejected(
-                f"attribute {name!r} must be {attr.type}, got {type(value).__name__}",
+                f"attribute {name!r} must be {declared[0]}, got {type(value).__name__}",
                 event_id=event_id, field=f"attributes.{name}")
-    for name, attr in declared.items():
-        if attr.required and name not in attributes:
+    for name in schema.required:
+        if name not in attributes:
             raise EventRejected(f"required attribute {name!r} is missing", event_id=event_id,
                                 field=f"attributes.{name}")
-    return SignalRecord(event_id, customer_id, type_, occurred_at_ms, source, attributes)

@@ -104,7 +104,8 @@ def router_decode(batch: bytes, catalog: Catalog) -> list[SignalRecord | EventRe
     results: list[SignalRecord | EventRejected] = []
     for event in codec.unpack(batch, codec.EVENTS):
         try:
-            results.append(validate_wire_event(event, catalog.signals))
+            validate_wire_event(event, catalog.signal_schemas)
+            results.append(SignalRecord._make(event))
         except EventRejected as exc:
             results.append(exc)
     return results
@@ -139,7 +140,7 @@ def test_a_shard_core_answers_every_validated_event_and_keeps_going(
     valid = []
     for event in events:
         try:
-            validate_wire_event(event, catalog.signals)
+            validate_wire_event(event, catalog.signal_schemas)
         except EventRejected:
             continue
         valid.append(event)

@@ -11,7 +11,7 @@ from shush.engine.catalog import Catalog, CatalogFile
 from shush.engine.errors import CodecError, EventRejected
 from shush.engine.models import Candidate
 from shush.engine.partitions import PartitionTable, partition_of
-from shush.engine.signals import validate_wire_event
+from shush.engine.signals import SignalSchema, validate_wire_event
 from tests.factories import COMPETING_CATALOG, event
 
 
@@ -91,8 +91,9 @@ def test_verdicts_and_their_meta_come_back_from_one_reply() -> None:
 
 
 @pytest.fixture
-def signals() -> dict[str, object]:
-    return Catalog.from_wire(CatalogFile.model_validate(COMPETING_CATALOG).model_dump()).signals
+def signals() -> dict[str, SignalSchema]:
+    return Catalog.from_wire(
+        CatalogFile.model_validate(COMPETING_CATALOG).model_dump()).signal_schemas
 
 
 @pytest.mark.parametrize(("wire", "field", "reason"), [
@@ -108,7 +109,7 @@ def signals() -> dict[str, object]:
     (["e1", "c", "savings_withdrawal", 1, "", {"amount": True}], "attributes.amount", "bool"),
     ("not a list", "event", "6 fields"),
 ])
-def test_invalid_events_name_the_field(signals: dict[str, object], wire: object, field: str,
+def test_invalid_events_name_the_field(signals: dict[str, SignalSchema], wire: object, field: str,
                                        reason: str) -> None:
     with pytest.raises(EventRejected) as info:
         validate_wire_event(wire, signals)
@@ -116,7 +117,5 @@ def test_invalid_events_name_the_field(signals: dict[str, object], wire: object,
     assert reason in info.value.reason
 
 
-def test_valid_event_accepts_int_for_number(signals: dict[str, object]) -> None:
-    record = validate_wire_event(["e1", "c", "savings_withdrawal", 5, "atm", {"amount": 7}],
-                                 signals)
-    assert record.customer_id == "c" and record.attributes == {"amount": 7}
+def test_valid_event_accepts_int_for_number(signals: dict[str, SignalSchema]) -> None:
+    validate_wire_event(["e1", "c", "savings_withdrawal", 5, "atm", {"amount": 7}], signals)
