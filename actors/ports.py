@@ -59,19 +59,22 @@ EdgeFactory = Callable[[RouterFront], EdgeServer]
 
 
 class ShardFront(Protocol):
-    """What a Decide server in a shard's process calls on that shard, directly."""
+    """What a shard's own server (``ShardServer``) calls on that shard, in its process."""
 
     index: int
 
     def shard_of(self, customer_id: str) -> int: ...
 
+    async def take_direct(self, events: list[Any], packed: bytes | None, arrived_s: float,
+                          taken_s: float | None = None) -> list[list[Any]]: ...
+
     async def decide(self, customer_id: str, channel: str | None, present: bool = False,
                      sent_at_s: float | None = None) -> bytes: ...
 
 
-class DecideServer(Protocol):
-    """A server in a shard's process that answers Decides about that shard's customers
-    (the frames adapter), so a client that knows the routes skips the router."""
+class ShardServer(Protocol):
+    """A server in a shard's process that takes submits and Decides about that shard's
+    customers (the frames adapter), so a client that knows the routes skips the router."""
 
     async def start(self) -> str: ...  # the address clients reach it at, host:port
 
@@ -81,4 +84,4 @@ class DecideServer(Protocol):
     def served(self) -> int: ...  # calls answered
 
 
-DecideServerFactory = Callable[[ShardFront], DecideServer]
+ShardServerFactory = Callable[[ShardFront], ShardServer]

@@ -27,13 +27,14 @@ from ..engine.arbitration import CandidateSet, Verdict
 from ..engine.catalog import Catalog
 from ..engine.clock import make_clock
 from ..engine.config import EngineConfig
-from ..engine.errors import CodecError, EngineUnavailable, FencedError
+from ..engine.errors import BackpressureError, CodecError, EngineUnavailable, FencedError
 from ..engine.models import Removal
 from ..engine.partitions import PartitionTable
 from ..engine.runs import EmergencyRun
+from ..engine.signals import admit_events
 from . import gil, heap, ray_calls
 from .lanes import ARBITRATOR_LANE_METHODS, SHARD_LANE_METHODS, ActorLanes, LaneHost
-from .ports import ChannelFactory, DecideServer, DecideServerFactory, StoreFactory
+from .ports import ChannelFactory, ShardServer, ShardServerFactory, StoreFactory
 from .shard_always_on import ShardAlwaysOn
 from .shard_core import ShardCore
 from .shard_persistence import ShardPersistence
@@ -67,16 +68,16 @@ class ShardActorBody:
     def __init__(self, index: int, config_json: str, catalog_wire: dict[str, Any],
                  table_wire: dict[str, Any], channel_factory: ChannelFactory,
                  store_factory: StoreFactory,
-                 decide_server_factory: DecideServerFactory | None = None) -> None:
+                 shard_server_factory: ShardServerFactory | None = None) -> None:
         heap.tune_for_resident_state()
         self.config = EngineConfig.model_validate_json(config_json)
         gil.hand_over_every(self.config.gil_switch_interval_ms)
         store = store_factory()
         self.index = index
         self.table = PartitionTable.from_wire(table_wire)
-        self.decide_server_factory = decide_server_factory
-        self.decide_server: DecideServer | None = None
-        self.decide_address: str | None = None
+        self.shard_server_factory = shard_server_factory
+        self.shard_server: ShardServer | None = None
+        self.shard_address: str | None = None
         self.persistence = ShardPersistence(store, index, self.table,
                                             self.config.shard.snapshot_interval_s,
                                             self.config.shard.max_replay_events)
@@ -99,6 +100,8 @@ class ShardActorBody:
         self.fenced = False
         self._batches = asyncio.Lock()  # submits apply in arrival order, one at a time
         self._batches_queued = 0  # submits waiting for _batches (the shard is behind)
+        self.queued_events = 0  # their events
+        self.events_direct = 0  # events clients sent here directly (``take_direct``)
         self._held_since: float | None = None  # when the decider first put a round off
         self._turns = asyncio.Condition()  # guards _in_decision
         self._in_decision: set[str] = set()  # customers between candidates and settling
@@ -252,22 +255,31 @@ class ShardActorBody:
         self.fenced = True
 
     async def submit(self, batch: bytes, stamps: list[float | None] | None = None) -> bytes:
-        """Journal and apply a batch, a turn of ``turn_events`` at a time: between turns an
-        inbound Decide or a decision round runs, so a large batch never holds them up.
-        ``stamps``: the router's, for the batch's way in (``WayIn``, in health)."""
+        """A router's batch (``take``); ``stamps``: the router's, for the batch's way in
+        (``WayIn``, in health)."""
         arrived_s = time.time()
-        self._ensure_background()
         try:
             events, packed = codec.unpack_events(batch)
         except CodecError as exc:
             return codec.pack(codec.ACKS, [], refused=str(exc))
+        return codec.pack(codec.ACKS, await self.take(events, packed, stamps, arrived_s))
+
+    async def take(self, events: list[Any], packed: bytes | None,
+                   stamps: list[float | None] | None, arrived_s: float) -> list[list[Any]]:
+        """Journal and apply valid events of this shard's customers (``packed``: the same
+        events as msgpack bytes, or ``None``), a turn of ``turn_events`` at a time: between
+        turns an inbound Decide or a decision round runs, so a large batch never holds them
+        up. One ack each, in order: journaled and applied, decisions follow."""
+        self._ensure_background()
         turn = self.config.shard.turn_events
         acks: list[list[Any]] = []
         self._batches_queued += 1
+        self.queued_events += len(events)
         try:
             await self._batches.acquire()
         finally:
             self._batches_queued -= 1
+            self.queued_events -= len(events)
         try:
             locked_s = time.time()
             try:
@@ -298,7 +310,40 @@ class ShardActorBody:
         if stamps is not None:
             self.way_in.record_batch(stamps, arrived_s, locked_s, time.time())
         acks.extend([codec.RETRY, "shard fenced off"] for _ in events[len(acks):])
-        return codec.pack(codec.ACKS, acks)  # journaled and applied: decisions follow
+        return acks
+
+    async def take_direct(self, events: list[Any], packed: bytes | None, arrived_s: float,
+                          taken_s: float | None = None) -> list[list[Any]]:
+        """A client's events, sent here with no router in between (the frames edge, to a
+        client that asked ``Routes``): checked as a router checks them (``admit_events``:
+        ``WrongShard`` refuses the whole request when the client's routes are stale), then
+        ``take``. An invalid event is refused alone, with its reason, and kept as a dead
+        letter. ``BackpressureError`` when ``max_queued_events`` already wait;
+        ``EngineUnavailable`` once fenced off. ``packed``:
+        the events as msgpack bytes, journaled as they are when all are valid.
+        ``arrived_s``/``taken_s``: when the request came in and when its events were
+        unpacked (the batch's way in: the shard's edge stands for the router, no hop)."""
+        taken_s = taken_s or time.time()
+        if self.fenced:  # the client sends through a router, which reaches the new one
+            raise EngineUnavailable("a newer incarnation owns its partitions",
+                                    what=f"shard {self.index}")
+        limit = self.config.shard.max_queued_events
+        if self.queued_events and self.queued_events + len(events) > limit:
+            raise BackpressureError(f"shard {self.index} has {self.queued_events:,} events "
+                                    f"waiting (max_queued_events {limit:,})",
+                                    retry_after_s=self.config.router.resend_backoff_s)
+        valid, rejected = admit_events(events, self.core.catalog.signal_schemas,
+                                       self.table.shard_of, self.index)
+        acks: list[list[Any] | None] = [None] * len(events)
+        for i, exc in rejected:
+            acks[i] = [codec.REJECTED, exc.reason, exc.field]
+            self.core.dead_letter(events[i], exc, stage="shard edge")
+        self.events_direct += len(events)
+        checked_s = time.time()
+        taken = iter(await self.take(valid, None if rejected else packed,
+                                     [arrived_s, taken_s, checked_s], checked_s)
+                     if valid else ())
+        return [ack if ack is not None else next(taken) for ack in acks]
 
     async def _arbitrate(self, sets: list[CandidateSet]) -> bytes:
         """Score at the arbitrator, with the outcomes and budget settlements gathered since
@@ -499,15 +544,16 @@ class ShardActorBody:
     def shard_of(self, customer_id: str) -> int:
         return self.table.shard_of(customer_id)
 
-    async def serve_decide(self) -> str | None:
-        """Serve Decides about this shard's customers in this process (``DecideServer``);
+    async def serve_clients(self) -> str | None:
+        """Serve submits and Decides about this shard's customers in this process
+        (``ShardServer``);
         return its address (None: this engine has none). Idempotent: the supervisor calls it
         after every health check, so a restarted shard serves again."""
-        if self.decide_server is None and self.decide_server_factory is not None:
-            server = self.decide_server_factory(self)
-            self.decide_address = await server.start()
-            self.decide_server = server
-        return self.decide_address
+        if self.shard_server is None and self.shard_server_factory is not None:
+            server = self.shard_server_factory(self)
+            self.shard_address = await server.start()
+            self.shard_server = server
+        return self.shard_address
 
     async def lane(self) -> list[str]:
         """Where this shard serves its lane (``actors.lanes``): ``[node id, socket path]``.
@@ -537,8 +583,9 @@ class ShardActorBody:
                 "steps": self.steps.to_wire(), "way_in": self.way_in.to_wire(),
                 "store_writes": self.core.store.write_times(),
                 "lane_calls": self.lane_host.served(),
-                "decide_address": self.decide_address,
-                "decides_direct": 0 if self.decide_server is None else self.decide_server.served,
+                "shard_address": self.shard_address,
+                "direct_calls": 0 if self.shard_server is None else self.shard_server.served,
+                "events_direct": self.events_direct,
                 "gc_cycles_found": self.freezer.cycles_found}
 
 

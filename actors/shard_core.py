@@ -241,7 +241,7 @@ class ShardCore:
             except EventRejected as exc:  # e.g. later than the customer's watermark
                 self.stats["late" if isinstance(exc, LateEventError) else "rejected"] += 1
                 acks.append([codec.REJECTED, exc.reason, exc.field])
-                self._dead_letter(event, exc)
+                self.dead_letter(event, exc)
                 continue
             except Exception as exc:  # loop boundary: one message must not kill the shard
                 log.exception("shard %d could not apply an event", self.index)
@@ -334,10 +334,12 @@ class ShardCore:
             self._resolved(resolution)
         return len(due)
 
-    def _dead_letter(self, event: Any, exc: EventRejected) -> None:
+    def dead_letter(self, event: Any, exc: EventRejected, stage: str = "shard") -> None:
+        """Keep a refused event in the store, with why and where it was refused."""
         self.store.dead_letter([DeadLetterRow(
             kind="event", reason=exc.reason, field=exc.field,
-            payload=packb({"stage": "shard", "event": event}), at_ms=self.clock.now_ms())])
+            payload=packb({"stage": stage, "event_id": exc.event_id, "reason": exc.reason,
+                           "event": event}), at_ms=self.clock.now_ms())])
 
     def _context(self, customer: CustomerState, now_ms: int, trigger: Trigger,
                  bypass: bool = False, namespace: dict[str, Any] | None = None

@@ -28,8 +28,8 @@ from . import gil, ray_calls
 from .arbitration import ArbitrationActor
 from .ports import (
     ChannelFactory,
-    DecideServerFactory,
     EdgeFactory,
+    ShardServerFactory,
     SinkFactory,
     StoreFactory,
 )
@@ -80,7 +80,7 @@ class SupervisorActorBody:
     def __init__(self, config_json: str, catalog_wire: dict[str, Any],
                  channel_factory: ChannelFactory, dead_letter_factory: SinkFactory,
                  store_factory: StoreFactory, edge_factory: EdgeFactory | None = None,
-                 decide_server_factory: DecideServerFactory | None = None) -> None:
+                 shard_server_factory: ShardServerFactory | None = None) -> None:
         self.config_json = config_json
         self.config = EngineConfig.model_validate_json(config_json)
         gil.hand_over_every(self.config.gil_switch_interval_ms)
@@ -89,9 +89,9 @@ class SupervisorActorBody:
         self.dead_letter_factory = dead_letter_factory
         self.store_factory = store_factory
         self.edge_factory = edge_factory
-        self.decide_server_factory = decide_server_factory
+        self.shard_server_factory = shard_server_factory
         self.edge_port: int | None = None  # the port every router serves, once asked to
-        self.decide_addresses: dict[int, str] = {}  # shards serving Decide directly
+        self.shard_addresses: dict[int, str] = {}  # shards serving clients directly
         self.table = self.config.partition_table()
         self.arbitrators: list[Any] = []
         self.shards: list[Any] = []
@@ -117,7 +117,7 @@ class SupervisorActorBody:
     def _create_shard(self, i: int) -> Any:
         return ray_calls.create(
             ShardActor, i, self.config_json, self.catalog_wire, self.table.to_wire(),
-            self.channel_factory, self.store_factory, self.decide_server_factory,
+            self.channel_factory, self.store_factory, self.shard_server_factory,
             name=ray_calls.actor_name("shard", i), namespace=self.config.namespace,
             num_cpus=self.config.shard.num_cpus, max_restarts=self.config.shard.max_restarts)
 
@@ -180,7 +180,7 @@ class SupervisorActorBody:
                     self.restarts[kind] += 1
         if self.edge_port is not None:  # a re-created or Ray-restarted actor serves again
             await self._serve_on(self.routers, self.edge_port)
-            await self._serve_decides()
+            await self._serve_clients()
         return replaced  # peers find a re-created actor by its name
 
     # -- the edge -------------------------------------------------------------------------
@@ -192,30 +192,30 @@ class SupervisorActorBody:
                                         timeout_s=self.config.call_timeout_s)
             await self._serve_on(self.routers[1:], port, strict=True)
             self.edge_port = port
-            await self._serve_decides()
+            await self._serve_clients()
         return self.edge_port
 
-    async def _serve_decides(self) -> None:
-        """Ask every shard to serve Decides directly (when this engine's shards have a
-        ``DecideServer``); keep their addresses for ``decide_routes``. A shard that cannot is
+    async def _serve_clients(self) -> None:
+        """Ask every shard to serve submits and Decides directly (when this engine's shards have a
+        ``ShardServer``); keep their addresses for ``shard_routes``. A shard that cannot is
         left out: clients reach its customers through the routers."""
-        if self.decide_server_factory is None:
+        if self.shard_server_factory is None:
             return
-        served = await asyncio.gather(*(ray_calls.call(s, "serve_decide",
+        served = await asyncio.gather(*(ray_calls.call(s, "serve_clients",
                                                        timeout_s=self.config.call_timeout_s)
                                         for s in self.shards), return_exceptions=True)
         for i, address in enumerate(served):
             if isinstance(address, str):
-                self.decide_addresses[i] = address
+                self.shard_addresses[i] = address
             else:
-                self.decide_addresses.pop(i, None)
+                self.shard_addresses.pop(i, None)
                 if isinstance(address, BaseException):
-                    log.warning("supervisor: shard %d does not serve Decides yet: %s",
+                    log.warning("supervisor: shard %d does not serve clients yet: %s",
                                 i, address)
 
-    async def decide_routes(self) -> dict[int, str]:
-        """The shards serving Decide directly: index -> host:port."""
-        return dict(self.decide_addresses)
+    async def shard_routes(self) -> dict[int, str]:
+        """The shards serving clients directly: index -> host:port."""
+        return dict(self.shard_addresses)
 
     async def _serve_on(self, routers: list[Any], port: int, *, strict: bool = False) -> None:
         """Ask ``routers`` to serve ``port``. ``strict``: a router that cannot serve fails the

@@ -14,6 +14,10 @@ Refused credentials (``UNAUTHENTICATED``, ``PERMISSION_DENIED``) are never retri
 ``AsyncShushClient(..., frames_target="host:port")`` sends its unary calls (submits, Decide,
 outcomes, operator calls) over the engine's frames edge (``grpc.frames_port``): the same
 messages, keys, TLS and errors without HTTP/2 (``adapters/frames``); ``stream`` stays on gRPC.
+It then asks ``Routes`` and sends each submit's events and each Decide straight to their
+customer's shard, with no router on the way; a shard gone or no longer the customer's owner
+sends the call back through the routers. ``direct_to_shards=False`` keeps every call on the
+routers (for a client that cannot reach the shards' ports).
 """
 
 from __future__ import annotations
@@ -273,18 +277,21 @@ def _outcome_result(offsets: Sequence[int], batch: Sequence[pb.Outcome],
 # shard is gone (UNAVAILABLE) or no longer owns the customer (FAILED_PRECONDITION)
 STALE_ROUTE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.FAILED_PRECONDITION,
                          grpc.StatusCode.UNIMPLEMENTED})
+# what a call straight to a shard retries there: the shard is busy, not gone
+AT_SHARD_RETRYABLE = RETRYABLE - STALE_ROUTE
 ROUTES_RETRY_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
-class DecideRoutes:
-    """Which shard owns each customer, and where the shards that serve Decide listen."""
+class ShardRoutes:
+    """Which shard owns each customer, and where the shards that take Decides and submits
+    directly listen."""
 
     table: PartitionTable
     addresses: dict[int, str]
 
     @classmethod
-    def from_reply(cls, reply: pb.RoutesReply) -> DecideRoutes:
+    def from_reply(cls, reply: pb.RoutesReply) -> ShardRoutes:
         table = PartitionTable(list(reply.owners) or [0], int(reply.version))
         return cls(table, {e.shard: e.address for e in reply.decide})
 
@@ -300,7 +307,7 @@ class _ClientSettings:
                  tls: bool = False, root_certificates: Pem | None = None,
                  client_certificate: Pem | None = None, client_key: Pem | None = None,
                  server_name: str | None = None, connections: int = 2,
-                 frames_target: str | None = None) -> None:
+                 frames_target: str | None = None, direct_to_shards: bool = True) -> None:
         if connections < 1:
             raise ValueError(f"connections must be at least 1, got {connections}")
         self.target = target
@@ -315,6 +322,7 @@ class _ClientSettings:
             server_name=server_name)
         self._metadata = self._connection.metadata
         self.frames_target = frames_target
+        self.direct_to_shards = direct_to_shards
         self._frames_tls = (client_tls(_pem(root_certificates), _pem(client_certificate),
                                        _pem(client_key))
                             if frames_target and self._connection.credentials is not None
@@ -524,7 +532,7 @@ class AsyncShushClient(_ClientSettings):
                         for _ in range(self.connections)] if self.frames_target else []
         if self._frames:  # unary calls go over the frames edge
             self._stubs = itertools.cycle([FramesStub(c) for c in self._frames])
-        self._routes: DecideRoutes | None = None  # where Decides go directly (frames only)
+        self._routes: ShardRoutes | None = None  # where calls go directly (frames only)
         self._routes_due = 0.0  # monotonic time before which Routes is not asked again
         self._routes_asked = asyncio.Lock()
         self._shard_stubs: dict[str, FramesStub] = {}
@@ -541,17 +549,22 @@ class AsyncShushClient(_ClientSettings):
         for channel in self._channels:
             await channel.close()
 
-    async def _call(self, method: Any, request: Any) -> Any:
+    async def _call(self, method: Any, request: Any,
+                    retryable: frozenset[grpc.StatusCode] = RETRYABLE) -> Any:
         for attempt in range(self.max_attempts):
             try:
                 return await method(request, timeout=self.timeout_s, metadata=self._metadata)
             except grpc.aio.AioRpcError as exc:
-                if exc.code() not in RETRYABLE or attempt == self.max_attempts - 1:
+                if exc.code() not in retryable or attempt == self.max_attempts - 1:
                     raise
                 await asyncio.sleep(_backoff_s(attempt, self.backoff_s))
         raise AssertionError("unreachable")
 
-    async def _drive(self, method: Any, plan: Plan[T]) -> T:
+    async def _drive(self, method: Any, plan: Plan[T],
+                     through_router: Callable[[], Any] | None = None) -> T:
+        """Send the plan's requests with ``method``. ``through_router``: ``method`` is a
+        shard's, and this gives the routers' for the rest of the plan once a request finds
+        the route stale (the shard gone, or no longer the owner of a customer)."""
         reply = None
         while True:
             try:
@@ -560,6 +573,15 @@ class AsyncShushClient(_ClientSettings):
                 result: T = done.value
                 return result
             await asyncio.sleep(pause_s)
+            if through_router is not None:
+                try:
+                    reply = await self._call(method, request, AT_SHARD_RETRYABLE)
+                    continue
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() not in STALE_ROUTE:
+                        raise
+                    self._routes = None  # asked again, at most every ROUTES_RETRY_S
+                    method, through_router = through_router(), None
             reply = await self._call(method, request)
 
     async def submit_batch(self, batch: list[pb.Event]) -> SubmitResult:
@@ -567,8 +589,38 @@ class AsyncShushClient(_ClientSettings):
         return await self._drive(self._stub().SubmitEvents, self._submit_plan(batch))
 
     async def submit_wire(self, batch: list[list[Any]]) -> SubmitResult:
-        """One batch of wire events (``to_wire_event``) in one ``SubmitPacked`` call."""
+        """One batch of wire events (``to_wire_event``) in one ``SubmitPacked`` call; over
+        frames, when the routes name the shards, each shard's share straight to its shard
+        instead (no router on the way: one process and one hop fewer per event)."""
+        if self._frames and self.direct_to_shards:
+            routes = await self._current_routes()
+            if routes is not None and routes.addresses:
+                return await self._submit_at_shards(batch, routes)
         return await self._drive(self._stub().SubmitPacked, self._packed_plan(batch))
+
+    async def _submit_at_shards(self, batch: list[list[Any]], routes: ShardRoutes
+                                ) -> SubmitResult:
+        shares: dict[str | None, list[list[Any]]] = {}
+        for event in batch:  # an event without a customer id goes to a router, to be refused
+            customer_id = event[1] if len(event) > 1 else None
+            address = (routes.address_of(customer_id)
+                       if isinstance(customer_id, str) and customer_id else None)
+            share = shares.get(address)
+            if share is None:
+                share = shares[address] = []
+            share.append(event)
+        results = await asyncio.gather(*(
+            self._drive(self._stub().SubmitPacked, self._packed_plan(events))
+            if address is None else
+            self._drive(self._shard_stub(address).SubmitPacked, self._packed_plan(events),
+                        through_router=lambda: self._stub().SubmitPacked)
+            for address, events in shares.items()))
+        total = SubmitResult(event_ids=[str(e[0]) for e in batch])
+        for result in results:  # the event ids stay in the batch's order
+            total.accepted += result.accepted
+            total.duplicates += result.duplicates
+            total.rejected.extend(result.rejected)
+        return total
 
     async def submit(self, events: Iterable[EventLike]) -> SubmitResult:
         total = SubmitResult()
@@ -604,7 +656,7 @@ class AsyncShushClient(_ClientSettings):
         when that shard is gone or no longer owns the customer) through a router."""
         request = pb.DecideRequest(customer_id=customer_id, channel=channel or "",
                                    present=present)
-        if self._frames:
+        if self._frames and self.direct_to_shards:
             reply = await self._decide_at_shard(request)
             if reply is not None:
                 return _decide_result(reply)
@@ -615,13 +667,9 @@ class AsyncShushClient(_ClientSettings):
         address = routes.address_of(request.customer_id) if routes is not None else None
         if address is None:
             return None
-        stub = self._shard_stubs.get(address)
-        if stub is None:
-            stub = self._shard_stubs[address] = FramesStub(
-                FramesChannel(address, self._frames_tls, self._server_name))
         try:
-            reply: pb.DecideReply = await stub.Decide(request, timeout=self.timeout_s,
-                                                      metadata=self._metadata)
+            reply: pb.DecideReply = await self._shard_stub(address).Decide(
+                request, timeout=self.timeout_s, metadata=self._metadata)
             return reply
         except grpc.aio.AioRpcError as exc:
             if exc.code() not in STALE_ROUTE:
@@ -629,7 +677,14 @@ class AsyncShushClient(_ClientSettings):
             self._routes = None  # asked again, at most every ROUTES_RETRY_S
             return None
 
-    async def _current_routes(self) -> DecideRoutes | None:
+    def _shard_stub(self, address: str) -> FramesStub:
+        stub = self._shard_stubs.get(address)
+        if stub is None:
+            stub = self._shard_stubs[address] = FramesStub(
+                FramesChannel(address, self._frames_tls, self._server_name))
+        return stub
+
+    async def _current_routes(self) -> ShardRoutes | None:
         asking = self._routes_asked.locked()
         if self._routes is None and (asking or time.monotonic() >= self._routes_due):
             async with self._routes_asked:  # concurrent Decides wait for one Routes call
@@ -637,7 +692,7 @@ class AsyncShushClient(_ClientSettings):
                     self._routes = await self._ask_routes()
         return self._routes
 
-    async def _ask_routes(self) -> DecideRoutes | None:
+    async def _ask_routes(self) -> ShardRoutes | None:
         self._routes_due = time.monotonic() + ROUTES_RETRY_S
         try:
             reply = await self._stub().Routes(pb.RoutesRequest(), timeout=self.timeout_s,
@@ -647,7 +702,7 @@ class AsyncShushClient(_ClientSettings):
                               grpc.StatusCode.PERMISSION_DENIED):
                 raise
             return None  # an engine without Routes, or none reachable: the routers
-        return DecideRoutes.from_reply(reply)
+        return ShardRoutes.from_reply(reply)
 
     async def set_lever(self, action_id: str, lever: float) -> dict[str, float]:
         reply = await self._call(self._stub().SetLever,

@@ -15,7 +15,7 @@ from typing import Any
 from ..actors import ray_calls
 from ..actors.supervisor import SUPERVISOR_NAME, SupervisorActor
 from ..adapters.channels.jsonl import JsonlChannel
-from ..adapters.frames.shard_edge import ShardDecideServer
+from ..adapters.frames.shard_edge import ShardFramesServer
 from ..adapters.grpc.router_edge import GrpcEdge
 from ..adapters.stores import make_store
 from ..adapters.stores.dead_letters import open_dead_letters
@@ -49,12 +49,12 @@ class Engine:
         store_factory = functools.partial(make_store, url)
         outcome_kinds = frozenset(catalog_policies(catalog).outcomes.known() - {IGNORED})
         edge_factory = functools.partial(GrpcEdge, config, outcome_kinds)
-        # with the frames edge on, each shard also answers Decides about its own customers
-        decide_server_factory = (functools.partial(ShardDecideServer, config)
+        # with the frames edge on, each shard also takes submits and Decides about its own customers
+        shard_server_factory = (functools.partial(ShardFramesServer, config)
                                  if config.grpc.frames_port is not None else None)
         supervisor = ray_calls.create(
             SupervisorActor, config.model_dump_json(), catalog.to_wire(), channel_factory,
-            dead_letter_factory, store_factory, edge_factory, decide_server_factory,
+            dead_letter_factory, store_factory, edge_factory, shard_server_factory,
             name=SUPERVISOR_NAME,
             namespace=config.namespace, num_cpus=0, max_restarts=-1, detached=detached)
         ray_calls.call_blocking(supervisor, "start", timeout_s=config.call_timeout_s * 4)

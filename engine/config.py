@@ -81,6 +81,10 @@ class ShardConfig(_Frozen):
     turn_customers: PositiveInt = Field(
         128, description="Customers decided or settled before other calls get a turn"
     )
+    max_queued_events: PositiveInt = Field(
+        100_000, description="Events waiting for the shard past which a client's direct "
+        "submit (frames edge, with Routes) is refused with a retry-after"
+    )
 
 
 class ArbitrationConfig(_Frozen):

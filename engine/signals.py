@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from .errors import EventRejected
+from .errors import EventRejected, WrongShard
 
 MAX_ID_LENGTH = 128
 
@@ -97,3 +97,25 @@ def validate_wire_event(event: Any, schemas: Mapping[str, SignalSchema]) -> None
         if name not in attributes:
             raise EventRejected(f"required attribute {name!r} is missing", event_id=event_id,
                                 field=f"attributes.{name}")
+
+
+def admit_events(events: list[Any], schemas: Mapping[str, SignalSchema],
+                 shard_of: Callable[[str], int], shard: int
+                 ) -> tuple[list[Any], list[tuple[int, EventRejected]]]:
+    """A client's events sent straight to ``shard``, checked as a router checks them: the
+    valid ones in order, and each invalid one's position with why. Raises ``WrongShard``,
+    before anything is taken, when a valid event's customer belongs to another shard (the
+    client's routes are stale: it sends the request through a router instead)."""
+    valid: list[Any] = []
+    rejected: list[tuple[int, EventRejected]] = []
+    for i, event in enumerate(events):
+        try:
+            validate_wire_event(event, schemas)
+        except EventRejected as exc:
+            rejected.append((i, exc))
+            continue
+        owner = shard_of(event[1])
+        if owner != shard:
+            raise WrongShard(event[1], owner=owner, shard=shard)
+        valid.append(event)
+    return valid, rejected

@@ -26,7 +26,7 @@ from ..grpc.gateway import REPORTABLE_OUTCOMES, decided
 from ..grpc.server import ShushServicer
 from .server import FramesServer, server_tls
 
-SHARD_METHODS = frozenset({"Decide"})
+SHARD_METHODS = frozenset({"Decide", "SubmitPacked"})
 
 
 class ShardGateway:
@@ -36,6 +36,12 @@ class ShardGateway:
 
     def __init__(self, shard: ShardFront) -> None:
         self.shard = shard
+
+    async def submit(self, events: list[list[Any]], arrived_s: float | None = None,
+                     packed: bytes | None = None) -> list[list[Any]]:
+        """A client's events for this shard's customers, one ack each (``take_direct``)."""
+        taken_s = time.time()
+        return await self.shard.take_direct(events, packed, arrived_s or taken_s, taken_s)
 
     async def decide(self, customer_id: str, channel: str | None, present: bool = False
                      ) -> tuple[Verdict, list[Any], str]:
@@ -56,8 +62,8 @@ def advertised_host(host: str) -> str:
     return host
 
 
-class ShardDecideServer:
-    """``actors.ports.DecideServer``: a shard's own frames server, on a free port."""
+class ShardFramesServer:
+    """``actors.ports.ShardServer``: a shard's own frames server, on a free port."""
 
     def __init__(self, config: EngineConfig, shard: ShardFront) -> None:
         self.config = config.grpc

@@ -41,10 +41,12 @@ class EngineGateway:
         self.shards = ActorLanes(ray_calls.ActorDirectory(
             "shard", config.num_shards, config.namespace), SHARD_LANE_METHODS)
 
-    async def submit(self, events: list[list[Any]], arrived_s: float | None = None
-                     ) -> list[list[Any]]:
+    async def submit(self, events: list[list[Any]], arrived_s: float | None = None,
+                     packed: bytes | None = None) -> list[list[Any]]:
         """Wire events to the router; one ack each (``BackpressureError`` when it is full).
-        ``arrived_s``: when their request came in (``actors.way_in``); now if not given."""
+        ``arrived_s``: when their request came in (``actors.way_in``); now if not given.
+        ``packed``: the events as the client packed them, which a router does not need (it
+        packs each shard's share)."""
         return await self.router.submit_events(events, arrived_s or time.time())
 
     async def record_outcomes(self, outcomes: list[list[Any]]) -> list[list[Any]]:
@@ -59,10 +61,10 @@ class EngineGateway:
             time.time(), timeout_s=self.config.call_timeout_s))
 
     async def routes(self) -> tuple[PartitionTable, dict[int, str]]:
-        """The partition table, and the shards that serve Decide directly, by address."""
+        """The partition table, and the shards that serve clients directly, by address."""
         addresses: dict[int, str] = await ray_calls.call(
-            self.supervisor, "decide_routes", timeout_s=self.config.call_timeout_s,
-            what="decide_routes")
+            self.supervisor, "shard_routes", timeout_s=self.config.call_timeout_s,
+            what="shard_routes")
         return self.table, addresses
 
     async def explain(self, customer_id: str) -> list[dict[str, Any]]:

@@ -63,13 +63,13 @@ class ShushServicer(pb_grpc.ShushServicer):
 
         async def work() -> pb.SubmitReply:
             try:
-                events = codec.unpack(request.events, codec.EVENTS)
+                events, packed = codec.unpack_events(request.events)
             except CodecError as exc:
                 raise limits.RequestRejected(str(exc), field="events") from exc
             limits.check_wire_events(events, self.config)
             if not events:
                 return pb.SubmitReply()
-            acks = await self.gateway.submit(events, arrived_s)
+            acks = await self.gateway.submit(events, arrived_s, packed)
             return convert.acks_to_reply(map(convert.wire_event_id, events), acks)
 
         return await self._guard(context, work)

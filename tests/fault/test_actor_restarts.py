@@ -101,7 +101,7 @@ def test_every_router_serves_grpc_and_a_killed_one_serves_again(
 
     async def over_frames() -> int:  # the frames port is shared the same way
         async with AsyncShushClient(engine.engine.target, frames_target=frames,
-                                    connections=16) as client:
+                                    connections=16, direct_to_shards=False) as client:
             results = await asyncio.gather(*(client.submit([event_dict(
                 c, "balance_update", now, balance=400.0)]) for c in customers[:20]))
             return sum(r.accepted for r in results)

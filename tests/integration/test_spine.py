@@ -144,6 +144,37 @@ def test_invalid_events_are_rejected_by_field_and_the_rest_accepted(
     assert serving
 
 
+def test_invalid_events_sent_straight_to_their_shard_are_refused_there_by_field(
+        running: RunningEngine) -> None:
+    frank = customer()
+    batch = [
+        event_dict("", "savings_withdrawal", now_ms(), event_id="direct-no-customer",
+                   amount=1.0),  # no shard to send it to: a router refuses it
+        event_dict(frank, "teleport", now_ms(), event_id="direct-bad-type"),
+        event_dict(frank, "savings_withdrawal", now_ms(), event_id="direct-bad-attr",
+                   amount="lots"),
+        event_dict(frank, "savings_withdrawal", now_ms(), amount=6000.0),
+    ]
+
+    async def go() -> Any:
+        async with AsyncShushClient(running.engine.target,
+                                    frames_target=running.engine.frames_target) as client:
+            return await client.submit(batch)
+
+    result = asyncio.run(go())
+    assert result.accepted == 1
+    assert {r.event_id: r.field for r in result.rejected} == {
+        "direct-no-customer": "customer_id", "direct-bad-type": "type",
+        "direct-bad-attr": "attributes.amount"}
+    assert len(running.for_customer(frank)) == 1
+    dead = {d["event_id"]: d for d in running.dead_letters()}
+    assert {e: dead[e]["stage"] for e in ("direct-no-customer", "direct-bad-type",
+                                          "direct-bad-attr")} == {
+        "direct-no-customer": "router", "direct-bad-type": "shard edge",
+        "direct-bad-attr": "shard edge"}
+    assert "unknown signal type 'teleport'" in dead["direct-bad-type"]["reason"]
+
+
 def test_inbound_decide_ranks_actions_without_firing(running: RunningEngine) -> None:
     erin = customer()
     running.client.submit([event_dict(erin, "profile_update", now_ms(), segment="mass"),
@@ -203,7 +234,7 @@ def test_stream_and_async_client(running: RunningEngine) -> None:
     assert len(running.for_customer(awaited)) == 1
 
 
-def test_the_frames_edge_takes_events_and_decides(running: RunningEngine) -> None:
+def test_the_frames_edge_takes_events_and_decides_at_their_shards(running: RunningEngine) -> None:
     frames_target = running.engine.frames_target
     assert frames_target is not None
     assert {h["frames_port"] for h in running.client.health()[1]["routers"]} == {
@@ -218,10 +249,18 @@ def test_the_frames_edge_takes_events_and_decides(running: RunningEngine) -> Non
             decided = await asyncio.gather(*(client.decide(c, "web") for c in customers))
             return submitted.accepted, [d.customer_id for d in decided]
 
-    direct = sum(s["decides_direct"] for s in running.client.health()[1]["shards"])
+    def counts() -> tuple[int, int, int]:
+        health = running.client.health()[1]
+        return (sum(s["direct_calls"] for s in health["shards"]),
+                sum(s["events_direct"] for s in health["shards"]),
+                sum(r["received"] for r in health["routers"]))
+
+    calls, events, routed = counts()
     assert asyncio.run(go()) == (4, customers)
-    # each Decide went straight to its customer's shard (Routes), not through a router
-    assert sum(s["decides_direct"] for s in running.client.health()[1]["shards"]) == direct + 4
+    # each submit and Decide went straight to its customer's shard (Routes): no router
+    after_calls, after_events, after_routed = counts()
+    assert after_events == events + 4 and after_routed == routed
+    assert 4 + 1 <= after_calls - calls <= 4 + 2  # the Decides, one submit per shard
     for c in customers:
         assert [t["action_id"] for t in running.for_customer(c)] == ["low_balance_sms"]
 

@@ -34,10 +34,10 @@ class FakeGateway:
     outcome_kinds: frozenset[str] = REPORTABLE_OUTCOMES
     record_outcomes_missing: bool = False  # the router side not there yet
     table: PartitionTable = field(default_factory=lambda: PartitionTable([0]))
-    decide_addresses: dict[int, str] = field(default_factory=dict)  # Routes' shard servers
+    shard_addresses: dict[int, str] = field(default_factory=dict)  # Routes' shard servers
 
-    async def submit(self, events: list[list[Any]], arrived_s: float | None = None
-                     ) -> list[list[Any]]:
+    async def submit(self, events: list[list[Any]], arrived_s: float | None = None,
+                     packed: bytes | None = None) -> list[list[Any]]:
         self.calls.append(("submit", events))
         return [[codec.ACCEPTED, ""] for _ in events]
 
@@ -54,7 +54,7 @@ class FakeGateway:
 
     async def routes(self) -> tuple[PartitionTable, dict[int, str]]:
         self.calls.append(("routes", None))
-        return self.table, dict(self.decide_addresses)
+        return self.table, dict(self.shard_addresses)
 
     async def explain(self, customer_id: str) -> list[dict[str, Any]]:
         self.calls.append(("explain", customer_id))

@@ -8,10 +8,10 @@ import pytest
 from shush.engine import codec, partitions
 from shush.engine.arbitration import CandidateSet, Verdict
 from shush.engine.catalog import Catalog, CatalogFile
-from shush.engine.errors import CodecError, EventRejected
+from shush.engine.errors import CodecError, EventRejected, WrongShard
 from shush.engine.models import Candidate
 from shush.engine.partitions import PartitionTable, partition_of
-from shush.engine.signals import SignalSchema, validate_wire_event
+from shush.engine.signals import SignalSchema, admit_events, validate_wire_event
 from tests.factories import COMPETING_CATALOG, event
 
 
@@ -119,3 +119,33 @@ def test_invalid_events_name_the_field(signals: dict[str, SignalSchema], wire: o
 
 def test_valid_event_accepts_int_for_number(signals: dict[str, SignalSchema]) -> None:
     validate_wire_event(["e1", "c", "savings_withdrawal", 5, "atm", {"amount": 7}], signals)
+
+
+def withdrawal(event_id: str, customer_id: str, amount: object = 5.0) -> list[object]:
+    return [event_id, customer_id, "savings_withdrawal", 1, "atm", {"amount": amount}]
+
+
+def test_a_direct_submit_keeps_the_valid_events_in_order_and_names_the_others(
+        signals: dict[str, SignalSchema]) -> None:
+    table = PartitionTable.round_robin(8, 2)
+    mine = [c for c in (f"c{i}" for i in range(20)) if table.shard_of(c) == 1][:3]
+    events = [withdrawal("e1", mine[0]), withdrawal("e2", mine[1], "x"),
+              withdrawal("e3", mine[2]), "not an event"]
+    valid, rejected = admit_events(events, signals, table.shard_of, 1)
+    assert valid == [events[0], events[2]]
+    assert [(i, exc.field) for i, exc in rejected] == [(1, "attributes.amount"), (3, "event")]
+
+
+def test_a_direct_submit_with_another_shards_customer_is_refused_whole(
+        signals: dict[str, SignalSchema]) -> None:
+    table = PartitionTable.round_robin(8, 2)
+    theirs = next(c for c in (f"c{i}" for i in range(20)) if table.shard_of(c) == 0)
+    mine = next(c for c in (f"c{i}" for i in range(20)) if table.shard_of(c) == 1)
+    with pytest.raises(WrongShard) as info:
+        admit_events([withdrawal("e1", mine), withdrawal("e2", theirs)], signals,
+                     table.shard_of, 1)
+    assert (info.value.customer_id, info.value.owner) == (theirs, 0)
+    assert "ask Routes again" in str(info.value)
+    # an invalid event's customer is not asked about: the event is refused for what it is
+    valid, rejected = admit_events([withdrawal("e3", theirs, "x")], signals, table.shard_of, 1)
+    assert (valid, [exc.field for _, exc in rejected]) == ([], ["attributes.amount"])
