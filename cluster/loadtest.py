@@ -100,8 +100,8 @@ async def _client(process: int, spec: LoadSpec, tag: str, population_size: int,
     triggers: list[tuple[str, int]] = []
     per_second: dict[int, list[int]] = defaultdict(lambda: [0, 0])  # second -> sent, accepted
     async with AsyncShushClient(spec.target, batch_size=spec.batch_size,
-                                timeout_s=spec.timeout_s,
-                                frames_target=spec.frames_target) as client:
+                                timeout_s=spec.timeout_s, frames_target=spec.frames_target,
+                                direct_to_shards=spec.direct_to_shards) as client:
         await client.health()
         out.put(("ready", process, None))
         await asyncio.get_running_loop().run_in_executor(None, go.wait)
@@ -393,7 +393,8 @@ async def _decides(spec: LoadSpec, tag: str, population_size: int, start_at: Any
         out.put((kind, DECIDE_PROCESS, {"hist": hist.encode(), "errors": dict(errors)}))
 
     async with AsyncShushClient(spec.target, timeout_s=spec.timeout_s, max_attempts=1,
-                                frames_target=spec.frames_target) as client:
+                                frames_target=spec.frames_target,
+                                direct_to_shards=spec.direct_to_shards) as client:
         await client.health()
         out.put(("ready", DECIDE_PROCESS, None))
         await asyncio.get_running_loop().run_in_executor(None, go.wait)
@@ -492,6 +493,7 @@ def report_dict(*, spec: LoadSpec, population: int, profile_s: float, span_s: fl
     return {
         "version": 1,
         "spec": {"target": spec.target, "frames_target": spec.frames_target,
+                 "direct_to_shards": spec.direct_to_shards,
                  "rate_eps": spec.rate_eps, "duration_s": duration,
                  "batch_size": spec.batch_size, "senders": spec.senders,
                  "processes": spec.processes, "customers": population,

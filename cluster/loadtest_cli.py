@@ -215,9 +215,11 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
               help="Inbound Decide calls per second (0: none)")
 @click.option("--drain-s", type=float, default=10, show_default=True,
               help="Longest wait for outstanding treatments after the load stops")
-@click.option("--edge", type=click.Choice(["grpc", "frames"]), default="grpc",
-              show_default=True, help="Submits and Decides over gRPC, or over the frames edge "
-              "(the embedded engine serves it; with --target give --frames-target)")
+@click.option("--edge", type=click.Choice(["grpc", "frames", "frames-routed"]),
+              default="grpc", show_default=True,
+              help="Submits and Decides over gRPC, or over the frames edge (the embedded "
+              "engine serves it; with --target give --frames-target): straight to their "
+              "shards, or with frames-routed through the routers")
 @click.option("--frames-target", help="host:port of the --target engine's frames edge")
 @click.option("--shards", type=int, help="Shard actors of the embedded engine")
 @click.option("--routers", type=int, help="Router actors of the embedded engine")
@@ -267,7 +269,7 @@ def loadtest(target: str | None, embedded: bool, config_path: str | None, channe
                                    ) from exc
     if bool(target) == embedded:
         raise click.UsageError("give exactly one of --target HOST:PORT or --embedded")
-    if edge == "frames" and target and not frames_target:
+    if edge.startswith("frames") and target and not frames_target:
         raise click.UsageError("--edge frames with --target needs --frames-target HOST:PORT")
     if (step_from is None) != (step_by is None):
         raise click.UsageError("step mode needs both --step-from and --step-by")
@@ -297,7 +299,8 @@ def loadtest(target: str | None, embedded: bool, config_path: str | None, channe
     def drive(target_: str, frames_: str | None, channel_path: Path, extra_pids: list[int],
               store_pids: list[int]) -> dict[str, Any]:
         spec = lt.LoadSpec(target=target_, channel_path=channel_path,
-                           frames_target=frames_ if edge == "frames" else None, **common)
+                           frames_target=frames_ if edge.startswith("frames") else None,
+                           direct_to_shards=edge != "frames-routed", **common)
         if step_mode:
             assert step_from is not None and step_by is not None
             return asyncio.run(lt.run_steps(
@@ -314,7 +317,7 @@ def loadtest(target: str | None, embedded: bool, config_path: str | None, channe
         if embedded:
             workdir = stack.enter_context(scratch_dir(keep=keep_data))
             overrides: dict[str, Any] = {
-                "grpc": {"port": 0, "frames_port": 0 if edge == "frames" else None},
+                "grpc": {"port": 0, "frames_port": 0 if edge.startswith("frames") else None},
                 "data_dir": str(workdir),
                 "channel": {"path": str(workdir / "treatments.jsonl")},
                 "num_shards": shards, "num_routers": routers, "store_url": store_url}

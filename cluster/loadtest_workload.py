@@ -37,6 +37,7 @@ class LoadSpec:
     timeout_s: float = 30.0
     seed: int = 7
     frames_target: str | None = None  # submits and Decides over the frames edge, not gRPC
+    direct_to_shards: bool = True  # over frames, straight to their shards (Routes)
 
     def trigger_customers(self) -> int:
         """Customers kept apart for triggers: enough for the run, one trigger each."""
