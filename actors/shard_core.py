@@ -350,9 +350,12 @@ class ShardCore:
                                customer.contacts, trigger=trigger, emergency_bypass=bypass,
                                namespace=namespace)
 
-    def _features(self, customer: CustomerState, now_ms: int) -> tuple[int, ...]:
+    def _features(self, customer: CustomerState, now_ms: int,
+                  namespace: dict[str, Any] | None = None) -> tuple[int, ...]:
         """The customer's context-feature bins (empty when no feature is declared)."""
-        return self.binner.bins(customer.namespace(now_ms)) if self.cardinalities else ()
+        if not self.cardinalities:
+            return ()
+        return self.binner.bins(customer.namespace(now_ms) if namespace is None else namespace)
 
     def candidate_sets(self, customer_ids: Iterable[str], *, inbound: bool = False,
                        channel: str | None = None, trigger: Trigger = "triggered",
@@ -362,15 +365,20 @@ class ShardCore:
         now_ms = self.clock.now_ms()
         sets: list[CandidateSet] = []
         removals: dict[str, list[Removal]] = {}
+        # the policy namespace, built once for all its readers when more than eligibility
+        # reads it (eligibility alone builds it from the moments it has already taken)
+        shared = self.chain.needs_namespace or bool(self.cardinalities)
         for customer_id in customer_ids:
             customer = self.customer(customer_id, now_ms)
+            namespace = customer.namespace(now_ms) if shared else None
             cset, removed = build_candidates(customer, self.catalog, self.eligibility, now_ms,
-                                             inbound=inbound, channel=channel)
+                                             inbound=inbound, channel=channel,
+                                             namespace=namespace)
             ctx = self._context(customer, now_ms, "inbound" if inbound else trigger,
-                                bypass or customer_id in self.bypass_caps)
+                                bypass or customer_id in self.bypass_caps, namespace)
             self.bypass_caps.discard(customer_id)
             cset, refused = self.chain.run(cset, ctx)
-            features = self._features(customer, now_ms)
+            features = self._features(customer, now_ms, namespace)
             sets.append(CandidateSet(cset.customer_id, cset.action_ids, cset.contexts,
                                      cset.moment_ids, features) if features else cset)
             removals[customer_id] = removed + refused

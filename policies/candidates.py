@@ -53,8 +53,11 @@ class EligibilityPolicy:
 
 
 def build_candidates(customer: CustomerState, catalog: Catalog, eligibility: EligibilityPolicy,
-                     now_ms: int, *, inbound: bool = False,
-                     channel: str | None = None) -> tuple[CandidateSet, list[Removal]]:
+                     now_ms: int, *, inbound: bool = False, channel: str | None = None,
+                     namespace: Mapping[str, object] | None = None
+                     ) -> tuple[CandidateSet, list[Removal]]:
+    """``namespace``: the customer's policy namespace at ``now_ms`` when the caller has it
+    (built here otherwise, if an eligibility rule reads it)."""
     best: dict[str, tuple[float, str | None]] = {}
     moments = customer.current_moments(now_ms)
     for moment in moments:
@@ -67,7 +70,8 @@ def build_candidates(customer: CustomerState, catalog: Catalog, eligibility: Eli
             if not action.moments:
                 best[action.id] = (1.0, None)
     removed: list[Removal] = []
-    namespace = customer.namespace(now_ms, moments) if eligibility.rules else {}
+    if namespace is None:
+        namespace = customer.namespace(now_ms, moments) if eligibility.rules else {}
     action_ids: list[str] = []
     contexts: list[float] = []
     moment_ids: list[str | None] = []

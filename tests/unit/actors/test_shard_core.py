@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -16,11 +18,12 @@ from shush.engine.arbitration import ActionTable, arbitrate
 from shush.engine.catalog import Catalog, load_catalog
 from shush.engine.clock import ManualClock
 from shush.engine.config import ShardConfig
+from shush.engine.customer import CustomerState
 from shush.engine.models import Treatment
 from shush.engine.partitions import PartitionTable
 from shush.engine.propensity import PropensityModel
 from shush.engine.scorer import Scorer
-from tests.factories import T0_MS, event, with_budgets, write_catalog
+from tests.factories import COMPETING_CATALOG, T0_MS, event, with_budgets, write_catalog
 
 
 @pytest.fixture
@@ -464,3 +467,32 @@ def test_a_batch_is_journaled_as_it_came_and_replayed_after_a_crash(catalog: Cat
     assert second.core.recover()["replayed"] == 3
     assert set(second.core.customers) == {"ned", "ada", "bob"}
     assert second.store.read_dead_letters(10) == []  # the malformed one never reached it
+
+
+def test_a_decision_builds_the_policy_namespace_once_for_all_its_readers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eligibility, a service-issue rule and context features all read the namespace."""
+    data = copy.deepcopy(COMPETING_CATALOG)
+    data["policies"] = {
+        "contact": {"service_issue_when": "'low_balance' in moments"},
+        "features": [{"name": "segment", "expression": "profile.segment",
+                      "categories": ["student", "affluent"]}],
+        "actions": {"advisor_call": {"context_features": ["segment"]}}}
+    h = Harness(load_catalog([write_catalog(tmp_path, data)]))
+    built: list[str] = []
+    namespace = CustomerState.namespace
+
+    def counted(self: CustomerState, now_ms: int, live: Any = None) -> dict[str, Any]:
+        built.append(self.customer_id)
+        return namespace(self, now_ms, live)
+
+    monkeypatch.setattr(CustomerState, "namespace", counted)
+    h.submit(event("alice", "profile_update", segment="affluent"),
+             event("alice", "savings_withdrawal", amount=9000.0))
+    assert [t.action_id for t in h.sent] == ["advisor_call"]
+    sets, _ = h.core.candidate_sets(["alice"])  # what the decision saw, again
+    assert sets[0].features == (2,)  # affluent: the second category (0: none of them)
+    # the decision: once for eligibility, the chain and features together, then at settling
+    # (events may have come in while it was scored) for the send plan and the winner's
+    # feature bin; the second call above: once (three times each before)
+    assert built == ["alice"] * 4
