@@ -265,9 +265,11 @@ class ShardActorBody:
         return codec.pack(codec.ACKS, await self.take(events, packed, stamps, arrived_s))
 
     async def take(self, events: list[Any], packed: bytes | None,
-                   stamps: list[float | None] | None, arrived_s: float) -> list[list[Any]]:
+                   stamps: list[float | None] | None, arrived_s: float,
+                   partitions: dict[int, int] | None = None) -> list[list[Any]]:
         """Journal and apply valid events of this shard's customers (``packed``: the same
-        events as msgpack bytes, or ``None``), a turn of ``turn_events`` at a time: between
+        events as msgpack bytes, or ``None``; ``partitions``: how many events each partition
+        got, when the caller has counted), a turn of ``turn_events`` at a time: between
         turns an inbound Decide or a decision round runs, so a large batch never holds them
         up. One ack each, in order: journaled and applied, decisions follow."""
         self._ensure_background()
@@ -287,7 +289,8 @@ class ShardActorBody:
                     if self.persistence.behind():
                         await self._catch_up(len(events))
                     with self.steps.timed("journal"):
-                        self.core.journal(events, packed)  # the whole batch, one transaction
+                        # the whole batch, one transaction
+                        self.core.journal(events, packed, partitions)
             except FencedError:
                 self._fence()
             for start in range(0, len(events), turn):
@@ -332,8 +335,8 @@ class ShardActorBody:
             raise BackpressureError(f"shard {self.index} has {self.queued_events:,} events "
                                     f"waiting (max_queued_events {limit:,})",
                                     retry_after_s=self.config.router.resend_backoff_s)
-        valid, rejected = admit_events(events, self.core.catalog.signal_schemas,
-                                       self.table.shard_of, self.index)
+        valid, rejected, partitions = admit_events(events, self.core.catalog.signal_schemas,
+                                                   self.table, self.index)
         acks: list[list[Any] | None] = [None] * len(events)
         for i, exc in rejected:
             acks[i] = [codec.REJECTED, exc.reason, exc.field]
@@ -341,7 +344,7 @@ class ShardActorBody:
         self.events_direct += len(events)
         checked_s = time.time()
         taken = iter(await self.take(valid, None if rejected else packed,
-                                     [arrived_s, taken_s, checked_s], checked_s)
+                                     [arrived_s, taken_s, checked_s], checked_s, partitions)
                      if valid else ())
         return [ack if ack is not None else next(taken) for ack in acks]
 

@@ -197,14 +197,18 @@ class ShardCore:
         return {"customers": loaded, "replayed": len(replayed), "resent": resent}
 
     # -- the turn of each customer --------------------------------------------------------
-    def journal(self, events: list[Any], packed: bytes | None = None) -> None:
+    def journal(self, events: list[Any], packed: bytes | None = None,
+                partitions: dict[int, int] | None = None) -> None:
         """Write events ahead to the journal (one transaction); malformed ones are left out
         (``apply_events`` rejects them). ``packed``: the events as msgpack bytes, when the
-        caller has them (the batch as it came): journaled as they are if none is left out."""
+        caller has them (the batch as it came), and ``partitions``: their count per partition,
+        when the caller has counted; both are taken if no event is left out."""
         if self.persistence is not None:
             kept = [e for e in events if isinstance(e, list) and len(e) == 6
                     and isinstance(e[1], str)]
-            self.persistence.journal(kept, packed if len(kept) == len(events) else None)
+            whole = len(kept) == len(events)
+            self.persistence.journal(kept, packed if whole else None,
+                                     partitions if whole else None)
 
     def apply_events(self, events: Iterable[Any], *, journal: bool = True) -> list[list[Any]]:
         """Journal, then apply wire events in order; return one ``[status, reason]`` per event.

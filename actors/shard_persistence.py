@@ -114,17 +114,21 @@ class ShardPersistence:
             after = entries[-1].seq
 
     # -- the write path -------------------------------------------------------------------
-    def journal(self, events: list[list[Any]], packed: bytes | None = None) -> None:
+    def journal(self, events: list[list[Any]], packed: bytes | None = None,
+                counts: dict[int, int] | None = None) -> None:
         """One entry for the batch, fenced by the epochs of the partitions it touches;
-        ``packed``: ``events`` already packed with msgpack (else they are packed here)."""
+        ``packed``: ``events`` already packed with msgpack (else they are packed here);
+        ``counts``: the events per partition, already counted (else they are counted here:
+        a cached partition lookup per event was 2 % of a saturated shard's CPU)."""
         if not events:
             return
         epochs = self.epochs
-        counts: dict[int, int] = {}
-        partition_of = self.partition
-        for event in events:
-            partition = partition_of(event[1])
-            counts[partition] = counts.get(partition, 0) + 1
+        if counts is None:
+            counts = {}
+            partition_of = self.partition
+            for event in events:
+                partition = partition_of(event[1])
+                counts[partition] = counts.get(partition, 0) + 1
         self._end = self.store.append_journal({p: epochs[p] for p in counts},
                                               packb(events) if packed is None else packed)
         self.stats["journaled"] += len(events)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from .errors import EventRejected, WrongShard
+from .partitions import PartitionTable
 
 MAX_ID_LENGTH = 128
 
@@ -99,23 +100,34 @@ def validate_wire_event(event: Any, schemas: Mapping[str, SignalSchema]) -> None
                                 field=f"attributes.{name}")
 
 
+class Admitted(NamedTuple):
+    """A direct submit's valid events in order, each invalid one's position with why, and
+    how many valid events each partition got (what the journal counts)."""
+
+    events: list[Any]
+    rejected: list[tuple[int, EventRejected]]
+    partitions: dict[int, int]
+
+
 def admit_events(events: list[Any], schemas: Mapping[str, SignalSchema],
-                 shard_of: Callable[[str], int], shard: int
-                 ) -> tuple[list[Any], list[tuple[int, EventRejected]]]:
-    """A client's events sent straight to ``shard``, checked as a router checks them: the
-    valid ones in order, and each invalid one's position with why. Raises ``WrongShard``,
-    before anything is taken, when a valid event's customer belongs to another shard (the
-    client's routes are stale: it sends the request through a router instead)."""
+                 table: PartitionTable, shard: int) -> Admitted:
+    """A client's events sent straight to ``shard``, checked as a router checks them.
+    Raises ``WrongShard``, before anything is taken, when a valid event's customer belongs
+    to another shard (the client's routes are stale: it sends the request through a router
+    instead)."""
     valid: list[Any] = []
     rejected: list[tuple[int, EventRejected]] = []
+    partitions: dict[int, int] = {}
+    partition_of, owners = table.partition, table.owners
     for i, event in enumerate(events):
         try:
             validate_wire_event(event, schemas)
         except EventRejected as exc:
             rejected.append((i, exc))
             continue
-        owner = shard_of(event[1])
-        if owner != shard:
-            raise WrongShard(event[1], owner=owner, shard=shard)
+        partition = partition_of(event[1])
+        if owners[partition] != shard:
+            raise WrongShard(event[1], owner=owners[partition], shard=shard)
+        partitions[partition] = partitions.get(partition, 0) + 1
         valid.append(event)
-    return valid, rejected
+    return Admitted(valid, rejected, partitions)

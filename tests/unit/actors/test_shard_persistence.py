@@ -253,3 +253,23 @@ def test_the_replay_backlog_counts_what_a_restart_would_replay() -> None:
     unbounded = ShardPersistence(MemoryStateStore(), 0, table, snapshot_interval_s=60.0)
     unbounded.journal([event(c, "savings_withdrawal", amount=1.0) for c in customers])
     assert unbounded.unsaved_events == 40 and not unbounded.behind()
+
+
+def test_a_batch_counted_by_partition_already_is_journaled_with_those_counts() -> None:
+    """A direct submit's events come counted per partition (the shard's checks counted
+    them): the journal's fencing and the replay backlog use those counts as they are."""
+    table = PartitionTable.round_robin(4, 1)
+    events = [event(f"c{i}", "savings_withdrawal", amount=1.0) for i in range(12)]
+    counts: dict[int, int] = {}
+    for e in events:
+        counts[table.partition(e[1])] = counts.get(table.partition(e[1]), 0) + 1
+    counted = ShardPersistence(MemoryStateStore(), 0, table, snapshot_interval_s=60.0,
+                               max_replay_events=50)
+    counted.journal(events, counts=counts)
+    itself = ShardPersistence(MemoryStateStore(), 0, table, snapshot_interval_s=60.0,
+                              max_replay_events=50)
+    itself.journal(events)
+    assert counted.unsaved_events == itself.unsaved_events == 12
+    assert [counted.catch_up_step(n, max_partitions=4) for n in (1, 12)] == [
+        itself.catch_up_step(n, max_partitions=4) for n in (1, 12)]
+    assert list(counted.journaled_events()) == events

@@ -131,9 +131,11 @@ def test_a_direct_submit_keeps_the_valid_events_in_order_and_names_the_others(
     mine = [c for c in (f"c{i}" for i in range(20)) if table.shard_of(c) == 1][:3]
     events = [withdrawal("e1", mine[0]), withdrawal("e2", mine[1], "x"),
               withdrawal("e3", mine[2]), "not an event"]
-    valid, rejected = admit_events(events, signals, table.shard_of, 1)
+    valid, rejected, partitions = admit_events(events, signals, table, 1)
     assert valid == [events[0], events[2]]
     assert [(i, exc.field) for i, exc in rejected] == [(1, "attributes.amount"), (3, "event")]
+    assert sum(partitions.values()) == 2  # what the journal counts
+    assert set(partitions) == {table.partition(mine[0]), table.partition(mine[2])}
 
 
 def test_a_direct_submit_with_another_shards_customer_is_refused_whole(
@@ -142,10 +144,9 @@ def test_a_direct_submit_with_another_shards_customer_is_refused_whole(
     theirs = next(c for c in (f"c{i}" for i in range(20)) if table.shard_of(c) == 0)
     mine = next(c for c in (f"c{i}" for i in range(20)) if table.shard_of(c) == 1)
     with pytest.raises(WrongShard) as info:
-        admit_events([withdrawal("e1", mine), withdrawal("e2", theirs)], signals,
-                     table.shard_of, 1)
+        admit_events([withdrawal("e1", mine), withdrawal("e2", theirs)], signals, table, 1)
     assert (info.value.customer_id, info.value.owner) == (theirs, 0)
     assert "ask Routes again" in str(info.value)
     # an invalid event's customer is not asked about: the event is refused for what it is
-    valid, rejected = admit_events([withdrawal("e3", theirs, "x")], signals, table.shard_of, 1)
+    valid, rejected, _ = admit_events([withdrawal("e3", theirs, "x")], signals, table, 1)
     assert (valid, [exc.field for _, exc in rejected]) == ([], ["attributes.amount"])
