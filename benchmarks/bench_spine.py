@@ -155,9 +155,12 @@ def decided_by(channel: Path, started_s: float, expected: int, quiet_s: float = 
 
 
 async def end_to_end(events: list[list[object]], target: str, batch: int,
-                     concurrency: int) -> float:
+                     concurrency: int, frames_target: str | None = None) -> float:
+    """Seconds to have every batch acknowledged; over gRPC through the routers, or with
+    ``frames_target`` over the frames edge, each batch split straight to its shards."""
     batches = [events[i:i + batch] for i in range(0, len(events), batch)]
-    async with AsyncShushClient(target, batch_size=batch) as client:
+    async with AsyncShushClient(target, batch_size=batch,
+                                frames_target=frames_target) as client:
         queue: asyncio.Queue[list[list[object]]] = asyncio.Queue()
         for b in batches:
             queue.put_nowait(b)

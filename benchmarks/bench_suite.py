@@ -6,7 +6,8 @@
 Same workload (benchmarks/workload.py) for every row:
 1. Shush end to end: AsyncShushClient -> gRPC -> routers -> shards -> arbitration -> JSONL,
    embedded default (local Ray, SQLite store), 2 routers and 2 shards; its rate runs to the
-   last treatment decided, as the pure core's does (the acknowledged rate is shown too);
+   last treatment decided, as the pure core's does (the acknowledged rate is shown too); and
+   the same over the frames edge, where the client sends each shard its share directly;
 2. the pure core in one process, no Ray, no network: the ceiling for this code; beside it the
    stored core (the same with the shards' SQLite store, journal, snapshots, hot columns and
    JSONL channel, still one process): what durability costs apart from Ray and the hops;
@@ -45,8 +46,10 @@ HERE = Path(__file__).resolve().parent
 
 
 def run_engine(events: list[list[object]], config: EngineConfig, batch: int, concurrency: int,
-               expected_treatments: int, decide_calls: int = 0) -> dict[str, Any]:
-    """One engine: start, push the workload, count treatments, optionally time Decide."""
+               expected_treatments: int, decide_calls: int = 0, frames: bool = False
+               ) -> dict[str, Any]:
+    """One engine: start, push the workload (``frames``: over the frames edge, straight to
+    the shards), count treatments, optionally time Decide."""
     from shush.cluster.engine import Engine
 
     channel = Path(config.channel.path)
@@ -56,7 +59,8 @@ def run_engine(events: list[list[object]], config: EngineConfig, batch: int, con
     start_s = time.perf_counter() - started
     try:
         started_s = time.time()
-        acked_s = asyncio.run(end_to_end(events, engine.target, batch, concurrency))
+        acked_s = asyncio.run(end_to_end(events, engine.target, batch, concurrency,
+                                         engine.frames_target if frames else None))
         treatments, decided_s = decided_by(channel, started_s, expected_treatments)
         result: dict[str, Any] = {"seconds": decided_s, "events_per_s": len(events) / decided_s,
                                   "acked_per_s": len(events) / acked_s,
@@ -117,9 +121,10 @@ def main() -> None:
     events = bank_events(args.events, args.customers, start_ms=start_ms)
     workdir = Path(tempfile.mkdtemp(prefix="shush-suite-"))
 
-    def config(routers: int, shards: int) -> EngineConfig:
+    def config(routers: int, shards: int, frames: bool = False) -> EngineConfig:
         run_dir = Path(tempfile.mkdtemp(prefix=f"r{routers}s{shards}-", dir=workdir))
-        return load_config(num_shards=shards, num_routers=routers, grpc={"port": 0},
+        return load_config(num_shards=shards, num_routers=routers,
+                           grpc={"port": 0, "frames_port": 0 if frames else None},
                            data_dir=str(run_dir), channel={"path": str(run_dir / "t.jsonl")})
 
     print(describe(python_loop_ms()))
@@ -138,6 +143,9 @@ def main() -> None:
         two = run_engine(events, config(2, 2), args.batch, args.concurrency, core_treatments,
                          decide_calls=args.decide_calls)
         print(f"end to end 2+2 done: {two['events_per_s']:,.0f} events/s")
+        direct = run_engine(events, config(2, 2, frames=True), args.batch, args.concurrency,
+                            core_treatments, frames=True)
+        print(f"end to end 2+2 over frames done: {direct['events_per_s']:,.0f} events/s")
         one = run_engine(events, config(1, 1), args.batch, args.concurrency, core_treatments)
         print(f"end to end 1+1 done: {one['events_per_s']:,.0f} events/s")
         actors = None
@@ -166,6 +174,9 @@ def main() -> None:
               f"decided ({two['acked_per_s']:,.0f} acknowledged); {two['treatments']:,} "
               f"treatments; SQLite store; {cores} cores: {per_core:.0%} of the ceiling per "
               f"core (target >= 40%)"))
+    print(row("   over frames, straight to the shards", direct["events_per_s"],
+              f"decided ({direct['acked_per_s']:,.0f} acknowledged); "
+              f"{direct['events_per_s'] / cores / core_rate:.0%} of the ceiling per core"))
     print(row("2. pure core, one process (ceiling)", core_rate,
               f"{core_treatments:,} treatments; 1 core, no Ray, no network; "
               f"{core_cpu_us:.0f} us of CPU per event; mean of a run before the engine's "
