@@ -280,6 +280,10 @@ STALE_ROUTE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.FAILED_PRE
 # what a call straight to a shard retries there: the shard is busy, not gone
 AT_SHARD_RETRYABLE = RETRYABLE - STALE_ROUTE
 ROUTES_RETRY_S = 1.0
+# Routes are asked again this often anyway (a shard restarted on another port, partitions
+# moved), and after ROUTES_RETRY_S while they name a server for some shards but not all (one
+# was restarting): else that shard's customers would stay on the routers for good
+ROUTES_MAX_AGE_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +301,11 @@ class ShardRoutes:
 
     def address_of(self, customer_id: str) -> str | None:
         return self.addresses.get(self.table.shard_of(customer_id)) if self.addresses else None
+
+    def max_age_s(self) -> float:
+        """How long these routes are used before ``Routes`` is asked again."""
+        partial = self.addresses and not set(self.table.owners) <= self.addresses.keys()
+        return ROUTES_RETRY_S if partial else ROUTES_MAX_AGE_S
 
 
 class _ClientSettings:
@@ -534,6 +543,7 @@ class AsyncShushClient(_ClientSettings):
             self._stubs = itertools.cycle([FramesStub(c) for c in self._frames])
         self._routes: ShardRoutes | None = None  # where calls go directly (frames only)
         self._routes_due = 0.0  # monotonic time before which Routes is not asked again
+        self._routes_stale_s = 0.0  # monotonic time from which the routes are asked again
         self._routes_asked = asyncio.Lock()
         self._shard_stubs: dict[str, FramesStub] = {}
 
@@ -685,11 +695,21 @@ class AsyncShushClient(_ClientSettings):
         return stub
 
     async def _current_routes(self) -> ShardRoutes | None:
-        asking = self._routes_asked.locked()
-        if self._routes is None and (asking or time.monotonic() >= self._routes_due):
-            async with self._routes_asked:  # concurrent Decides wait for one Routes call
-                if self._routes is None and time.monotonic() >= self._routes_due:
-                    self._routes = await self._ask_routes()
+        routes = self._routes
+        if routes is not None and time.monotonic() < self._routes_stale_s:
+            return routes
+        if self._routes_asked.locked():
+            if routes is not None:
+                return routes  # being asked again: the ones at hand meanwhile
+        elif time.monotonic() < self._routes_due:
+            return routes
+        async with self._routes_asked:  # concurrent calls wait for one Routes call
+            if ((self._routes is None or time.monotonic() >= self._routes_stale_s)
+                    and time.monotonic() >= self._routes_due):
+                fresh = await self._ask_routes()
+                if fresh is not None:  # else the ones at hand, if any, until asked again
+                    self._routes = fresh
+                    self._routes_stale_s = time.monotonic() + fresh.max_age_s()
         return self._routes
 
     async def _ask_routes(self) -> ShardRoutes | None:

@@ -19,7 +19,13 @@ import grpc
 import pytest
 import uvloop
 
-from shush.adapters.client import AsyncShushClient
+from shush.adapters import client as client_module
+from shush.adapters.client import (
+    ROUTES_MAX_AGE_S,
+    ROUTES_RETRY_S,
+    AsyncShushClient,
+    ShardRoutes,
+)
 from shush.adapters.frames.shard_edge import ShardFramesServer, advertised_host
 from shush.adapters.grpc.auth import hash_key
 from shush.engine import codec
@@ -223,6 +229,36 @@ def test_a_client_told_not_to_reach_the_shards_sends_everything_through_the_rout
         assert decide_all(frames, ["c0"], direct_to_shards=False) == ["c0"]
     assert (shards[0].taken, shards[1].taken, shards[0].seen, shards[1].seen) == ([], [], [], [])
     assert [kind for kind, _ in gateway.calls] == ["submit", "decide"]  # Routes not even asked
+
+
+def test_routes_without_a_restarting_shard_are_asked_again_and_it_is_reached_directly(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(client_module, "ROUTES_RETRY_S", 0.0)  # at once, not after 1 s
+    shards = [FakeShard(0), FakeShard(1)]
+    with shard_servers(shards) as addresses, serving_both(GrpcConfig(frames_port=0)) as (
+            _, frames, gateway):
+        gateway.table, gateway.shard_addresses = TABLE, {0: addresses[0]}  # 1 restarting
+
+        async def go() -> None:
+            async with AsyncShushClient("127.0.0.1:1", frames_target=frames,
+                                        timeout_s=5) as client:
+                await client.submit_wire([[f"a-{c}", c, "ping", 1, "", {}] for c in CUSTOMERS])
+                gateway.shard_addresses = dict(enumerate(addresses))  # 1 serves again
+                await client.submit_wire([[f"b-{c}", c, "ping", 1, "", {}] for c in CUSTOMERS])
+
+        asyncio.run(go())
+    shard_1 = [c for c in CUSTOMERS if TABLE.shard_of(c) == 1]
+    assert [(kind, events and [e[1] for e in events]) for kind, events in gateway.calls] == [
+        ("routes", None), ("submit", shard_1), ("routes", None)]
+    assert shards[1].taken == [shard_1]  # the second batch's share, straight to shard 1
+    assert len(shards[0].taken) == 2
+
+
+def test_complete_routes_are_used_until_they_are_old() -> None:
+    table = PartitionTable.round_robin(4, 2)
+    assert ShardRoutes(table, {0: "a:1", 1: "b:2"}).max_age_s() == ROUTES_MAX_AGE_S
+    assert ShardRoutes(table, {}).max_age_s() == ROUTES_MAX_AGE_S  # no shard serves: routers
+    assert ShardRoutes(table, {0: "a:1"}).max_age_s() == ROUTES_RETRY_S < ROUTES_MAX_AGE_S
 
 
 def test_a_wildcard_bind_is_advertised_at_a_reachable_address() -> None:
