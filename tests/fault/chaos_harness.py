@@ -19,6 +19,7 @@ After the run the engine stops cleanly (every shard snapshots) and the checker r
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import time
@@ -32,7 +33,7 @@ import grpc
 import msgpack
 
 from shush.actors import ray_calls
-from shush.adapters.client import ShushClient
+from shush.adapters.client import AsyncShushClient, ShushClient, SubmitResult
 from shush.adapters.stores import make_store
 from shush.engine.errors import EngineUnavailable
 from tests.factories import write_catalog
@@ -100,6 +101,7 @@ class ChaosReport:
     lost: int = 0                  # acknowledged events missing from customer state
     lost_treatments: int = 0       # acknowledged events without their treatment
     kills: list[Kill] = field(default_factory=list)
+    straight_to_shards: int = 0    # events the shards took from the client directly
     duration_s: float = 0.0
     problems: list[str] = field(default_factory=list)
 
@@ -120,7 +122,9 @@ class ChaosReport:
             f"treatment keys twice  (must be 0)",
             f"lost                 {self.lost} from state, {self.lost_treatments} treatments  "
             f"(must be 0)",
-            f"load ran             {self.duration_s:.1f} s, {len(self.kills)} kills",
+            f"load ran             {self.duration_s:.1f} s, {len(self.kills)} kills; "
+            f"{self.straight_to_shards} events straight to the shards since their last "
+            f"restarts",
         ]
         for kill in self.kills:
             back = "never" if kill.actor_back_s is None else f"{kill.actor_back_s:.2f} s"
@@ -131,13 +135,20 @@ class ChaosReport:
         return out
 
 
+# Retries span a restart: a batch is given up on only after ~1 minute of failures.
+LOAD_CLIENT_SETTINGS: dict[str, Any] = {"timeout_s": 20, "max_attempts": 16, "backoff_s": 0.1}
+
+
 class LoadGenerator(threading.Thread):
-    """Submits ``rate`` events/s in batches through its own client until stopped."""
+    """Submits ``rate`` events/s in batches through its own client until stopped: the
+    blocking one over gRPC, or with ``frames_target`` the asyncio one over the frames edge,
+    which sends each batch's events straight to their shards."""
 
     def __init__(self, target: str, *, rate: float, batch_size: int, run_id: str,
-                 t0: float) -> None:
+                 t0: float, frames_target: str | None = None) -> None:
         super().__init__(name="chaos-load", daemon=True)
         self.target = target
+        self.frames_target = frames_target
         self.rate = rate
         self.batch_size = batch_size
         self.run_id = run_id
@@ -158,24 +169,46 @@ class LoadGenerator(threading.Thread):
                            "attributes": {"n": float(i)}})
         return events
 
+    FAILURES = (grpc.RpcError, TimeoutError)
+
     def run(self) -> None:
-        interval = self.batch_size / self.rate
-        # Retries span a restart: a batch is given up on only after ~1 minute of failures.
-        with ShushClient(self.target, batch_size=self.batch_size, timeout_s=20,
-                         max_attempts=16, backoff_s=0.1) as client:
+        if self.frames_target is not None:
+            asyncio.run(self._run_over_frames(self.frames_target))
+            return
+        with ShushClient(self.target, batch_size=self.batch_size,
+                         **LOAD_CLIENT_SETTINGS) as client:
             due = time.monotonic()
             while not self.stopping.is_set():
                 batch = Batch(self._events(), time.monotonic() - self.t0)
                 try:
-                    result = client.submit(batch.events)
-                    batch.acked = result.accepted + result.duplicates
-                    batch.rejected = len(result.rejected)
-                except (grpc.RpcError, TimeoutError) as exc:
-                    batch.error = f"{type(exc).__name__}: {exc}"[:300]
-                batch.finished = time.monotonic() - self.t0
-                self.batches.append(batch)
-                due += interval
+                    self._done(batch, client.submit(batch.events))
+                except self.FAILURES as exc:
+                    self._done(batch, exc)
+                due += self.batch_size / self.rate
                 self.stopping.wait(max(0.0, due - time.monotonic()))
+
+    async def _run_over_frames(self, frames_target: str) -> None:
+        async with AsyncShushClient(self.target, batch_size=self.batch_size,
+                                    frames_target=frames_target,
+                                    **LOAD_CLIENT_SETTINGS) as client:
+            due = time.monotonic()
+            while not self.stopping.is_set():
+                batch = Batch(self._events(), time.monotonic() - self.t0)
+                try:
+                    self._done(batch, await client.submit(batch.events))
+                except self.FAILURES as exc:
+                    self._done(batch, exc)
+                due += self.batch_size / self.rate
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+
+    def _done(self, batch: Batch, result: SubmitResult | Exception) -> None:
+        if isinstance(result, Exception):
+            batch.error = f"{type(result).__name__}: {result}"[:300]
+        else:
+            batch.acked = result.accepted + result.duplicates
+            batch.rejected = len(result.rejected)
+        batch.finished = time.monotonic() - self.t0
+        self.batches.append(batch)
 
 
 def _actors(running: RunningEngine) -> dict[str, list[Any]]:
@@ -200,14 +233,16 @@ def _wait_alive(name: str, namespace: str, started: float, timeout_s: float) -> 
 
 
 def _killer(running: RunningEngine, *, kills: int, duration_s: float,
-            rng: random.Random, t0: float) -> list[Kill]:
-    """Kill ``kills`` random shards/routers spread over ``duration_s`` (Ray restarts them)."""
+            rng: random.Random, t0: float, kinds: tuple[str, ...] = ("shard", "router")
+            ) -> list[Kill]:
+    """Kill ``kills`` random actors of ``kinds`` spread over ``duration_s`` (Ray restarts
+    them)."""
     done: list[Kill] = []
     actors = _actors(running)
     gap = duration_s / (kills + 1)
     for n in range(kills):
         time.sleep(max(0.0, t0 + gap * (n + 1) * rng.uniform(0.8, 1.2) - time.monotonic()))
-        kind = rng.choice(["shard", "router"])
+        kind = rng.choice(kinds)
         index = rng.randrange(len(actors[kind]))
         handle = actors[kind][index]
         killed_at = time.monotonic()
@@ -282,8 +317,11 @@ def check(report: ChaosReport, batches: list[Batch], logs: dict[str, list[str]],
 
 def run_chaos(directory: Path, *, duration_s: float, rate: float, kills: int,
               batch_size: int = 20, seed: int = 7, settle_s: float = 30.0,
-              **engine_overrides: Any) -> ChaosReport:
-    """Start an engine in ``directory`` (on the current Ray), run the chaos, check, stop."""
+              straight_to_shards: bool = False, **engine_overrides: Any) -> ChaosReport:
+    """Start an engine in ``directory`` (on the current Ray), run the chaos, check, stop.
+    ``straight_to_shards``: the load goes over the frames edge, each batch split by the
+    routes straight to the shards (through the routers while a shard is down), and only
+    shards are killed."""
     directory.mkdir(parents=True, exist_ok=True)
     engine_overrides.setdefault("catalog_paths",
                                 [str(write_catalog(directory, CHAOS_CATALOG, "chaos.yaml"))])
@@ -296,10 +334,13 @@ def run_chaos(directory: Path, *, duration_s: float, rate: float, kills: int,
     try:
         t0 = time.monotonic()
         load = LoadGenerator(running.engine.target, rate=rate, batch_size=batch_size,
-                             run_id=uuid.uuid4().hex[:6], t0=t0)
+                             run_id=uuid.uuid4().hex[:6], t0=t0,
+                             frames_target=(running.engine.frames_target
+                                            if straight_to_shards else None))
         load.start()
         report.kills = _killer(running, kills=kills, duration_s=duration_s,
-                               rng=random.Random(seed), t0=t0)
+                               rng=random.Random(seed), t0=t0,
+                               kinds=("shard",) if straight_to_shards else ("shard", "router"))
         time.sleep(max(0.0, t0 + duration_s - time.monotonic()))
         load.stopping.set()
         load.join(timeout=120)
@@ -308,6 +349,9 @@ def run_chaos(directory: Path, *, duration_s: float, rate: float, kills: int,
         _data_path_recovery(report.kills, batches)
         acked = sum(b.acked for b in batches if b.acked == len(b.events))
         running.wait_for(lambda ts: len(ts) >= acked, timeout_s=settle_s)
+        # since each shard's last restart (its counter starts again)
+        report.straight_to_shards = sum(s.get("events_direct", 0)
+                                        for s in running.client.health()[1]["shards"])
         running.client.close()
         running.engine.stop()  # a clean stop: every shard snapshots its customers
         stopped = True
