@@ -176,6 +176,7 @@ def main() -> None:
               f"core (target >= 40%)"))
     print(row("   over frames, straight to the shards", direct["events_per_s"],
               f"decided ({direct['acked_per_s']:,.0f} acknowledged); "
+              f"{direct['treatments']:,} treatments; "
               f"{direct['events_per_s'] / cores / core_rate:.0%} of the ceiling per core"))
     print(row("2. pure core, one process (ceiling)", core_rate,
               f"{core_treatments:,} treatments; 1 core, no Ray, no network; "
