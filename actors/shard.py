@@ -1,8 +1,9 @@
 """ShardActor: the Ray shell hosting many customer actors (see ``shard_core.ShardCore``).
 
 Everything runs on the actor's one event loop, and no state is touched across an ``await``:
-each step below is a synchronous turn, so turns never interleave. Batches apply in arrival
-order (one at a time): journaled whole, then applied ``turn_events`` events per turn; between
+each step below is a synchronous turn, so turns never interleave. Batches (from routers, or
+from clients straight through the shard's own frames server) apply in arrival order (one at
+a time): journaled whole, then applied ``turn_events`` events per turn; between
 turns an inbound Decide, a decision round, timers or the sweep get the loop, so a large batch
 never holds them up (snapshots wait for the batch: they truncate the journal). A customer has
 at most one decision in flight — from candidates through arbitration (the only remote wait) to
@@ -322,8 +323,9 @@ class ShardActorBody:
         ``WrongShard`` refuses the whole request when the client's routes are stale), then
         ``take``. An invalid event is refused alone, with its reason, and kept as a dead
         letter. ``BackpressureError`` when ``max_queued_events`` already wait;
-        ``EngineUnavailable`` once fenced off. ``packed``:
-        the events as msgpack bytes, journaled as they are when all are valid.
+        ``EngineUnavailable`` once fenced off.
+
+        ``packed``: the events as msgpack bytes, journaled as they are when all are valid.
         ``arrived_s``/``taken_s``: when the request came in and when its events were
         unpacked (the batch's way in: the shard's edge stands for the router, no hop)."""
         taken_s = taken_s or time.time()
@@ -549,9 +551,8 @@ class ShardActorBody:
 
     async def serve_clients(self) -> str | None:
         """Serve submits and Decides about this shard's customers in this process
-        (``ShardServer``);
-        return its address (None: this engine has none). Idempotent: the supervisor calls it
-        after every health check, so a restarted shard serves again."""
+        (``ShardServer``); return its address (None: this engine has none). Idempotent: the
+        supervisor calls it after every health check, so a restarted shard serves again."""
         if self.shard_server is None and self.shard_server_factory is not None:
             server = self.shard_server_factory(self)
             self.shard_address = await server.start()

@@ -196,9 +196,9 @@ class SupervisorActorBody:
         return self.edge_port
 
     async def _serve_clients(self) -> None:
-        """Ask every shard to serve submits and Decides directly (when this engine's shards have a
-        ``ShardServer``); keep their addresses for ``shard_routes``. A shard that cannot is
-        left out: clients reach its customers through the routers."""
+        """Ask every shard to serve submits and Decides directly (when this engine's shards
+        have a ``ShardServer``); keep their addresses for ``shard_routes``. A shard that
+        cannot is left out: clients reach its customers through the routers."""
         if self.shard_server_factory is None:
             return
         served = await asyncio.gather(*(ray_calls.call(s, "serve_clients",

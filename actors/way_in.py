@@ -26,8 +26,8 @@ class WayIn:
     done. Since the gateway runs in the router's process (stop 19), "in the gateway" is the
     request's parsing and checks. A client's submit straight to the shard (stop 38) has no
     router: "in the gateway" is the request's parsing, "in the router" the shard edge's
-    checks of its events, and "router → shard" is nil. Stamps from processes on other nodes carry
-    their clocks' skew. A stamp that is not a number is ignored: it is a measurement, never a
+    checks of its events, and "router → shard" is nil. Stamps from processes on other nodes
+    carry their clocks' skew. A stamp that is not a number is ignored: it is a measurement, never a
     reason to refuse a call.
     """
 

@@ -624,9 +624,11 @@ class AsyncShushClient(_ClientSettings):
             if address is None else
             self._drive(self._shard_stub(address).SubmitPacked, self._packed_plan(events),
                         through_router=lambda: self._stub().SubmitPacked)
-            for address, events in shares.items()))
+            for address, events in shares.items()), return_exceptions=True)
         total = SubmitResult(event_ids=[str(e[0]) for e in batch])
         for result in results:  # the event ids stay in the batch's order
+            if isinstance(result, BaseException):  # raised once every share is done
+                raise result
             total.accepted += result.accepted
             total.duplicates += result.duplicates
             total.rejected.extend(result.rejected)

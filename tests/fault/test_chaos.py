@@ -12,9 +12,8 @@ from tests.fault.chaos_harness import Batch, ChaosReport, check, expected_key, r
 pytestmark = pytest.mark.integration
 
 
-def test_kills_under_load_lose_nothing_and_repeat_nothing(ray_session: None,
-                                                         tmp_path: Path) -> None:
-    report = run_chaos(tmp_path, duration_s=16.0, rate=150.0, kills=4, batch_size=15, seed=11)
+def nothing_lost_nor_repeated(report: ChaosReport) -> str:
+    """Assert what every chaos run must show; return its figures (for further asserts)."""
     figures = "\n".join(report.lines())
     print("\n" + figures)
     assert report.acknowledged >= report.sent * 0.9, figures
@@ -23,19 +22,21 @@ def test_kills_under_load_lose_nothing_and_repeat_nothing(ray_session: None,
     assert (report.lost, report.lost_treatments) == (0, 0), figures
     assert report.treatments == report.ledger_rows == report.applied, figures
     assert all(k.actor_back_s is not None for k in report.kills), figures
+    return figures
+
+
+def test_kills_under_load_lose_nothing_and_repeat_nothing(ray_session: None,
+                                                         tmp_path: Path) -> None:
+    nothing_lost_nor_repeated(run_chaos(tmp_path, duration_s=16.0, rate=150.0, kills=4,
+                                        batch_size=15, seed=11))
+
 
 def test_kills_under_load_sent_straight_to_the_shards_lose_nothing_and_repeat_nothing(
         ray_session: None, tmp_path: Path) -> None:
     report = run_chaos(tmp_path, duration_s=16.0, rate=150.0, kills=4, batch_size=15, seed=12,
                        straight_to_shards=True)
-    figures = "\n".join(report.lines())
-    print("\n" + figures)
-    assert report.acknowledged >= report.sent * 0.9, figures
-    assert report.rejected == 0, figures
-    assert (report.duplicates, report.treatment_duplicates) == (0, 0), figures
-    assert (report.lost, report.lost_treatments) == (0, 0), figures
-    assert report.treatments == report.ledger_rows == report.applied, figures
-    assert all(k.kind == "shard" and k.actor_back_s is not None for k in report.kills), figures
+    figures = nothing_lost_nor_repeated(report)
+    assert {k.kind for k in report.kills} == {"shard"}, figures
     assert report.straight_to_shards > 0, figures
 
 

@@ -33,7 +33,7 @@ from shush.engine.arbitration import Verdict
 from shush.engine.config import EngineConfig, GrpcConfig
 from shush.engine.errors import BackpressureError, WrongShard
 from shush.engine.partitions import PartitionTable
-from tests.unit.adapters.grpc_fakes import serving_both
+from tests.unit.adapters.grpc_fakes import FakeGateway, serving_both
 
 TABLE = PartitionTable.round_robin(8, 2)
 CUSTOMERS = [f"c{i}" for i in range(8)]  # shards 0, 1, 1, 0, 0, 1, 0, 1 (TABLE)
@@ -104,6 +104,16 @@ def shard_servers(shards: list[FakeShard], grpc_config: GrpcConfig | None = None
         loop.close()
 
 
+@contextmanager
+def routed(shards: list[FakeShard]) -> Iterator[tuple[str, FakeGateway, list[str]]]:
+    """The shards' servers and the routers' edge, whose ``Routes`` names every shard's server
+    (by ``TABLE``): yield the frames target, the routers' gateway and the shards' addresses."""
+    with shard_servers(shards) as addresses, serving_both(GrpcConfig(frames_port=0)) as (
+            _, frames, gateway):
+        gateway.table, gateway.shard_addresses = TABLE, dict(enumerate(addresses))
+        yield frames, gateway, addresses
+
+
 def decide_all(frames: str, customers: list[str], **settings: Any) -> list[str]:
     async def go() -> list[str]:
         async with AsyncShushClient("127.0.0.1:1", frames_target=frames, timeout_s=5,
@@ -116,9 +126,7 @@ def decide_all(frames: str, customers: list[str], **settings: Any) -> list[str]:
 
 def test_each_decide_goes_to_its_customers_shard_and_not_to_a_router() -> None:
     shards = [FakeShard(0), FakeShard(1)]
-    with shard_servers(shards) as addresses, serving_both(GrpcConfig(frames_port=0)) as (
-            _, frames, gateway):
-        gateway.table, gateway.shard_addresses = TABLE, dict(enumerate(addresses))
+    with routed(shards) as (frames, gateway, _):
         assert decide_all(frames, CUSTOMERS) == CUSTOMERS
     assert shards[0].seen == [c for c in CUSTOMERS if TABLE.shard_of(c) == 0]
     assert shards[1].seen == [c for c in CUSTOMERS if TABLE.shard_of(c) == 1]
@@ -178,9 +186,7 @@ def submit_all(frames: str, customers: list[str], **settings: Any) -> tuple[int,
 
 def test_each_shards_share_of_a_submit_goes_to_that_shard_and_not_to_a_router() -> None:
     shards = [FakeShard(0), FakeShard(1)]
-    with shard_servers(shards) as addresses, serving_both(GrpcConfig(frames_port=0)) as (
-            _, frames, gateway):
-        gateway.table, gateway.shard_addresses = TABLE, dict(enumerate(addresses))
+    with routed(shards) as (frames, gateway, _):
         accepted, event_ids = submit_all(frames, CUSTOMERS)
     assert (accepted, event_ids) == (8, [f"e-{c}" for c in CUSTOMERS])  # the batch's order
     assert shards[0].taken == [[c for c in CUSTOMERS if TABLE.shard_of(c) == 0]]
@@ -191,9 +197,7 @@ def test_each_shards_share_of_a_submit_goes_to_that_shard_and_not_to_a_router() 
 def test_a_submit_a_shard_refuses_as_not_its_own_goes_through_a_router() -> None:
     stale = FakeShard(0, table=PartitionTable([1] * 8))  # owns nobody any more
     shard = FakeShard(1)
-    with shard_servers([stale, shard]) as addresses, serving_both(
-            GrpcConfig(frames_port=0)) as (_, frames, gateway):
-        gateway.table, gateway.shard_addresses = TABLE, dict(enumerate(addresses))
+    with routed([stale, shard]) as (frames, gateway, _):
         assert submit_all(frames, CUSTOMERS)[0] == 8
     shard_0 = [c for c in CUSTOMERS if TABLE.shard_of(c) == 0]
     assert stale.taken == []
@@ -212,6 +216,20 @@ def test_a_busy_shard_is_asked_again_and_not_bypassed() -> None:
     assert gateway.calls == [("routes", None)]
 
 
+def test_a_share_over_the_shards_request_limits_is_refused_and_nothing_is_taken() -> None:
+    shards = [FakeShard(0), FakeShard(1)]
+    limited = GrpcConfig(max_events_per_request=2)
+    with shard_servers(shards, limited) as addresses, serving_both(
+            GrpcConfig(frames_port=0)) as (_, frames, gateway):
+        gateway.table, gateway.shard_addresses = TABLE, dict(enumerate(addresses))
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            submit_all(frames, CUSTOMERS)  # 4 events for each shard
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "at most 2" in (info.value.details() or "")
+    assert (shards[0].taken, shards[1].taken) == ([], [])
+    assert gateway.calls == [("routes", None)]  # refused for good: not sent on to a router
+
+
 def test_a_submit_to_a_shard_that_is_gone_goes_through_a_router() -> None:
     with serving_both(GrpcConfig(frames_port=0)) as (_, frames, gateway):
         gateway.table, gateway.shard_addresses = TABLE, {0: "127.0.0.1:1", 1: "127.0.0.1:1"}
@@ -222,9 +240,7 @@ def test_a_submit_to_a_shard_that_is_gone_goes_through_a_router() -> None:
 
 def test_a_client_told_not_to_reach_the_shards_sends_everything_through_the_routers() -> None:
     shards = [FakeShard(0), FakeShard(1)]
-    with shard_servers(shards) as addresses, serving_both(GrpcConfig(frames_port=0)) as (
-            _, frames, gateway):
-        gateway.table, gateway.shard_addresses = TABLE, dict(enumerate(addresses))
+    with routed(shards) as (frames, gateway, _):
         assert submit_all(frames, CUSTOMERS, direct_to_shards=False)[0] == 8
         assert decide_all(frames, ["c0"], direct_to_shards=False) == ["c0"]
     assert (shards[0].taken, shards[1].taken, shards[0].seen, shards[1].seen) == ([], [], [], [])
@@ -235,9 +251,8 @@ def test_routes_without_a_restarting_shard_are_asked_again_and_it_is_reached_dir
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(client_module, "ROUTES_RETRY_S", 0.0)  # at once, not after 1 s
     shards = [FakeShard(0), FakeShard(1)]
-    with shard_servers(shards) as addresses, serving_both(GrpcConfig(frames_port=0)) as (
-            _, frames, gateway):
-        gateway.table, gateway.shard_addresses = TABLE, {0: addresses[0]}  # 1 restarting
+    with routed(shards) as (frames, gateway, addresses):
+        gateway.shard_addresses = {0: addresses[0]}  # 1 restarting
 
         async def go() -> None:
             async with AsyncShushClient("127.0.0.1:1", frames_target=frames,
