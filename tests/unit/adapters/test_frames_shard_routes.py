@@ -26,7 +26,9 @@ from shush.adapters.client import (
     AsyncShushClient,
     ShardRoutes,
 )
+from shush.adapters.frames.channel import FramesChannel, FramesStub
 from shush.adapters.frames.shard_edge import ShardFramesServer, advertised_host
+from shush.adapters.grpc import shush_pb2 as pb
 from shush.adapters.grpc.auth import hash_key
 from shush.engine import codec
 from shush.engine.arbitration import Verdict
@@ -165,10 +167,24 @@ def test_a_shards_server_checks_the_edges_keys() -> None:
             _, frames, gateway):
         gateway.table, gateway.shard_addresses = PartitionTable([0]), {0: address}
         assert decide_all(frames, ["c0"], api_key=KEY) == ["c0"]
+        assert submit_all(frames, ["c1"], api_key=KEY)[0] == 1
         with pytest.raises(grpc.aio.AioRpcError) as info:
             decide_all(frames, ["c0"], api_key="wrong")
-    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert shard.seen == ["c0"]
+
+        async def submit_at_the_shard_with_a_wrong_key() -> None:
+            channel = FramesChannel(address, None, None)
+            try:
+                await FramesStub(channel).SubmitPacked(
+                    pb.PackedEvents(events=codec.pack(codec.EVENTS, [["e", "c2", "ping", 1,
+                                                                      "", {}]])),
+                    timeout=5, metadata=(("authorization", "Bearer wrong"),))
+            finally:
+                await channel.close()
+
+        with pytest.raises(grpc.aio.AioRpcError) as at_shard:
+            asyncio.run(submit_at_the_shard_with_a_wrong_key())
+    assert info.value.code() == at_shard.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert (shard.seen, shard.taken) == (["c0"], [["c1"]])
 
 
 def submit_all(frames: str, customers: list[str], **settings: Any) -> tuple[int, list[str]]:
