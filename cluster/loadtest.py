@@ -243,6 +243,10 @@ async def run_load(spec: LoadSpec, *, tag: str | None = None, extra_pids: Sequen
             {**{key: b[key] - a[key] for key in SHARD_SNAPSHOTS},
              "replay_backlog": b["replay_backlog"]}
             for a, b in zip(before, after, strict=False)]
+        # events the shards took from the clients themselves, not through a router (a shard
+        # restarted in the run counts from its restart)
+        report["shard_events_direct"] = [max(0, b["events_direct"] - a["events_direct"])
+                                         for a, b in zip(before, after, strict=False)]
         return report
     finally:
         for proc in procs + helpers:
@@ -261,10 +265,12 @@ SHARD_SNAPSHOTS = ("snapshot_rows", "catch_ups")
 
 async def _shard_timings(client: Any) -> list[dict[str, Any]]:
     """Each shard's loop steps, way in and store writes so far (``actors.step_times`` wire
-    form; empty for a shard that did not answer), its snapshot counters and replay backlog."""
+    form; empty for a shard that did not answer), its snapshot counters and replay backlog,
+    and the events clients sent it directly."""
     _, detail = await client.health()
     return [{**{key: shard.get(key, {}) for key in SHARD_TIMINGS},
-             **{key: shard.get(key, 0) for key in (*SHARD_SNAPSHOTS, "replay_backlog")}}
+             **{key: shard.get(key, 0) for key in (*SHARD_SNAPSHOTS, "replay_backlog",
+                                                    "events_direct")}}
             for shard in detail.get("shards", [])]
 
 

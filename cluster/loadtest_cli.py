@@ -114,6 +114,12 @@ def summary_lines(report: dict[str, Any], *, machine_loop_ms: float | None = Non
                          for name, s in sorted(steps.items(), key=lambda kv: -kv[1]["total_ms"]))
                      + ("" if any(name.startswith("gc ") for name in steps)
                         else "; no collector pause"))
+    direct = report.get("shard_events_direct") or []
+    if any(direct):
+        accepted = report["throughput"]["accepted"]
+        lines.append(f"events straight from the clients to the shards (no router): "
+                     f"{sum(direct):,} of {accepted:,} accepted ("
+                     + ", ".join(f"shard {i} {n:,}" for i, n in enumerate(direct)) + ")")
     for index, snap in enumerate(report.get("shard_snapshots", [])):
         lines.append(f"shard {index} snapshots: {snap['snapshot_rows']:,} customers saved, "
                      f"{snap['catch_ups']:,} batches waited for a catch-up step (past "

@@ -476,6 +476,17 @@ def test_the_summary_shows_each_shards_snapshots_and_replay_backlog() -> None:
     assert second.startswith("shard 1 snapshots: 9 customers saved, 0 batches")
 
 
+def test_the_summary_shows_how_many_events_went_straight_to_the_shards() -> None:
+    from shush.cluster.loadtest_cli import summary_lines
+
+    data = lt.report_dict(**REPORT_ARGS)
+    assert not any("straight" in line for line in summary_lines(data))  # through routers
+    data["shard_events_direct"] = [600, 398]
+    [line] = [line for line in summary_lines(data) if "straight" in line]
+    assert line == (f"events straight from the clients to the shards (no router): 998 of "
+                    f"{data['throughput']['accepted']:,} accepted (shard 0 600, shard 1 398)")
+
+
 def test_the_summary_shows_a_rate_that_drifts_within_the_run() -> None:
     from shush.cluster.loadtest_cli import accepted_by_stretch, summary_lines
 
