@@ -49,9 +49,10 @@ class Engine:
         store_factory = functools.partial(make_store, url)
         outcome_kinds = frozenset(catalog_policies(catalog).outcomes.known() - {IGNORED})
         edge_factory = functools.partial(GrpcEdge, config, outcome_kinds)
-        # with the frames edge on, each shard also takes submits and Decides about its own customers
+        # with the frames edge on, each shard also takes submits and Decides about its own
+        # customers
         shard_server_factory = (functools.partial(ShardFramesServer, config)
-                                 if config.grpc.frames_port is not None else None)
+                                if config.grpc.frames_port is not None else None)
         supervisor = ray_calls.create(
             SupervisorActor, config.model_dump_json(), catalog.to_wire(), channel_factory,
             dead_letter_factory, store_factory, edge_factory, shard_server_factory,
