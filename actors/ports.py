@@ -7,6 +7,7 @@ imports an adapter (import direction: adapters -> actors -> policies -> engine).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..engine.models import Treatment
@@ -43,14 +44,21 @@ class RouterFront(Protocol):
     async def route_outcomes(self, items: list[Any]) -> list[list[Any]]: ...
 
 
+@dataclass(frozen=True)
+class EdgePorts:
+    """The ports every router serves: gRPC's, and the frames edge's (None: off)."""
+
+    grpc: int
+    frames: int | None
+
+
 class EdgeServer(Protocol):
     """A server that takes requests inside a router's process (the gRPC adapter). Every
-    router serves the same port; the kernel spreads connections over them (SO_REUSEPORT)."""
+    router serves the same ports; the kernel spreads connections over them (SO_REUSEPORT).
+    A port 0 is bound to a free one in the same step, so that no other process can take it
+    between a choice and a bind."""
 
-    async def start(self, port: int) -> int: ...  # the port bound (0: pick a free one)
-
-    @property
-    def frames_port(self) -> int | None: ...  # the frames edge's, once started (None: off)
+    async def start(self, ports: EdgePorts) -> EdgePorts: ...  # the ports bound
 
     async def stop(self, grace_s: float) -> None: ...
 

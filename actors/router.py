@@ -32,7 +32,7 @@ from ..engine.partitions import PartitionTable
 from ..engine.signals import validate_wire_event
 from . import gil, heap, ray_calls
 from .lanes import SHARD_LANE_METHODS, ActorLanes
-from .ports import EdgeFactory, EdgeServer, SinkFactory
+from .ports import EdgeFactory, EdgePorts, EdgeServer, SinkFactory
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class RouterActorBody:
         self.index = index
         self.edge_factory = edge_factory
         self.edge: EdgeServer | None = None
-        self.edge_port: int | None = None
+        self.edge_ports: EdgePorts | None = None
         self.config = EngineConfig.model_validate_json(config_json)
         gil.hand_over_every(self.config.gil_switch_interval_ms)
         self.settings = self.config.router
@@ -230,20 +230,20 @@ class RouterActorBody:
                 results[pos] = ack
         return results  # type: ignore[return-value]  # every position is filled
 
-    async def serve(self, port: int) -> int:
-        """Serve the edge (gRPC) in this process on ``port`` (0: a free one); return the port.
-        Idempotent: the supervisor calls it after every health check, so a router Ray
-        restarted serves again. Clients reach a router in one hop instead of two (through a
-        gateway process, then an actor call)."""
+    async def serve(self, ports: EdgePorts) -> EdgePorts:
+        """Serve the edge (gRPC, and frames if on) in this process on ``ports`` (0: a free
+        one); return the ports bound. Idempotent: the supervisor calls it after every health
+        check, so a router Ray restarted serves again. Clients reach a router in one hop
+        instead of two (through a gateway process, then an actor call)."""
         if self.edge is None:
             if self.edge_factory is None:
                 raise RuntimeError(f"router {self.index} has no edge to serve")
             edge = self.edge_factory(self)
-            self.edge_port = await edge.start(port)
+            self.edge_ports = await edge.start(ports)
             self.edge = edge
             heap.freeze_resident()  # the server's state lives as long as the process
-        assert self.edge_port is not None
-        return self.edge_port
+        assert self.edge_ports is not None
+        return self.edge_ports
 
     async def stop_serving(self, grace_s: float) -> None:
         """Stop taking requests; those in flight get ``grace_s`` to finish."""
@@ -252,9 +252,10 @@ class RouterActorBody:
             await edge.stop(grace_s)
 
     async def health(self) -> dict[str, Any]:
-        return {"index": self.index, "buffered": self.buffered, "edge_port": self.edge_port,
-                "frames_port": None if self.edge is None else self.edge.frames_port,
-                **self.stats}
+        ports = self.edge_ports
+        return {"index": self.index, "buffered": self.buffered,
+                "edge_port": None if ports is None else ports.grpc,
+                "frames_port": None if ports is None else ports.frames, **self.stats}
 
 
 RouterActor = ray.remote(RouterActorBody)

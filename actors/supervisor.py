@@ -29,6 +29,7 @@ from .arbitration import ArbitrationActor
 from .ports import (
     ChannelFactory,
     EdgeFactory,
+    EdgePorts,
     ShardServerFactory,
     SinkFactory,
     StoreFactory,
@@ -90,7 +91,7 @@ class SupervisorActorBody:
         self.store_factory = store_factory
         self.edge_factory = edge_factory
         self.shard_server_factory = shard_server_factory
-        self.edge_port: int | None = None  # the port every router serves, once asked to
+        self.edge_ports: EdgePorts | None = None  # what every router serves, once asked to
         self.shard_addresses: dict[int, str] = {}  # shards serving clients directly
         self.table = self.config.partition_table()
         self.arbitrators: list[Any] = []
@@ -139,8 +140,9 @@ class SupervisorActorBody:
                 ray_calls.call(a, "health", timeout_s=self.config.call_timeout_s)
                 for a in self.arbitrators + self.shards + self.routers))
             # after this supervisor's own restart, the routers it re-attached to still serve
-            self.edge_port = next((h["edge_port"] for h in found[-len(self.routers):]
-                                   if h.get("edge_port") is not None), None)
+            self.edge_ports = next((EdgePorts(h["edge_port"], h.get("frames_port"))
+                                    for h in found[-len(self.routers):]
+                                    if h.get("edge_port") is not None), None)
         if self._health_task is None:
             self._health_task = asyncio.get_running_loop().create_task(self._health_loop())
         if self._purge_task is None:
@@ -178,22 +180,25 @@ class SupervisorActorBody:
                     group[i] = create(i)
                     replaced[kind] += 1
                     self.restarts[kind] += 1
-        if self.edge_port is not None:  # a re-created or Ray-restarted actor serves again
-            await self._serve_on(self.routers, self.edge_port)
+        if self.edge_ports is not None:  # a re-created or Ray-restarted actor serves again
+            await self._serve_on(self.routers, self.edge_ports)
             await self._serve_clients()
         return replaced  # peers find a re-created actor by its name
 
     # -- the edge -------------------------------------------------------------------------
-    async def serve_grpc(self) -> int:
-        """Every router serves gRPC on ``grpc.port`` (0: router 0 picks a free one, the
-        others share it); return the port. Idempotent."""
-        if self.edge_port is None:
-            port = await ray_calls.call(self.routers[0], "serve", self.config.grpc.port,
-                                        timeout_s=self.config.call_timeout_s)
-            await self._serve_on(self.routers[1:], port, strict=True)
-            self.edge_port = port
+    async def serve_grpc(self) -> EdgePorts:
+        """Every router serves gRPC on ``grpc.port`` and, if set, frames on
+        ``grpc.frames_port`` (0: router 0 binds a free one, the others share it); return the
+        ports. Idempotent."""
+        if self.edge_ports is None:
+            grpc = self.config.grpc
+            ports = await ray_calls.call(self.routers[0], "serve",
+                                         EdgePorts(grpc.port, grpc.frames_port),
+                                         timeout_s=self.config.call_timeout_s)
+            await self._serve_on(self.routers[1:], ports, strict=True)
+            self.edge_ports = ports
             await self._serve_clients()
-        return self.edge_port
+        return self.edge_ports
 
     async def _serve_clients(self) -> None:
         """Ask every shard to serve submits and Decides directly (when this engine's shards
@@ -217,16 +222,17 @@ class SupervisorActorBody:
         """The shards serving clients directly: index -> host:port."""
         return dict(self.shard_addresses)
 
-    async def _serve_on(self, routers: list[Any], port: int, *, strict: bool = False) -> None:
-        """Ask ``routers`` to serve ``port``. ``strict``: a router that cannot serve fails the
+    async def _serve_on(self, routers: list[Any], ports: EdgePorts, *,
+                        strict: bool = False) -> None:
+        """Ask ``routers`` to serve ``ports``. ``strict``: a router that cannot serve fails the
         call (start), instead of being logged and asked again after the next check."""
-        served = await asyncio.gather(*(ray_calls.call(r, "serve", port,
+        served = await asyncio.gather(*(ray_calls.call(r, "serve", ports,
                                                        timeout_s=self.config.call_timeout_s)
                                         for r in routers), return_exceptions=not strict)
         for i, result in enumerate(served):
             if isinstance(result, BaseException):
-                log.warning("supervisor: router %d does not serve port %d yet: %s",
-                            i, port, result)
+                log.warning("supervisor: router %d does not serve %s yet: %s",
+                            i, ports, result)
 
     # -- retention ------------------------------------------------------------------------
     async def _purge_loop(self) -> None:
@@ -352,11 +358,11 @@ class SupervisorActorBody:
         for task in (self._health_task, self._purge_task):
             if task is not None:
                 task.cancel()
-        if self.edge_port is not None:  # no new requests; those in flight finish first
+        if self.edge_ports is not None:  # no new requests; those in flight finish first
             await asyncio.gather(*(ray_calls.call(r, "stop_serving", EDGE_GRACE_S,
                                                   timeout_s=self.config.call_timeout_s)
                                    for r in self.routers), return_exceptions=True)
-            self.edge_port = None
+            self.edge_ports = None
         flushed = await asyncio.gather(
             *(ray_calls.call(s, "flush", timeout_s=self.config.call_timeout_s)
               for s in self.shards), return_exceptions=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +34,11 @@ class Engine:
         self.supervisor = supervisor
         self.routers = routers
         self.port: int | None = None  # the gRPC port every router serves
+        self.frames_port: int | None = None  # the frames edge's (``grpc.frames_port`` set)
 
     @classmethod
     def start(cls, config: EngineConfig, *, detached: bool = False) -> Engine:
-        config = _tls_paths_resolved(_frames_port_chosen(config))
+        config = _tls_paths_resolved(config)
         catalog = load_engine_catalog(config)
         config.data_dir.mkdir(parents=True, exist_ok=True)
         url = config.resolved_store_url
@@ -64,9 +64,11 @@ class Engine:
         return cls(config, catalog, supervisor, routers)
 
     def serve_grpc(self) -> int:
-        """Every router serves gRPC on ``grpc.port`` (0: a free one); return the port."""
-        self.port = int(ray_calls.call_blocking(self.supervisor, "serve_grpc",
-                                                timeout_s=self.config.call_timeout_s * 2))
+        """Every router serves gRPC on ``grpc.port`` (0: a free one), and the frames edge on
+        ``grpc.frames_port`` when set; return the gRPC port."""
+        ports = ray_calls.call_blocking(self.supervisor, "serve_grpc",
+                                        timeout_s=self.config.call_timeout_s * 2)
+        self.port, self.frames_port = ports.grpc, ports.frames
         return self.port
 
     @property
@@ -77,27 +79,17 @@ class Engine:
     @property
     def frames_target(self) -> str | None:
         """host:port of the frames edge, served beside gRPC when ``grpc.frames_port`` is set."""
-        port = self.config.grpc.frames_port
+        port = self.frames_port
         return None if port is None else f"{self.config.grpc.host}:{port}"
 
     def stop(self) -> None:
         """Stop serving, snapshot every shard, stop every actor."""
-        self.port = None
+        self.port = self.frames_port = None
         try:
             ray_calls.call_blocking(self.supervisor, "shutdown",
                                     timeout_s=self.config.call_timeout_s)
         finally:
             ray_calls.kill(self.supervisor)
-
-
-def _frames_port_chosen(config: EngineConfig) -> EngineConfig:
-    """``frames_port`` 0 made a free port now, so that every router serves the same one."""
-    if config.grpc.frames_port != 0:
-        return config
-    with socket.create_server((config.grpc.host, 0)) as probe:
-        port = probe.getsockname()[1]
-    return config.model_copy(update={"grpc": config.grpc.model_copy(
-        update={"frames_port": port})})
 
 
 def _tls_paths_resolved(config: EngineConfig) -> EngineConfig:

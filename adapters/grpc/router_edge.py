@@ -10,7 +10,7 @@ skips one actor call each way and a second decoding (stop 19's figures in the RE
 from __future__ import annotations
 
 from ...actors import ray_calls
-from ...actors.ports import RouterFront
+from ...actors.ports import EdgePorts, RouterFront
 from ...actors.supervisor import SUPERVISOR_NAME
 from ...engine.config import EngineConfig
 from ...engine.errors import EngineUnavailable
@@ -26,19 +26,15 @@ class GrpcEdge:
         self.router = router
         self.server: EdgeServers | None = None
 
-    async def start(self, port: int) -> int:
+    async def start(self, ports: EdgePorts) -> EdgePorts:
         supervisor = ray_calls.get_actor(SUPERVISOR_NAME, self.config.namespace)
         if supervisor is None:
             raise EngineUnavailable("no supervisor in this namespace", what=SUPERVISOR_NAME)
         gateway = EngineGateway(self.config, supervisor, self.router,
                                 outcome_kinds=self.outcome_kinds)
-        self.server, bound = await start_server(
-            gateway, self.config.grpc.model_copy(update={"port": port}))
-        return bound
-
-    @property
-    def frames_port(self) -> int | None:
-        return None if self.server is None else self.server.frames_port
+        self.server, bound = await start_server(gateway, self.config.grpc.model_copy(
+            update={"port": ports.grpc, "frames_port": ports.frames}))
+        return EdgePorts(bound, self.server.frames_port)
 
     async def stop(self, grace_s: float) -> None:
         if self.server is not None:
