@@ -69,6 +69,7 @@ class LateEventError(EventRejected):
 
 
 DIGEST_BYTES = 8
+NO_TIMER = 1 << 62  # ``CustomerState.timer_due`` without a timer: later than any time in ms
 
 
 def event_digest(event_id: str) -> bytes:
@@ -102,13 +103,22 @@ class RecentIds:
             at = self._buf.find(digest, at + 1)
         return at >= 0
 
-    def add(self, digest: bytes) -> None:
-        if len(self._buf) < self.size * DIGEST_BYTES:
-            self._buf += digest
+    def add_new(self, digest: bytes) -> bool:
+        """Add ``digest`` unless it is held; ``False`` if it was (one call for every event,
+        where ``in`` then an ``add`` made two)."""
+        buf = self._buf
+        at = buf.find(digest)
+        while at >= 0 and at % DIGEST_BYTES:
+            at = buf.find(digest, at + 1)
+        if at >= 0:
+            return False
+        if len(buf) < self.size * DIGEST_BYTES:
+            buf += digest
         else:
             start = self._next * DIGEST_BYTES
-            self._buf[start:start + DIGEST_BYTES] = digest
+            buf[start:start + DIGEST_BYTES] = digest
             self._next = (self._next + 1) % self.size
+        return True
 
     def oldest_first(self) -> bytes:
         start = self._next * DIGEST_BYTES
@@ -122,7 +132,7 @@ class CustomerState:
     __slots__ = (
         "_recent", "active_ms", "contacts", "customer_id", "deferred", "detector_state",
         "due_moved", "last", "last_event_ms", "moments", "partition", "placed_ms", "profile",
-        "timers", "treated", "undecided",
+        "timer_due", "timers", "treated", "undecided",
     )
 
     def __init__(self, customer_id: str, *, dedup_ids: int = 64) -> None:
@@ -131,6 +141,9 @@ class CustomerState:
         self.last: dict[str, dict[str, Any]] = {}  # signal type -> latest attributes
         self.detector_state: dict[str, dict[str, Any]] = {}
         self.timers: dict[str, int] = {}  # detector id -> due ms
+        # the earliest of them (NO_TIMER: none), kept as they change: most customers hold a
+        # timer (a birthday), and ``min`` over them for every event was 4 % of applying it
+        self.timer_due = NO_TIMER
         self.moments: list[Moment] = []
         self.treated: dict[str, int] = {}  # idempotency key -> expiry (ms)
         self._recent = RecentIds(dedup_ids)
@@ -159,18 +172,17 @@ class CustomerState:
         Raises ``LateEventError`` for an event older than the watermark (nothing changes).
         """
         digest = event_digest(signal.event_id)
-        recent = self._recent
-        if digest in recent:
-            return None
         t = signal.occurred_at_ms
         latest = self.last_event_ms
         if latest is not None and t < (watermark := latest - catalog.allowed_lateness_ms):
+            if digest in self._recent:  # a duplicate before late: a re-sent event is not lost
+                return None
             raise LateEventError(event_id=signal.event_id, customer_id=self.customer_id,
                                  occurred_at_ms=t, watermark_ms=watermark)
-        recent.add(digest)
+        if not self._recent.add_new(digest):
+            return None
         fired: list[Moment] = []
-        timers = self.timers
-        if timers and min(timers.values()) <= t:
+        if self.timer_due <= t:
             fired.extend(self._run_timers(t, catalog))
         kind = signal.type
         attributes = signal.attributes
@@ -182,8 +194,8 @@ class CustomerState:
         else:  # out of order: the latest of its type only if newer than the one held
             previous = self.last.get(kind)
             latest_of_type = previous is None or previous.get("_at", 0) <= t
-        if latest_of_type:
-            self.last[kind] = {**attributes, "_at": t}
+        if latest_of_type:  # (``dict(a, _at=t)`` costs a fifth of ``{**a, "_at": t}``)
+            self.last[kind] = dict(attributes, _at=t)
         states = self.detector_state
         timed = False  # only a detector with a timer can have set one that is already due
         for detector, detector_id, version, uses_timer in catalog.detector_steps.get(kind, ()):
@@ -196,7 +208,7 @@ class CustomerState:
                 timed = True
             if moment is not None:
                 fired.append(moment)
-        if timed and timers and min(timers.values()) <= t:  # e.g. a milestone already due
+        if timed and self.timer_due <= t:  # e.g. a milestone already due
             fired.extend(self._run_timers(t, catalog))
         return self._keep(fired, catalog) if fired else fired  # most events make no moment
 
@@ -204,7 +216,7 @@ class CustomerState:
     def next_due_ms(self) -> int | None:
         """When the shard next has work here: a detector timer or a deferred send."""
         if not self.deferred:  # the usual case: detector timers only, or nothing
-            return min(self.timers.values()) if self.timers else None
+            return self.timer_due if self.timers else None
         due = [*self.timers.values(), *(at for at, _ in self.deferred.values())]
         return min(due)
 
@@ -222,7 +234,7 @@ class CustomerState:
 
     def on_time(self, now_ms: int, catalog: Catalog) -> list[Moment]:
         """Fire every timer due at ``now_ms`` (engine clock); return the new moments."""
-        if not self.timers or min(self.timers.values()) > now_ms:
+        if self.timer_due > now_ms:
             return []
         return self._keep(self._run_timers(now_ms, catalog), catalog)
 
@@ -246,11 +258,15 @@ class CustomerState:
             self._drop_timer(detector.id)
         elif self.timers.get(detector.id) != due:
             self.timers[detector.id] = due
-            self.due_moved = True
+            self._timers_moved()
 
     def _drop_timer(self, detector_id: str) -> None:
         if self.timers.pop(detector_id, None) is not None:
-            self.due_moved = True
+            self._timers_moved()
+
+    def _timers_moved(self) -> None:
+        self.timer_due = min(self.timers.values()) if self.timers else NO_TIMER
+        self.due_moved = True
 
     # -- detectors and moments ------------------------------------------------------------
     def _state(self, detector: BaseDetector) -> dict[str, Any]:
@@ -414,13 +430,14 @@ class CustomerState:
         state.last = {k: dict(v) for k, v in data["last"].items()}
         state.detector_state = {k: dict(v) for k, v in data["detector_state"].items()}
         state.timers = {k: int(v) for k, v in data["timers"].items()}
+        state.timer_due = min(state.timers.values()) if state.timers else NO_TIMER
         state.moments = [moment_from(m, state.customer_id) for m in data["moments"]]
         state.treated = dict(data["treated"])
         if "recent" in data:
             state._recent = RecentIds(data["dedup_ids"], data["recent"])
         else:  # versions 1 and 2 kept the ids themselves
             for event_id in data["recent_ids"][-data["dedup_ids"]:]:
-                state._recent.add(event_digest(event_id))
+                state._recent.add_new(event_digest(event_id))
         state.last_event_ms = data["last_event_ms"]
         state.contacts = ContactHistory.from_snapshot(data["contacts"])
         state.deferred = {k: (int(at), dict(t)) for k, (at, t) in data["deferred"].items()}

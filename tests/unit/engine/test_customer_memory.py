@@ -18,14 +18,15 @@ CATALOG = make_catalog({"id": "big", "kind": "threshold", "signal": "a", "attrib
 def test_the_ring_forgets_the_oldest_id_first() -> None:
     ring = RecentIds(3)
     for name in ("e1", "e2", "e3", "e4"):
-        ring.add(event_digest(name))
+        ring.add_new(event_digest(name))
     assert [event_digest(n) in ring for n in ("e1", "e2", "e3", "e4")] == [False, True, True,
                                                                           True]
-    ring.add(event_digest("e5"))
+    assert ring.add_new(event_digest("e4")) is False  # held: nothing moves
+    assert ring.add_new(event_digest("e5")) is True
     assert event_digest("e2") not in ring and event_digest("e5") in ring
     assert len(ring) == 3
     again = RecentIds(3, ring.oldest_first())  # a snapshot keeps the order of eviction
-    again.add(event_digest("e6"))
+    again.add_new(event_digest("e6"))
     assert event_digest("e3") not in again and event_digest("e4") in again
 
 
@@ -33,6 +34,7 @@ def test_a_match_across_two_digests_is_not_a_hit() -> None:
     ring = RecentIds(2, bytes(range(16)))
     assert bytes(range(4, 12)) not in ring  # the tail of one digest and the head of the next
     assert bytes(range(8, 16)) in ring
+    assert ring.add_new(bytes(range(4, 12))) is True and bytes(range(4, 12)) in ring
 
 
 def test_a_smaller_size_keeps_the_newest_digests() -> None:

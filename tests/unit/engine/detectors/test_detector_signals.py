@@ -96,6 +96,9 @@ def test_count_out_of_order_within_lateness_counts_and_late_is_rejected() -> Non
     assert "too late" in str(err)
     assert not d.customer.seen("old")
     assert d.send("a", T0 + 10 * MINUTE, event_id="at-watermark") == []  # exactly: accepted
+    d.send("a", T0 + HOUR, event_id="much-later")  # the watermark passes "at-watermark"...
+    assert d.send("a", T0 + 10 * MINUTE, event_id="at-watermark") is None  # ...a re-send of
+    # which is still a duplicate, not a late event to dead-letter
 
 
 def test_count_duplicates_count_once() -> None:

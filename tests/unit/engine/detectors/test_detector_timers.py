@@ -9,7 +9,7 @@ import pytest
 from detector_kit import DAY, HOUR, T0, Driver, make_catalog
 
 from shush.engine.catalog import bundled_catalog_path, load_catalog
-from shush.engine.customer import CustomerState
+from shush.engine.customer import NO_TIMER, CustomerState
 from shush.engine.signals import SignalRecord
 from shush.engine.timers import TimerWheel
 
@@ -38,6 +38,26 @@ def test_milestone_skips_values_passed_before_the_date_was_known() -> None:
     assert d.customer.next_due_ms() == ms(2040, 3, 1)  # 55, not 18
     d2 = Driver(make_catalog(MILESTONE))
     assert d2.send("profile", ms(2025, 6, 1) + HOUR, birth_date="2007-06-01") == ["birthday"]
+
+
+def test_the_earliest_timer_follows_timers_set_moved_and_dropped() -> None:
+    absence = {"id": "ab", "kind": "absence", "signal": "a", "period_s": 30 * 86400,
+               "arm_on": ["profile"], "moment": "silent"}
+    d = Driver(make_catalog(MILESTONE, absence))
+    customer = d.customer
+    assert customer.timer_due == NO_TIMER and customer.next_due_ms() is None
+    d.send("profile", ms(2025, 6, 1), birth_date="2007-06-20")  # both armed: 19 days, 30
+    assert customer.timers == {"bd": ms(2025, 6, 20), "ab": ms(2025, 7, 1)}
+    assert customer.timer_due == ms(2025, 6, 20)
+    d.send("a", ms(2025, 6, 2))  # the absence moves later; the earliest stays
+    assert customer.timer_due == ms(2025, 6, 20)
+    assert d.tick(ms(2025, 6, 20)) == ["birthday"]  # the birthday moves 37 years on
+    assert customer.timer_due == ms(2025, 7, 2) == customer.timers["ab"]
+    restored = CustomerState.from_snapshot(customer.to_snapshot())
+    assert restored.timer_due == ms(2025, 7, 2)
+    assert d.tick(ms(2025, 7, 2)) == ["silent"]  # fired once per silence: dropped
+    assert customer.timers == {"bd": ms(2062, 6, 20)}
+    assert customer.timer_due == ms(2062, 6, 20) == customer.next_due_ms()
 
 
 def test_calendar_black_friday_a_week_ahead_then_next_year() -> None:
