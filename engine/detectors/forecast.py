@@ -5,6 +5,11 @@ event) is projected ``horizon_s`` ahead of the newest value; the condition holds
 projection crosses the threshold (``op`` ``value``) while the current value has not yet.
 E.g. a balance heading below 0 within 7 days, or printer ink below 10 % within 5 days.
 Events older than the last one seen are ignored.
+
+``min_span_s``: event time the fitted points must span before the line is projected. Without
+it, a signal that comes every few seconds projects a week ahead from seconds of noise: in the
+load test (a balance update every ~2 s per customer) about one balance update in six was
+forecast "below 0 within 7 days", and four fifths of all treatments came from such forecasts.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from .base import COMPARISONS, CustomerView, NumericSignalDetector
 from .float_buffer import float_buffer
 
 DAY_MS = 86_400_000
+DAY_S = 86_400.0
 
 
 class ForecastDetector(NumericSignalDetector):
@@ -30,12 +36,14 @@ class ForecastDetector(NumericSignalDetector):
     horizon_s: float = Field(gt=0, description="How far ahead the line is projected")
     points: int = Field(10, ge=2, le=128, description="Values in the fit")
     min_points: int = Field(3, ge=2, le=128, description="Values needed before projecting")
+    min_span_s: float = Field(0.0, ge=0, description="Event time the fitted points must "
+                              "span before projecting (0: any)")
 
     def projection(self, days: array[float], state: dict[str, Any]) -> float | None:
         """The fitted value ``horizon_s`` after the newest point (``days``, the fit's
         ``state["pt"]``), or ``None``."""
         n = len(days)
-        if n < self.min_points:
+        if n < self.min_points or (days[-1] - days[0]) * DAY_S < self.min_span_s:
             return None
         st, sv, stt, stv = state["st"], state["sv"], state["stt"], state["stv"]
         denom = n * stt - st * st

@@ -163,3 +163,18 @@ def test_forecast_fires_before_the_crossing() -> None:
     assert d.send("a", T0 + 2 * DAY, x=800) == []  # projects 100 at +7 days: not yet
     assert d.send("a", T0 + 3 * DAY, x=650) == ["heading_negative"]
     assert d.send("a", T0 + 4 * DAY, x=-10) == []  # crossed already: not a forecast
+
+
+def test_forecast_waits_until_its_points_span_min_span_s() -> None:
+    spec = {"id": "fc", "kind": "forecast", "signal": "a", "attribute": "x", "op": "<",
+            "value": 0, "horizon_s": 7 * 86400, "moment": "heading_negative"}
+    hasty = Driver(make_catalog(spec))
+    hasty.send("a", T0, x=1000)
+    hasty.send("a", T0 + 1000, x=990)
+    assert hasty.send("a", T0 + 2000, x=980) == ["heading_negative"]  # a week from 2 seconds
+    d = Driver(make_catalog({**spec, "min_span_s": DAY / 1000}))
+    d.send("a", T0, x=1000)
+    d.send("a", T0 + 1000, x=990)
+    assert d.send("a", T0 + 2000, x=980) == []  # the same noise: no forecast yet
+    assert d.send("a", T0 + DAY - 1, x=500) == []  # a millisecond short of a day
+    assert d.send("a", T0 + DAY, x=450) == ["heading_negative"]
