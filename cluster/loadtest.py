@@ -332,7 +332,8 @@ async def _coordinate(spec: LoadSpec, population: Population, tail: TreatmentTai
                         decide=totals.decide, decide_errors=totals.decide_errors,
                         samples=samples, cpu_seconds=sampler.cpu_seconds(),
                         cpu_wait_seconds=sampler.cpu_wait_seconds(),
-                        population=len(population), profile_s=profile_s, span_s=span_s)
+                        population=len(population), profile_s=profile_s, span_s=span_s,
+                        fired=tail.lines)
 
 
 def _drain_queue(out: Any, totals: _Totals, matcher: LatencyMatcher,
@@ -456,7 +457,7 @@ def build_report(spec: LoadSpec, *, totals: _Totals, matcher: LatencyMatcher,
                  ack: LatencyHistogram, lag: LatencyHistogram, decide: LatencyHistogram,
                  decide_errors: dict[str, int], samples: list[dict[str, float]],
                  cpu_seconds: dict[str, float], population: int, profile_s: float,
-                 span_s: float, cpu_wait_seconds: dict[str, float] | None = None
+                 span_s: float, fired: int, cpu_wait_seconds: dict[str, float] | None = None
                  ) -> dict[str, Any]:
     c = totals.counters
     seconds = sorted(s for s in totals.per_second if 0 <= s < math.ceil(span_s))
@@ -472,7 +473,7 @@ def build_report(spec: LoadSpec, *, totals: _Totals, matcher: LatencyMatcher,
         spec=spec, population=population, profile_s=profile_s, span_s=span_s, counters=dict(c),
         reasons=dict(totals.reasons), pool_exhausted=sum(totals.pool_exhausted.values()),
         triggers=totals.triggers, unmatched=len(matcher.pending),
-        missing_sample=sorted(matcher.pending)[:10],
+        missing_sample=sorted(matcher.pending)[:10], fired=fired,
         e2e=matcher.total.summary(), ack=ack.summary(), lag=lag.summary(),
         decide=decide.summary(), decide_errors=decide_errors, samples=samples,
         cpu_seconds=cpu_seconds, cpu_wait_seconds=cpu_wait_seconds, timeline=timeline)
@@ -480,7 +481,8 @@ def build_report(spec: LoadSpec, *, totals: _Totals, matcher: LatencyMatcher,
 
 def report_dict(*, spec: LoadSpec, population: int, profile_s: float, span_s: float,
                 counters: dict[str, int], reasons: dict[str, int], pool_exhausted: int,
-                triggers: int, unmatched: int, missing_sample: list[str], e2e: dict[str, Any],
+                triggers: int, unmatched: int, missing_sample: list[str], fired: int,
+                e2e: dict[str, Any],
                 ack: dict[str, Any], lag: dict[str, Any], decide: dict[str, Any],
                 decide_errors: dict[str, int],
                 samples: list[dict[str, float]], timeline: list[dict[str, Any]],
@@ -521,7 +523,8 @@ def report_dict(*, spec: LoadSpec, population: int, profile_s: float, span_s: fl
         "latency_ms": {"submit_to_treatment": e2e, "submit_to_ack": ack, "send_lag": lag,
                        "decide": decide},
         "treatments": {"triggers": triggers, "matched": e2e["count"],
-                       "missing": unmatched, "missing_sample": missing_sample},
+                       "missing": unmatched, "missing_sample": missing_sample,
+                       "fired": fired},
         "resources": {"ray_cpu_pct_mean": _mean(ray_cpu),
                       "ray_cpu_pct_max": max(ray_cpu) if ray_cpu else None,
                       "ray_rss_mb_max": round(max(ray_rss), 1) if ray_rss else None,

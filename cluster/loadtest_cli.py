@@ -83,7 +83,8 @@ def summary_lines(report: dict[str, Any], *, machine_loop_ms: float | None = Non
         f"throughput: target {t['target_eps']:,.0f} ev/s, sent {t['sent_eps']:,.0f}, "
         f"accepted {t['accepted_eps']:,.0f} ({t['accepted']:,} events)",
         f"treatments: {tr['matched']:,} of {tr['triggers']:,} triggers matched, "
-        f"{tr['missing']:,} missing",
+        f"{tr['missing']:,} missing; {tr['fired']:,} fired in all "
+        f"({100 * tr['fired'] / max(t['accepted'], 1):.1f} per 100 accepted events)",
         f"errors: rejected {e['rejected']:,}, rpc errors {e['rpc_errors']:,}, "
         f"retries given up {e['gave_up']:,}, decide errors {sum(e['decide_errors'].values())}",
         f"ray processes: CPU {_ms(r['ray_cpu_pct_mean'])} % mean, {_ms(r['ray_cpu_pct_max'])}"

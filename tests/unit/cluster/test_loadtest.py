@@ -196,6 +196,7 @@ def test_tail_decodes_only_the_lines_it_is_asked_for(tmp_path: Path) -> None:
         handle.write('{"payload": {"moment": "large_withdrawal"}}\n{"payload": {"moment": '
                      '"forecast"}}\nnot json, and not wanted\n')
     assert tail.poll() == [{"payload": {"moment": "large_withdrawal"}}]
+    assert tail.lines == 3  # every treatment fired is counted, decoded or not
 
 
 def test_ray_processes_are_recognised() -> None:
@@ -210,7 +211,7 @@ def test_ray_processes_are_recognised() -> None:
 REPORT_ARGS: dict[str, Any] = dict(
     spec=spec(rate_eps=1_000), population=100, profile_s=0.5, span_s=10.0,
     counters={"sent": 10_000, "accepted": 10_000}, reasons={}, pool_exhausted=0, triggers=10,
-    unmatched=0, missing_sample=[], e2e=lt.LatencyHistogram().summary(),
+    unmatched=0, missing_sample=[], fired=250, e2e=lt.LatencyHistogram().summary(),
     ack=lt.LatencyHistogram().summary(), lag=lt.LatencyHistogram().summary(),
     decide=lt.LatencyHistogram().summary(), decide_errors={},
     samples=[{"ray_cpu_pct": 100.0, "ray_rss_mb": 900.0, "driver_cpu_pct": 5.0,
@@ -316,6 +317,15 @@ def test_cpu_per_event_divides_each_roles_seconds_by_the_events_accepted() -> No
 
     [line] = [line for line in summary_lines(data) if line.startswith("CPU per accepted")]
     assert line == "CPU per accepted event (µs): shards 80.0, routers 20.0; all 100.0"
+
+
+def test_the_summary_counts_every_treatment_fired_against_the_events() -> None:
+    from shush.cluster.loadtest_cli import summary_lines
+
+    data = lt.report_dict(**REPORT_ARGS)  # 250 fired for 10,000 accepted events
+    assert data["treatments"]["fired"] == 250
+    [line] = [line for line in summary_lines(data) if line.startswith("treatments:")]
+    assert line.endswith("; 250 fired in all (2.5 per 100 accepted events)")
 
 
 def test_the_sampler_counts_this_process_as_the_load_generator() -> None:
