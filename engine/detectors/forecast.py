@@ -8,8 +8,8 @@ Events older than the last one seen are ignored.
 
 ``min_span_s``: event time the fitted points must span before the line is projected. Without
 it, a signal that comes every few seconds projects a week ahead from seconds of noise: in the
-load test (a balance update every ~2 s per customer) about one balance update in six was
-forecast "below 0 within 7 days", and four fifths of all treatments came from such forecasts.
+load test (a balance every ~2 s per customer), such forecasts of "below 0 within 7 days" made
+seven in ten of all treatments (stop 39).
 """
 
 from __future__ import annotations
