@@ -219,8 +219,12 @@ class ShardCore:
         if journal:
             self.journal(events)
         customers = self.customers
-        self._activate([e[1] for e in events if type(e) is list and len(e) == 6  # (malformed
-                        and type(e[1]) is str and e[1] not in customers])  # ones: rejected below)
+        try:  # the customers not in memory; the set's work is done in C
+            absent = {e[1] for e in events}.difference(customers)
+        except (TypeError, LookupError):  # a malformed event (rejected below), e.g. not a list
+            absent = {e[1] for e in events if type(e) is list and len(e) == 6
+                      and type(e[1]) is str}.difference(customers)
+        self._activate(sorted(c for c in absent if type(c) is str))  # (few: sorting is cheap)
         acks: list[list[Any]] = []
         batch: dict[str, CustomerState] = {}  # the customers of this batch, looked up once
         profiled: set[str] = set()  # those of them whose profile an event may change

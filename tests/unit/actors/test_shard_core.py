@@ -117,6 +117,10 @@ def test_one_bad_event_does_not_stop_the_batch(catalog: Catalog) -> None:
     assert acks[0][0] == codec.REJECTED and "could not apply" in acks[0][1]
     assert acks[1] == [codec.ACCEPTED, ""]
     assert len(h.sent) == 1
+    # each malformed shape is refused on its own, whatever it does to the batch's activation
+    for bad in (5, {"a": 1}, [1, 2, 3, 4, 5, 6], "a string", [None, ["unhashable"]]):
+        acks = h.submit(bad, event("fay", "balance_update", balance=50.0))
+        assert acks[0][0] == codec.REJECTED and acks[1] == [codec.ACCEPTED, ""], bad
 
 
 def test_inbound_candidates_include_evergreen_actions_and_fire_nothing(catalog: Catalog) -> None:
