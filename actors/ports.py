@@ -6,7 +6,7 @@ imports an adapter (import direction: adapters -> actors -> policies -> engine).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -18,6 +18,11 @@ class TreatmentChannel(Protocol):
     """Sends one treatment, now. ``send`` carries the idempotency key with the treatment."""
 
     def send(self, treatment: Treatment) -> None: ...
+
+    # Which of these keys the channel has taken already, as far as it can tell: a shard killed
+    # between a send and its "sent" mark resends after its restart, and this keeps the resend
+    # from reaching the channel twice.
+    def delivered(self, keys: Collection[str]) -> set[str]: ...
 
     def close(self) -> None: ...
 

@@ -98,7 +98,8 @@ class ShardCore:
         self.stats = {"events": 0, "duplicates": 0, "rejected": 0, "late": 0, "moments": 0,
                       "timer_moments": 0, "decisions": 0, "treatments": 0, "send_failures": 0,
                       "holdouts": 0, "deferred": 0, "dropped_at_send": 0,
-                      "activations": 0, "passivations": 0, "scored_here": 0}
+                      "activations": 0, "passivations": 0, "scored_here": 0,
+                      "delivered_before": 0}
 
     def customer(self, customer_id: str, now_ms: int | None = None) -> CustomerState:
         """The customer, resident or activated from the store, or new. ``now_ms``: the
@@ -612,19 +613,26 @@ class ShardCore:
         return learned, settled
 
     def redispatch(self, limit: int = 1000) -> int:
-        """Send ledger rows of this shard's customers still pending in the outbox."""
+        """Send ledger rows of this shard's customers still pending in the outbox; return how
+        many were sent. A row the channel took before a crash (killed between the send and
+        its mark) is only marked: the channel does not get it twice."""
         if self.persistence is None:
             return 0
         mine = set(self.persistence.partitions)
-        sent = []
-        for item in self.store.pending_outbox(limit, now_ms=self.clock.now_ms()):
-            if self.persistence.partition(item.customer_id) not in mine:
-                continue
-            treatment = Treatment.from_wire(msgpack.unpackb(item.payload, raw=False))
-            if self._send(treatment, attempts=item.attempts + 1):
-                sent.append(treatment)
-        self._dispatched(sent)
-        return len(sent)
+        pending = [(item, Treatment.from_wire(msgpack.unpackb(item.payload, raw=False)))
+                   for item in self.store.pending_outbox(limit, now_ms=self.clock.now_ms())
+                   if self.persistence.partition(item.customer_id) in mine]
+        delivered = self.channel.delivered({t.idempotency_key for _, t in pending})
+        done, resent = [], 0
+        for item, treatment in pending:
+            if treatment.idempotency_key in delivered:
+                self.stats["delivered_before"] += 1
+                done.append(treatment)
+            elif self._send(treatment, attempts=item.attempts + 1):
+                resent += 1
+                done.append(treatment)
+        self._dispatched(done)
+        return resent
 
     def _send(self, treatment: Treatment, *, attempts: int) -> bool:
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,28 @@ class JsonlSink:
         os.close(self._fd)
 
 
+# How far back ``JsonlChannel.delivered`` looks: a resend follows its send by a shard's restart
+# (seconds), and the file takes ~4 MB a second at 10,000 treatments a second
+DELIVERED_TAIL_BYTES = 64 << 20
+
+
 class JsonlChannel(JsonlSink):
     """Records each treatment as it fires."""
 
     def send(self, treatment: Treatment) -> None:
         self.write(treatment.to_wire())
+
+    def delivered(self, keys: Collection[str]) -> set[str]:
+        """The keys among ``keys`` in the last ``DELIVERED_TAIL_BYTES`` of the file (every
+        shard's lines: they share it), found as their bytes, without decoding a line."""
+        if not keys:
+            return set()
+        with self.path.open("rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - DELIVERED_TAIL_BYTES))
+            tail = handle.read()
+        return {key for key in keys
+                if b'"idempotency_key":' + pydantic_core.to_json(key) in tail}
 
 
 def read_jsonl(path: Path | str) -> list[dict[str, Any]]:

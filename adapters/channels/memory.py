@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from ...engine.models import Treatment
 
 
@@ -11,6 +13,9 @@ class MemoryChannel:
 
     def send(self, treatment: Treatment) -> None:
         self.sent.append(treatment)
+
+    def delivered(self, keys: Collection[str]) -> set[str]:
+        return {t.idempotency_key for t in self.sent} & set(keys)
 
     def close(self) -> None:
         pass

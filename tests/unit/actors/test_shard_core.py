@@ -193,6 +193,25 @@ def test_ledger_precedes_the_send_and_a_failed_send_stays_pending(catalog: Catal
     assert h.store.treatment_count() == 1
 
 
+def test_a_pending_row_the_channel_took_already_is_marked_not_sent_again(
+        catalog: Catalog) -> None:
+    """A send the channel took while the shard did not mark it (killed in between, or a
+    timeout after delivery) is found by its key: the redispatch marks it, sends nothing."""
+    class TakesThenFails(MemoryChannel):
+        def send(self, treatment: Treatment) -> None:
+            super().send(treatment)
+            raise TimeoutError("no answer")
+
+    h = Harness(catalog)
+    h.core.channel = channel = TakesThenFails()
+    h.submit(event("hal", "savings_withdrawal", amount=7000.0))
+    assert len(channel.sent) == 1
+    h.clock.advance(10_000)
+    assert h.core.redispatch() == 0  # nothing sent again...
+    assert len(channel.sent) == 1 and h.core.stats["delivered_before"] == 1
+    assert h.store.pending_outbox(10, now_ms=h.clock.now_ms() + 100_000) == []  # ...but closed
+
+
 def test_a_key_already_in_the_ledger_is_never_sent_again(catalog: Catalog) -> None:
     first = Harness(catalog)
     first.submit(event("ida", "savings_withdrawal", event_id="w-ida", amount=7000.0))
