@@ -317,11 +317,14 @@ def check(report: ChaosReport, batches: list[Batch], logs: dict[str, list[str]],
 
 def run_chaos(directory: Path, *, duration_s: float, rate: float, kills: int,
               batch_size: int = 20, seed: int = 7, settle_s: float = 30.0,
-              straight_to_shards: bool = False, **engine_overrides: Any) -> ChaosReport:
+              straight_to_shards: bool = False, after_last_back_s: float = 0.0,
+              **engine_overrides: Any) -> ChaosReport:
     """Start an engine in ``directory`` (on the current Ray), run the chaos, check, stop.
     ``straight_to_shards``: the load goes over the frames edge, each batch split by the
     routes straight to the shards (through the routers while a shard is down), and only
-    shards are killed."""
+    shards are killed. The load runs ``duration_s``, and at least ``after_last_back_s``
+    past the moment the last killed actor answered again (on a slow machine a restart can
+    end with the load, leaving no time to see clients come back to a shard)."""
     directory.mkdir(parents=True, exist_ok=True)
     engine_overrides.setdefault("catalog_paths",
                                 [str(write_catalog(directory, CHAOS_CATALOG, "chaos.yaml"))])
@@ -341,7 +344,10 @@ def run_chaos(directory: Path, *, duration_s: float, rate: float, kills: int,
         report.kills = _killer(running, kills=kills, duration_s=duration_s,
                                rng=random.Random(seed), t0=t0,
                                kinds=("shard",) if straight_to_shards else ("shard", "router"))
-        time.sleep(max(0.0, t0 + duration_s - time.monotonic()))
+        last_back = max((k.at + k.actor_back_s for k in report.kills
+                         if k.actor_back_s is not None), default=0.0)
+        time.sleep(max(0.0, t0 + max(duration_s, last_back + after_last_back_s)
+                       - time.monotonic()))
         load.stopping.set()
         load.join(timeout=120)
         report.duration_s = time.monotonic() - t0

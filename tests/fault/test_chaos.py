@@ -34,7 +34,7 @@ def test_kills_under_load_lose_nothing_and_repeat_nothing(ray_session: None,
 def test_kills_under_load_sent_straight_to_the_shards_lose_nothing_and_repeat_nothing(
         ray_session: None, tmp_path: Path) -> None:
     report = run_chaos(tmp_path, duration_s=16.0, rate=150.0, kills=4, batch_size=15, seed=12,
-                       straight_to_shards=True)
+                       straight_to_shards=True, after_last_back_s=5.0)
     figures = nothing_lost_nor_repeated(report)
     assert {k.kind for k in report.kills} == {"shard"}, figures
     assert report.straight_to_shards > 0, figures
