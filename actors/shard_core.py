@@ -622,7 +622,8 @@ class ShardCore:
         pending = [(item, Treatment.from_wire(msgpack.unpackb(item.payload, raw=False)))
                    for item in self.store.pending_outbox(limit, now_ms=self.clock.now_ms())
                    if self.persistence.partition(item.customer_id) in mine]
-        delivered = self.channel.delivered({t.idempotency_key for _, t in pending})
+        delivered = (self.channel.delivered({t.idempotency_key for _, t in pending})
+                     if pending else set())  # (most ticks: nothing pending, nothing to ask)
         done, resent = [], 0
         for item, treatment in pending:
             if treatment.idempotency_key in delivered:
