@@ -575,6 +575,7 @@ class ShardActorBody:
             await self._decide_awaiting()
             if self._in_decision:  # the decider's own round: wait for it to settle
                 await asyncio.sleep(0.01)
+        self.core.mark_sent()
         async with self._batches:
             return self.persistence.snapshot(self.core.customers.get, self.core.clock.now_ms())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +211,54 @@ def test_a_pending_row_the_channel_took_already_is_marked_not_sent_again(
     assert h.core.redispatch() == 0  # nothing sent again...
     assert len(channel.sent) == 1 and h.core.stats["delivered_before"] == 1
     assert h.store.pending_outbox(10, now_ms=h.clock.now_ms() + 100_000) == []  # ...but closed
+
+
+def test_sends_of_several_turns_are_marked_in_one_transaction_by_the_next_tick(
+        catalog: Catalog) -> None:
+    h = Harness(catalog)
+    marks: list[list[str]] = []
+    mark = h.store.mark_dispatched
+    h.store.mark_dispatched = lambda keys, at_ms: marks.append(list(keys)) or mark(keys, at_ms)
+    h.submit(event("ann", "savings_withdrawal", amount=7000.0))
+    h.submit(event("bob", "savings_withdrawal", amount=7000.0))
+    assert [t.customer_id for t in h.sent] == ["ann", "bob"] and marks == []
+    later_ms = h.clock.now_ms() + 10**6
+    assert len(h.store.pending_outbox(10, now_ms=later_ms)) == 2  # sent, not marked yet
+    assert h.core.redispatch() == 0  # the tick: marks first, so nothing looks unsent
+    assert marks == [[t.idempotency_key for t in h.sent]]
+    assert h.store.pending_outbox(10, now_ms=later_ms) == [] and len(h.sent) == 2
+    assert h.core.mark_sent() == 0 and len(marks) == 1  # nothing left: no transaction
+
+
+def test_a_mark_that_fails_is_kept_for_the_next_tick(catalog: Catalog) -> None:
+    h = Harness(catalog)
+    h.submit(event("ann", "savings_withdrawal", amount=7000.0))
+    mark = h.store.mark_dispatched
+
+    def down(keys: list[str], at_ms: int) -> int:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    h.store.mark_dispatched = down
+    with pytest.raises(sqlite3.OperationalError):
+        h.core.mark_sent()
+    h.store.mark_dispatched = mark
+    assert h.core.mark_sent() == 1 and h.core.unmarked == []
+
+
+def test_sends_not_marked_before_a_crash_are_marked_after_it_not_sent_again(
+        catalog: Catalog) -> None:
+    first = Harness(catalog)
+    first.submit(event("ann", "savings_withdrawal", amount=7000.0))
+    assert len(first.sent) == 1 and first.core.unmarked  # killed before its tick
+    second = Harness(catalog)
+    second.store, second.channel = first.store, first.channel
+    second.persistence = ShardPersistence(first.store, 0, PartitionTable.round_robin(16, 1),
+                                          snapshot_interval_s=1.0)
+    second.core = ShardCore(0, catalog, ShardConfig(), second.clock, first.channel,
+                            first.store, second.persistence)
+    assert second.core.recover()["resent"] == 0
+    assert len(first.channel.sent) == 1 and second.core.stats["delivered_before"] == 1
+    assert first.store.pending_outbox(10, now_ms=second.clock.now_ms() + 10**6) == []
 
 
 def test_a_key_already_in_the_ledger_is_never_sent_again(catalog: Catalog) -> None:
