@@ -50,6 +50,11 @@ TRIGGER_RANK = {"triggered": 0, "sweep": 1, "emergency": 2}
 PLACES_PER_IDLE = 64
 
 
+def _presented(treatment: Treatment) -> bool:
+    """A treatment an inbound caller showed (``present``): in the ledger, never sent by Shush."""
+    return bool(treatment.payload.get("presented_by_caller"))
+
+
 def _winning(verdict: Verdict) -> Candidate:
     """The main winner's candidate (the best-ranked one when there is no winner)."""
     return next((c for c in verdict.candidates if c.action_id == verdict.winner),
@@ -546,7 +551,7 @@ class ShardCore:
             packb(treatment.to_wire()))])
         if not fresh:
             return None
-        self.store.mark_dispatched([key], now_ms)
+        self.unmarked.append(key)  # the caller shows it: a redispatch never sends it
         customer = self.customer(verdict.customer_id)
         customer.contacts.record_contact(self.chain.contact(treatment.treatment_id, action.id,
                                                             now_ms))
@@ -630,7 +635,8 @@ class ShardCore:
     def redispatch(self, limit: int = 1000) -> int:
         """Send ledger rows of this shard's customers still pending in the outbox; return how
         many were sent. A row the channel took before a crash (killed between the send and
-        its mark) is only marked: the channel does not get it twice."""
+        its mark) is only marked: the channel does not get it twice; so is a row an inbound
+        caller presented (the caller showed it, Shush sends nothing)."""
         if self.persistence is None:
             return 0
         self.mark_sent()  # what this shard sent is not pending, whatever the store says
@@ -638,11 +644,14 @@ class ShardCore:
         pending = [(item, Treatment.from_wire(msgpack.unpackb(item.payload, raw=False)))
                    for item in self.store.pending_outbox(limit, now_ms=self.clock.now_ms())
                    if self.persistence.partition(item.customer_id) in mine]
-        delivered = (self.channel.delivered({t.idempotency_key for _, t in pending})
-                     if pending else set())  # (most ticks: nothing pending, nothing to ask)
+        to_send = {t.idempotency_key for _, t in pending if not _presented(t)}
+        delivered = (self.channel.delivered(to_send)
+                     if to_send else set())  # (most ticks: nothing pending, nothing to ask)
         done, resent = [], 0
         for item, treatment in pending:
-            if treatment.idempotency_key in delivered:
+            if _presented(treatment):  # shown by an inbound caller: nothing to send
+                done.append(treatment)
+            elif treatment.idempotency_key in delivered:
                 self.stats["delivered_before"] += 1
                 done.append(treatment)
             elif self._send(treatment, attempts=item.attempts + 1):

@@ -261,6 +261,25 @@ def test_sends_not_marked_before_a_crash_are_marked_after_it_not_sent_again(
     assert first.store.pending_outbox(10, now_ms=second.clock.now_ms() + 10**6) == []
 
 
+def test_a_presented_winner_left_pending_by_a_crash_is_never_sent(catalog: Catalog) -> None:
+    """The caller showed it: after a kill before its mark, recovery marks it and the channel
+    gets nothing (before, a redispatch would have sent what the caller had shown)."""
+    first = Harness(catalog)
+    first.submit(event("ivy", "profile_update", segment="affluent"))
+    sets, _ = first.core.candidate_sets(["ivy"], inbound=True)
+    [verdict] = arbitrate(sets, first.table, first.model.mean())
+    presented = first.core.present(verdict)
+    assert presented is not None and first.sent == [] and first.core.unmarked
+    second = Harness(catalog)
+    second.persistence = ShardPersistence(first.store, 0, PartitionTable.round_robin(16, 1),
+                                          snapshot_interval_s=1.0)
+    second.core = ShardCore(0, catalog, ShardConfig(), second.clock, second.channel,
+                            first.store, second.persistence)
+    assert second.core.recover()["resent"] == 0 and second.sent == []
+    item = first.store.outbox_item(presented.idempotency_key)
+    assert item is not None and item.status == "dispatched"
+
+
 def test_a_key_already_in_the_ledger_is_never_sent_again(catalog: Catalog) -> None:
     first = Harness(catalog)
     first.submit(event("ida", "savings_withdrawal", event_id="w-ida", amount=7000.0))
