@@ -87,7 +87,7 @@ class ShardCore:
         self.budgeted = frozenset(self.policy.budget_limits())
         self.resolutions: deque[Resolution] = deque(maxlen=100_000)
         self.learned: list[list[Any]] = []
-        self.unmarked: list[str] = []  # keys the channel took, their outbox rows still pending
+        self.unmarked: list[str] = []  # keys sent or presented, their outbox rows still pending
         self.budget_settled: list[list[Any]] = []
         # resident customers in the order they were placed, least recently first. A turn
         # moves its customer to the end (a pop and an insert) only when it was placed more
