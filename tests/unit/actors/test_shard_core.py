@@ -33,10 +33,14 @@ def catalog(tmp_path: Path) -> Catalog:
 
 
 class Harness:
-    def __init__(self, catalog: Catalog) -> None:
-        self.channel = MemoryChannel()
+    """A shard's core on a memory store and channel; given another harness's store (and
+    channel), a new incarnation of that shard after a crash."""
+
+    def __init__(self, catalog: Catalog, store: MemoryStateStore | None = None,
+                 channel: MemoryChannel | None = None) -> None:
+        self.channel = MemoryChannel() if channel is None else channel
         self.clock = ManualClock(T0_MS)
-        self.store = MemoryStateStore()
+        self.store = MemoryStateStore() if store is None else store
         self.persistence = ShardPersistence(self.store, 0, PartitionTable.round_robin(16, 1),
                                             snapshot_interval_s=1.0)
         self.core = ShardCore(0, catalog, ShardConfig(), self.clock, self.channel, self.store,
@@ -250,12 +254,7 @@ def test_sends_not_marked_before_a_crash_are_marked_after_it_not_sent_again(
     first = Harness(catalog)
     first.submit(event("ann", "savings_withdrawal", amount=7000.0))
     assert len(first.sent) == 1 and first.core.unmarked  # killed before its tick
-    second = Harness(catalog)
-    second.store, second.channel = first.store, first.channel
-    second.persistence = ShardPersistence(first.store, 0, PartitionTable.round_robin(16, 1),
-                                          snapshot_interval_s=1.0)
-    second.core = ShardCore(0, catalog, ShardConfig(), second.clock, first.channel,
-                            first.store, second.persistence)
+    second = Harness(catalog, first.store, first.channel)
     assert second.core.recover()["resent"] == 0
     assert len(first.channel.sent) == 1 and second.core.stats["delivered_before"] == 1
     assert first.store.pending_outbox(10, now_ms=second.clock.now_ms() + 10**6) == []
@@ -270,11 +269,7 @@ def test_a_presented_winner_left_pending_by_a_crash_is_never_sent(catalog: Catal
     [verdict] = arbitrate(sets, first.table, first.model.mean())
     presented = first.core.present(verdict)
     assert presented is not None and first.sent == [] and first.core.unmarked
-    second = Harness(catalog)
-    second.persistence = ShardPersistence(first.store, 0, PartitionTable.round_robin(16, 1),
-                                          snapshot_interval_s=1.0)
-    second.core = ShardCore(0, catalog, ShardConfig(), second.clock, second.channel,
-                            first.store, second.persistence)
+    second = Harness(catalog, first.store, first.channel)
     assert second.core.recover()["resent"] == 0 and second.sent == []
     item = first.store.outbox_item(presented.idempotency_key)
     assert item is not None and item.status == "dispatched"
@@ -461,12 +456,7 @@ def test_timers_come_back_from_the_store_after_a_restart(bank: Catalog) -> None:
                  event("max", "deposit", T0_MS, amount=100.0))
     first.persistence.snapshot(first.core.customers.get, T0_MS)
     # A new incarnation on the same store: nothing arrives for max after the restart.
-    second = Harness(bank)
-    second.store = first.store
-    second.persistence = ShardPersistence(first.store, 0, PartitionTable.round_robin(16, 1),
-                                          snapshot_interval_s=1.0)
-    second.core = ShardCore(0, bank, ShardConfig(), second.clock, second.channel, first.store,
-                            second.persistence)
+    second = Harness(bank, first.store)
     assert second.core.recover()["customers"] == 1
     second.clock.set(T0_MS + 31 * DAY_MS)
     assert second.core.tick() == 1
@@ -479,11 +469,7 @@ def test_a_customer_acknowledged_but_not_yet_decided_is_decided_after_a_crash(
     first = Harness(catalog)
     first.core.apply_events([event("ned", "savings_withdrawal", amount=9000.0)])  # no decision
     first.persistence.snapshot(first.core.customers.get, T0_MS)
-    second = Harness(catalog)
-    second.persistence = ShardPersistence(first.store, 0, PartitionTable.round_robin(16, 1),
-                                          snapshot_interval_s=1.0)
-    second.core = ShardCore(0, catalog, ShardConfig(), second.clock, second.channel,
-                            first.store, second.persistence)
+    second = Harness(catalog, first.store)
     second.core.recover()
     assert second.core.awaiting_decision == {"ned": "triggered"}
     second.decide()
@@ -550,11 +536,7 @@ def test_a_batch_is_journaled_as_it_came_and_replayed_after_a_crash(catalog: Cat
     first.core.journal(*codec.unpack_events(codec.pack(codec.EVENTS, batch)))
     later = [event("bob", "savings_withdrawal", amount=9000.0), ["not", "an", "event"]]
     first.core.journal(later, codec.pack(codec.EVENTS, later))  # bytes that do not match
-    second = Harness(catalog)
-    second.persistence = ShardPersistence(first.store, 0, PartitionTable.round_robin(16, 1),
-                                          snapshot_interval_s=1.0)
-    second.core = ShardCore(0, catalog, ShardConfig(), second.clock, second.channel,
-                            first.store, second.persistence)
+    second = Harness(catalog, first.store)
     assert second.core.recover()["replayed"] == 3
     assert set(second.core.customers) == {"ned", "ada", "bob"}
     assert second.store.read_dead_letters(10) == []  # the malformed one never reached it
