@@ -3,8 +3,8 @@
 A call carries ``authorization: Bearer <key>`` metadata. The key's SHA-256 is looked up among
 the configured keys (only hashes are configured); the key's role must allow the method:
 
-- ``submitter``: SubmitEvents, SubmitPacked, StreamEvents, Decide, RecordOutcome, Health,
-  Routes;
+- ``submitter``: SubmitEvents, SubmitPacked, StreamEvents, Decide, DecideStream,
+  RecordOutcome, Health, Routes;
 - ``operator``: every method (levers, explain, and the catalog / emergency-run calls to come).
 
 A method not listed for submitters is operator-only, so a new RPC is closed by default.
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 SERVICE = "shush.v1.Shush"
 SUBMITTER_METHODS = frozenset({"SubmitEvents", "SubmitPacked", "StreamEvents", "Decide",
-                               "RecordOutcome", "Health", "Routes"})
+                               "DecideStream", "RecordOutcome", "Health", "Routes"})
 ROLE_METHODS: dict[Role, frozenset[str] | None] = {
     "submitter": SUBMITTER_METHODS,
     "operator": None,  # every method
@@ -139,19 +139,36 @@ def _parsing_handler(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMet
 
         return grpc.unary_unary_rpc_method_handler(
             unary, request_deserializer=None, response_serializer=handler.response_serializer)
+
+    def messages(datas: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+                 ) -> AsyncIterator[Any]:
+        async def parsed() -> AsyncIterator[Any]:
+            assert parse is not None
+            async for data in datas:
+                yield await _parse(parse, data, method, context)
+
+        return parsed()
+
     if handler.stream_unary is not None:
         streaming = handler.stream_unary
 
         async def stream(datas: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> Any:
-            async def messages() -> AsyncIterator[Any]:
-                assert parse is not None
-                async for data in datas:
-                    yield await _parse(parse, data, method, context)
-
-            return await streaming(messages(), context)
+            return await streaming(messages(datas, context), context)
 
         return grpc.stream_unary_rpc_method_handler(
             stream, request_deserializer=None, response_serializer=handler.response_serializer)
+    if handler.stream_stream is not None:
+        both_ways = handler.stream_stream
+
+        async def stream_both(datas: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+                              ) -> AsyncIterator[Any]:
+            # an async generator function itself: grpc.aio tells a streaming handler by that
+            async for reply in both_ways(messages(datas, context), context):
+                yield reply
+
+        return grpc.stream_stream_rpc_method_handler(
+            stream_both, request_deserializer=None,
+            response_serializer=handler.response_serializer)
     return handler
 
 

@@ -54,6 +54,11 @@ class ShushStub:
                 request_serializer=shush__pb2.DecideRequest.SerializeToString,
                 response_deserializer=shush__pb2.DecideReply.FromString,
                 _registered_method=True)
+        self.DecideStream = channel.stream_stream(
+                '/shush.v1.Shush/DecideStream',
+                request_serializer=shush__pb2.DecideCall.SerializeToString,
+                response_deserializer=shush__pb2.DecideOutcome.FromString,
+                _registered_method=True)
         self.Health = channel.unary_unary(
                 '/shush.v1.Shush/Health',
                 request_serializer=shush__pb2.HealthRequest.SerializeToString,
@@ -123,6 +128,12 @@ class ShushServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Decide(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecideStream(self, request_iterator, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -205,6 +216,11 @@ def add_ShushServicer_to_server(servicer, server):
                     servicer.Decide,
                     request_deserializer=shush__pb2.DecideRequest.FromString,
                     response_serializer=shush__pb2.DecideReply.SerializeToString,
+            ),
+            'DecideStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.DecideStream,
+                    request_deserializer=shush__pb2.DecideCall.FromString,
+                    response_serializer=shush__pb2.DecideOutcome.SerializeToString,
             ),
             'Health': grpc.unary_unary_rpc_method_handler(
                     servicer.Health,
@@ -360,6 +376,33 @@ class Shush:
             '/shush.v1.Shush/Decide',
             shush__pb2.DecideRequest.SerializeToString,
             shush__pb2.DecideReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/shush.v1.Shush/DecideStream',
+            shush__pb2.DecideCall.SerializeToString,
+            shush__pb2.DecideOutcome.FromString,
             options,
             channel_credentials,
             insecure,

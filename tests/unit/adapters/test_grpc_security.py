@@ -57,7 +57,7 @@ def _client(target: str, **kwargs: Any) -> ShushClient:
 def test_the_role_table_names_real_methods_and_closes_new_ones_by_default() -> None:
     assert SUBMITTER_METHODS <= SERVICE_METHODS
     assert SUBMITTER_METHODS == {"SubmitEvents", "SubmitPacked", "StreamEvents", "Decide",
-                                 "RecordOutcome", "Health", "Routes"}
+                                 "DecideStream", "RecordOutcome", "Health", "Routes"}
     for method in SERVICE_METHODS | {"RunEmergency", "LoadCatalog"}:
         assert allowed("operator", method)
         assert allowed("submitter", method) == (method in SUBMITTER_METHODS)
