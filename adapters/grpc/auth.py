@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -160,11 +161,18 @@ def _parsing_handler(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMet
     if handler.stream_stream is not None:
         both_ways = handler.stream_stream
 
-        async def stream_both(datas: AsyncIterator[bytes], context: grpc.aio.ServicerContext
-                              ) -> AsyncIterator[Any]:
-            # an async generator function itself: grpc.aio tells a streaming handler by that
+        # grpc.aio tells a handler that yields its replies from one that writes them
+        # (``context.write``) by its function's kind: the wrapper is of the handler's kind
+        async def yielding(datas: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+                           ) -> AsyncIterator[Any]:
             async for reply in both_ways(messages(datas, context), context):
                 yield reply
+
+        async def writing(datas: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+                          ) -> None:
+            await both_ways(messages(datas, context), context)
+
+        stream_both = yielding if inspect.isasyncgenfunction(both_ways) else writing
 
         return grpc.stream_stream_rpc_method_handler(
             stream_both, request_deserializer=None,
