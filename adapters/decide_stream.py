@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 from typing import Any
 
 import grpc
@@ -24,7 +23,6 @@ import grpc
 from .grpc import shush_pb2 as pb
 from .grpc import shush_pb2_grpc as pb_grpc
 
-log = logging.getLogger(__name__)
 _STATUS = {code.value[0]: code for code in grpc.StatusCode}
 
 
@@ -78,12 +76,13 @@ class DecideStreamer:
             self._reader = asyncio.get_running_loop().create_task(self._read(call))
         call, opened = self._call, self._opened
         assert opened is not None
-        try:
-            await asyncio.wait_for(asyncio.shield(opened), timeout)
-        except TimeoutError:
-            raise _deadline(timeout) from None
-        except grpc.RpcError:
-            pass  # the status, below
+        if not opened.done():  # the stream's first Decides wait for its headers
+            try:
+                await asyncio.wait_for(asyncio.shield(opened), timeout)
+            except TimeoutError:
+                raise _deadline(timeout) from None
+            except grpc.RpcError:
+                pass  # the status, below
         if call.done():
             raise grpc.aio.AioRpcError(await call.code(), grpc.aio.Metadata(),
                                        await call.trailing_metadata() or grpc.aio.Metadata(),
