@@ -14,7 +14,9 @@ What is measured:
   read by tailing the treatments JSONL file;
 - submit → ack (the batch's reply) from its scheduled time, and how late batches left
   (``send lag``: the client itself falling behind);
-- inbound ``Decide`` latency from a separate open-loop loop at a low rate;
+- inbound ``Decide`` latency from its scheduled time, from a separate open-loop loop at a low
+  rate (a process of its own), and how late its timer let each go (``Decide send lag``: a
+  part of that latency which is the load generator's own);
 - CPU and resident memory of the Ray processes (and of the engine's driver process when
   embedded), sampled each second with psutil.
 
@@ -199,6 +201,7 @@ class _Totals:
     last: dict[int, dict[str, int]] = field(default_factory=dict)
     triggers: int = 0
     decide: LatencyHistogram = field(default_factory=LatencyHistogram)
+    decide_lag: LatencyHistogram = field(default_factory=LatencyHistogram)
     decide_errors: dict[str, int] = field(default_factory=dict)
 
 
@@ -329,8 +332,9 @@ async def _coordinate(spec: LoadSpec, population: Population, tail: TreatmentTai
         ack.add(LatencyHistogram.decode(histograms["ack"]))
         lag.add(LatencyHistogram.decode(histograms["lag"]))
     return build_report(spec, totals=totals, matcher=matcher, ack=ack, lag=lag,
-                        decide=totals.decide, decide_errors=totals.decide_errors,
-                        samples=samples, cpu_seconds=sampler.cpu_seconds(),
+                        decide=totals.decide, decide_lag=totals.decide_lag,
+                        decide_errors=totals.decide_errors, samples=samples,
+                        cpu_seconds=sampler.cpu_seconds(),
                         cpu_wait_seconds=sampler.cpu_wait_seconds(),
                         population=len(population), profile_s=profile_s, span_s=span_s,
                         fired=tail.lines)
@@ -350,6 +354,7 @@ def _drain_queue(out: Any, totals: _Totals, matcher: LatencyMatcher,
             continue
         if kind == "decide":  # the Decide process's histogram so far
             totals.decide = LatencyHistogram.decode(detail["hist"])
+            totals.decide_lag = LatencyHistogram.decode(detail["lag"])
             totals.decide_errors = detail["errors"]
             continue
         if kind != "tick":
@@ -393,11 +398,13 @@ async def _decides(spec: LoadSpec, tag: str, population_size: int, start_at: Any
     rng = np.random.default_rng(spec.seed + 2)
     interval = 1.0 / spec.decide_rate_hz
     hist = LatencyHistogram()
+    lag = LatencyHistogram()  # how late the timer let each Decide go (counted in ``hist``)
     errors: dict[str, int] = defaultdict(int)
     tasks: set[asyncio.Task[None]] = set()
 
     def report(kind: str) -> None:
-        out.put((kind, DECIDE_PROCESS, {"hist": hist.encode(), "errors": dict(errors)}))
+        out.put((kind, DECIDE_PROCESS, {"hist": hist.encode(), "lag": lag.encode(),
+                                        "errors": dict(errors)}))
 
     async with AsyncShushClient(spec.target, timeout_s=spec.timeout_s, max_attempts=1,
                                 frames_target=spec.frames_target,
@@ -408,6 +415,7 @@ async def _decides(spec: LoadSpec, tag: str, population_size: int, start_at: Any
         start = float(start_at.value)
 
         async def one(at: float, customer: str) -> None:
+            lag.record_ms(max(0.0, time.time() - at) * 1000)
             try:
                 await client.decide(customer, "web")
                 hist.record_ms((time.time() - at) * 1000)  # from its scheduled time
@@ -455,7 +463,8 @@ def _mean(values: Sequence[float]) -> float | None:
 
 def build_report(spec: LoadSpec, *, totals: _Totals, matcher: LatencyMatcher,
                  ack: LatencyHistogram, lag: LatencyHistogram, decide: LatencyHistogram,
-                 decide_errors: dict[str, int], samples: list[dict[str, float]],
+                 decide_lag: LatencyHistogram, decide_errors: dict[str, int],
+                 samples: list[dict[str, float]],
                  cpu_seconds: dict[str, float], population: int, profile_s: float,
                  span_s: float, fired: int, cpu_wait_seconds: dict[str, float] | None = None
                  ) -> dict[str, Any]:
@@ -475,7 +484,8 @@ def build_report(spec: LoadSpec, *, totals: _Totals, matcher: LatencyMatcher,
         triggers=totals.triggers, unmatched=len(matcher.pending),
         missing_sample=sorted(matcher.pending)[:10], fired=fired,
         e2e=matcher.total.summary(), ack=ack.summary(), lag=lag.summary(),
-        decide=decide.summary(), decide_errors=decide_errors, samples=samples,
+        decide=decide.summary(), decide_lag=decide_lag.summary(),
+        decide_errors=decide_errors, samples=samples,
         cpu_seconds=cpu_seconds, cpu_wait_seconds=cpu_wait_seconds, timeline=timeline)
 
 
@@ -484,7 +494,7 @@ def report_dict(*, spec: LoadSpec, population: int, profile_s: float, span_s: fl
                 triggers: int, unmatched: int, missing_sample: list[str], fired: int,
                 e2e: dict[str, Any],
                 ack: dict[str, Any], lag: dict[str, Any], decide: dict[str, Any],
-                decide_errors: dict[str, int],
+                decide_lag: dict[str, Any], decide_errors: dict[str, int],
                 samples: list[dict[str, float]], timeline: list[dict[str, Any]],
                 cpu_seconds: dict[str, float] | None = None,
                 cpu_wait_seconds: dict[str, float] | None = None) -> dict[str, Any]:
@@ -521,7 +531,7 @@ def report_dict(*, spec: LoadSpec, population: int, profile_s: float, span_s: fl
                    "decide_errors": decide_errors,
                    "trigger_pool_exhausted": pool_exhausted},
         "latency_ms": {"submit_to_treatment": e2e, "submit_to_ack": ack, "send_lag": lag,
-                       "decide": decide},
+                       "decide": decide, "decide_send_lag": decide_lag},
         "treatments": {"triggers": triggers, "matched": e2e["count"],
                        "missing": unmatched, "missing_sample": missing_sample,
                        "fired": fired},

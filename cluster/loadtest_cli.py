@@ -55,7 +55,8 @@ def final_table(report: dict[str, Any]) -> Table:
         table.add_column(name, justify="right")
     for label, key in (("submit → treatment (ms)", "submit_to_treatment"),
                        ("submit → ack (ms)", "submit_to_ack"),
-                       ("send lag (ms)", "send_lag"), ("inbound Decide (ms)", "decide")):
+                       ("send lag (ms)", "send_lag"), ("inbound Decide (ms)", "decide"),
+                       ("Decide send lag (ms)", "decide_send_lag")):
         s = report["latency_ms"][key]
         table.add_row(label, f"{s['count']:,}", _ms(s["p50"]), _ms(s["p95"]), _ms(s["p99"]),
                       _ms(s["p99_9"]), _ms(s["max"]))

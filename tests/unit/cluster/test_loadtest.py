@@ -213,7 +213,8 @@ REPORT_ARGS: dict[str, Any] = dict(
     counters={"sent": 10_000, "accepted": 10_000}, reasons={}, pool_exhausted=0, triggers=10,
     unmatched=0, missing_sample=[], fired=250, e2e=lt.LatencyHistogram().summary(),
     ack=lt.LatencyHistogram().summary(), lag=lt.LatencyHistogram().summary(),
-    decide=lt.LatencyHistogram().summary(), decide_errors={},
+    decide=lt.LatencyHistogram().summary(), decide_lag=lt.LatencyHistogram().summary(),
+    decide_errors={},
     samples=[{"ray_cpu_pct": 100.0, "ray_rss_mb": 900.0, "driver_cpu_pct": 5.0,
               "machine_cpu_pct": 150.0}],
     timeline=[{"t_s": 0, "sent": 10, "accepted": 10}])
@@ -235,7 +236,7 @@ def test_report_shape_is_plain_json() -> None:
     assert set(data) == {"version", "spec", "profiles", "throughput", "errors", "latency_ms",
                          "treatments", "resources", "timeline"}
     assert set(data["latency_ms"]) == {"submit_to_treatment", "submit_to_ack", "send_lag",
-                                       "decide"}
+                                       "decide", "decide_send_lag"}
     assert set(data["latency_ms"]["decide"]) == {"count", "p50", "p95", "p99", "p99_9",
                                                  "max", "mean"}
     assert data["throughput"]["accepted_eps"] == 1_000
