@@ -22,8 +22,7 @@ import grpc
 
 from .grpc import shush_pb2 as pb
 from .grpc import shush_pb2_grpc as pb_grpc
-
-_STATUS = {code.value[0]: code for code in grpc.StatusCode}
+from .grpc.status import STATUS_BY_NUMBER
 
 
 def outcome_error(outcome: pb.DecideOutcome) -> grpc.aio.AioRpcError:
@@ -33,7 +32,7 @@ def outcome_error(outcome: pb.DecideOutcome) -> grpc.aio.AioRpcError:
         trailing.append(("shush-field", outcome.field))
     if outcome.retry_after_s:
         trailing.append(("retry-after-s", f"{outcome.retry_after_s:.3f}"))
-    return grpc.aio.AioRpcError(_STATUS.get(outcome.code, grpc.StatusCode.UNKNOWN),
+    return grpc.aio.AioRpcError(STATUS_BY_NUMBER.get(outcome.code, grpc.StatusCode.UNKNOWN),
                                 grpc.aio.Metadata(), grpc.aio.Metadata(*trailing),
                                 details=outcome.details)
 

@@ -17,9 +17,9 @@ import grpc
 from google.protobuf.message import Message
 
 from ..grpc import shush_pb2 as pb
+from ..grpc.status import STATUS_BY_NUMBER
 from . import wire
 
-_STATUS = {code.value[0]: code for code in grpc.StatusCode}
 # a client reads replies of any size the server may send (the gRPC client's limit)
 MAX_REPLY_BYTES = 64 * 1024 * 1024
 
@@ -117,7 +117,7 @@ class FramesChannel:
             raise _error(grpc.StatusCode.DEADLINE_EXCEEDED,
                          f"{method}: no reply in {timeout_s} s") from None
         if code != 0:
-            raise _error(_STATUS.get(code, grpc.StatusCode.UNKNOWN), details, trailing)
+            raise _error(STATUS_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN), details, trailing)
         return reply
 
     async def close(self) -> None:

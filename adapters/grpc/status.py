@@ -32,6 +32,10 @@ STATUS_OF: dict[type[ShushError], grpc.StatusCode] = {
 }
 
 
+# a status code by its number, as a reply over frames or a ``DecideOutcome`` carries it
+STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
 def status_of(error: ShushError) -> grpc.StatusCode:
     for cls in type(error).__mro__:
         if cls in STATUS_OF:
