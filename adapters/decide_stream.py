@@ -15,6 +15,7 @@ flight fails ``UNAVAILABLE``, which the client retries, and the next one opens a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from typing import Any
 
@@ -71,7 +72,7 @@ class DecideStreamer:
         raises its status here: written to, grpc.aio would report the failed write instead."""
         if self._call is None:
             call = self._call = self._stub.DecideStream(metadata=metadata)
-            self._opened = asyncio.get_running_loop().create_task(call.initial_metadata())
+            self._opened = asyncio.get_running_loop().create_task(_headers(call))
             self._reader = asyncio.get_running_loop().create_task(self._read(call))
         call, opened = self._call, self._opened
         assert opened is not None
@@ -80,8 +81,6 @@ class DecideStreamer:
                 await asyncio.wait_for(asyncio.shield(opened), timeout)
             except TimeoutError:
                 raise _deadline(timeout) from None
-            except grpc.RpcError:
-                pass  # the status, below
         if call.done():
             raise grpc.aio.AioRpcError(await call.code(), grpc.aio.Metadata(),
                                        await call.trailing_metadata() or grpc.aio.Metadata(),
@@ -119,6 +118,12 @@ class DecideStreamer:
             call.cancel()
         if reader is not None:
             await asyncio.gather(reader, return_exceptions=True)
+
+
+async def _headers(call: Any) -> None:
+    """Until the server answers the stream's opening: its headers, or its final status."""
+    with contextlib.suppress(grpc.RpcError):
+        await call.initial_metadata()
 
 
 def _deadline(timeout: float | None) -> grpc.aio.AioRpcError:

@@ -17,6 +17,7 @@ from shush.adapters.client import AsyncShushClient
 from shush.adapters.grpc import shush_pb2 as pb
 from shush.adapters.grpc import shush_pb2_grpc as pb_grpc
 from shush.adapters.grpc.auth import hash_key
+from shush.adapters.grpc.server import DECIDE_STREAM_WINDOW
 from shush.engine.arbitration import Verdict
 from shush.engine.config import GrpcConfig
 from shush.engine.errors import BackpressureError, EngineUnavailable
@@ -30,11 +31,18 @@ class SlowGateway(FakeGateway):
 
     delays_s: dict[str, float] = field(default_factory=dict)
     fail: dict[str, Exception] = field(default_factory=dict)
+    deciding: int = 0
+    most_at_once: int = 0
 
     async def decide(self, customer_id: str, channel: str | None, present: bool = False
                      ) -> tuple[Verdict, list[Any], str]:
         self.calls.append(("decide", customer_id))
-        await asyncio.sleep(self.delays_s.get(customer_id, 0.0))
+        self.deciding += 1
+        self.most_at_once = max(self.most_at_once, self.deciding)
+        try:
+            await asyncio.sleep(self.delays_s.get(customer_id, 0.0))
+        finally:
+            self.deciding -= 1
         if customer_id in self.fail:
             raise self.fail.pop(customer_id)
         return Verdict(customer_id, (), None), [], ""
@@ -67,6 +75,17 @@ def test_decides_in_flight_together_each_get_their_own_answer_in_any_order() -> 
     assert [r.customer_id for r in replies] == [f"c{i}" for i in range(40)]
     assert sorted(customer for _, customer in gateway.calls) == sorted(
         f"c{i}" for i in range(40))
+
+
+def test_a_stream_has_at_most_its_window_of_decides_in_flight_and_answers_them_all() -> None:
+    many = DECIDE_STREAM_WINDOW + 44
+    gateway = SlowGateway(delays_s={f"c{i}": 0.2 for i in range(many)})
+    with serving(GrpcConfig(), gateway) as (target, _):
+        replies = run(target, lambda c: asyncio.gather(*(c.decide(f"c{i}")
+                                                         for i in range(many))),
+                      connections=1)
+    assert len(replies) == many
+    assert gateway.most_at_once == DECIDE_STREAM_WINDOW
 
 
 def test_a_failed_decide_fails_alone_and_the_stream_goes_on() -> None:
