@@ -23,16 +23,12 @@ import grpc
 
 from .grpc import shush_pb2 as pb
 from .grpc import shush_pb2_grpc as pb_grpc
-from .grpc.status import STATUS_BY_NUMBER
+from .grpc.status import STATUS_BY_NUMBER, refusal_metadata
 
 
 def outcome_error(outcome: pb.DecideOutcome) -> grpc.aio.AioRpcError:
     """The error a unary Decide would have raised for a failed ``DecideOutcome``."""
-    trailing: list[tuple[str, str]] = []
-    if outcome.field:
-        trailing.append(("shush-field", outcome.field))
-    if outcome.retry_after_s:
-        trailing.append(("retry-after-s", f"{outcome.retry_after_s:.3f}"))
+    trailing = refusal_metadata(outcome.field, outcome.retry_after_s or None)
     return grpc.aio.AioRpcError(STATUS_BY_NUMBER.get(outcome.code, grpc.StatusCode.UNKNOWN),
                                 grpc.aio.Metadata(), grpc.aio.Metadata(*trailing),
                                 details=outcome.details)

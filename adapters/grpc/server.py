@@ -21,14 +21,14 @@ import grpc
 
 from ...engine import codec
 from ...engine.config import GrpcConfig
-from ...engine.errors import BackpressureError, CodecError, ConfigError, EventRejected, ShushError
+from ...engine.errors import CodecError, ConfigError, EventRejected, ShushError
 from ..frames.server import FramesServer, server_tls
 from . import convert, limits
 from . import shush_pb2 as pb
 from . import shush_pb2_grpc as pb_grpc
 from .auth import AuthInterceptor, KeyRing
 from .gateway import EngineGateway
-from .status import status_of
+from .status import refusal_metadata, refusal_of, status_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,10 +46,9 @@ class ShushServicer(pb_grpc.ShushServicer):
         try:
             return await work()
         except ShushError as exc:
-            if isinstance(exc, BackpressureError):
-                context.set_trailing_metadata((("retry-after-s", f"{exc.retry_after_s:.3f}"),))
-            elif isinstance(exc, EventRejected) and exc.field:
-                context.set_trailing_metadata((("shush-field", exc.field),))
+            metadata = refusal_metadata(*refusal_of(exc))
+            if metadata:
+                context.set_trailing_metadata(metadata)
             await context.abort(status_of(exc), str(exc))
             raise  # unreachable: abort raises
 
@@ -112,11 +111,9 @@ class ShushServicer(pb_grpc.ShushServicer):
         try:
             return pb.DecideOutcome(id=call.id, reply=await self._decide(call.request))
         except ShushError as exc:
-            return pb.DecideOutcome(
-                id=call.id, code=status_of(exc).value[0], details=str(exc),
-                field=exc.field if isinstance(exc, EventRejected) else "",
-                retry_after_s=(exc.retry_after_s if isinstance(exc, BackpressureError)
-                               else 0.0))
+            field, retry_after_s = refusal_of(exc)
+            return pb.DecideOutcome(id=call.id, code=status_of(exc).value[0], details=str(exc),
+                                    field=field, retry_after_s=retry_after_s or 0.0)
         except Exception as exc:  # the caller hears of it, and the stream goes on
             log.exception("DecideStream: a Decide failed")
             return pb.DecideOutcome(id=call.id, code=grpc.StatusCode.INTERNAL.value[0],

@@ -32,6 +32,26 @@ STATUS_OF: dict[type[ShushError], grpc.StatusCode] = {
 }
 
 
+def refusal_metadata(field: str = "", retry_after_s: float | None = None
+                     ) -> tuple[tuple[str, str], ...]:
+    """The trailing metadata of a refused call, besides its status: the request field at
+    fault (``shush-field``) and when to try again (``retry-after-s``). A unary call carries
+    it; a ``DecideStream`` answer carries the two values, and the client rebuilds this."""
+    metadata: tuple[tuple[str, str], ...] = ()
+    if field:
+        metadata += (("shush-field", field),)
+    if retry_after_s is not None:
+        metadata += (("retry-after-s", f"{retry_after_s:.3f}"),)
+    return metadata
+
+
+def refusal_of(error: ShushError) -> tuple[str, float | None]:
+    """What ``refusal_metadata`` says of ``error``: (the field at fault of a rejected event,
+    the wait a busy engine asks for)."""
+    return (error.field if isinstance(error, EventRejected) else "",
+            error.retry_after_s if isinstance(error, BackpressureError) else None)
+
+
 # a status code by its number, as a reply over frames or a ``DecideOutcome`` carries it
 STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
