@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 # what takes a lane when one is at hand: the calls made per batch, per Decide, per outcome
 # batch and per decision turn; control calls (health, flush, levers...) stay on Ray
-SHARD_LANE_METHODS = frozenset({"submit", "submit_packed", "decide", "record_outcomes"})
+SHARD_LANE_METHODS = frozenset({"submit", "decide", "record_outcomes"})
 ARBITRATOR_LANE_METHODS = frozenset({"arbitrate", "learn", "settle_budgets", "replica"})
 MAX_FRAME_BYTES = 64 * 1024 * 1024  # a larger length prefix is a broken peer, not a batch
 _HEADER = struct.Struct("<I")

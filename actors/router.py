@@ -27,16 +27,8 @@ from ..engine import codec
 from ..engine.catalog import Catalog
 from ..engine.clock import SystemClock
 from ..engine.config import EngineConfig
-from ..engine.errors import (
-    BackpressureError,
-    CodecError,
-    EngineUnavailable,
-    EventRejected,
-    RequestRejected,
-    WrongShard,
-)
+from ..engine.errors import BackpressureError, EngineUnavailable, EventRejected
 from ..engine.partitions import PartitionTable
-from ..engine.request_limits import check_wire_events
 from ..engine.signals import validate_wire_event
 from . import gil, heap, ray_calls
 from .lanes import SHARD_LANE_METHODS, ActorLanes
@@ -75,8 +67,7 @@ class RouterActorBody:
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._inflight: dict[int, int] = {}  # unacknowledged batches per shard
         self.buffered = 0
-        self.stats = {"received": 0, "rejected": 0, "batches": 0, "resends": 0, "refused": 0,
-                      "forwarded": 0, "rerouted": 0}
+        self.stats = {"received": 0, "rejected": 0, "batches": 0, "resends": 0, "refused": 0}
         # What is alive now (modules, Ray's state: ~84,000 objects) lives as long as the
         # process: out of the collector's sight, a full collection no longer rescans it
         # (loadtest at 10,000 events/s: full collections of 29-41 ms under load before; of
@@ -99,34 +90,6 @@ class RouterActorBody:
             return await self._route(events, sent_at_s, received_s)
         finally:
             self.buffered -= n
-
-    async def forward(self, shard: int, payload: bytes, arrived_s: float) -> list[Any]:
-        """A client's request of packed events that its routes say are all ``shard``'s
-        (``PackedEvents.shard``), handed to that shard unopened: no unpacking, checks,
-        lookup or re-packing here; the shard checks the request and each event itself
-        (``ShardActorBody.submit_packed``). Answers ``codec.ack_summary``'s summary. When the
-        shard finds a customer of another's (the client's routes are stale) or cannot be
-        reached, the events take the router's own way instead, so a client never sees a
-        refusal for its routes. Raises ``RequestRejected`` for a shard that does not exist,
-        and what the shard raises for the request as a whole (its limits, backpressure)."""
-        if not 0 <= shard < self.config.num_shards:
-            raise RequestRejected(f"no shard {shard}: this engine has shards 0 to "
-                                  f"{self.config.num_shards - 1}; ask Routes", field="shard")
-        try:
-            summary: list[Any] = await self.shards.call(
-                shard, "submit_packed", payload, arrived_s, timeout_s=self.config.call_timeout_s)
-        except (WrongShard, EngineUnavailable) as exc:
-            log.info("router %d: a request for shard %d routed here instead: %s",
-                     self.index, shard, exc)
-            self.stats["rerouted"] += 1
-            try:
-                events, _ = codec.unpack_events(payload)
-            except CodecError as error:
-                raise RequestRejected(str(error), field="events") from error
-            check_wire_events(events, self.config.grpc)
-            return codec.ack_summary(events, await self.submit_events(events, arrived_s))
-        self.stats["forwarded"] += sum(summary[0])
-        return summary
 
     async def _route(self, events: list[Any], sent_at_s: float | None, received_s: float
                      ) -> list[list[Any]]:

@@ -28,16 +28,9 @@ from ..engine.arbitration import CandidateSet, Verdict
 from ..engine.catalog import Catalog
 from ..engine.clock import make_clock
 from ..engine.config import EngineConfig
-from ..engine.errors import (
-    BackpressureError,
-    CodecError,
-    EngineUnavailable,
-    FencedError,
-    RequestRejected,
-)
+from ..engine.errors import BackpressureError, CodecError, EngineUnavailable, FencedError
 from ..engine.models import Removal
 from ..engine.partitions import PartitionTable
-from ..engine.request_limits import check_wire_events
 from ..engine.runs import EmergencyRun
 from ..engine.signals import admit_events
 from . import gil, heap, ray_calls
@@ -356,23 +349,6 @@ class ShardActorBody:
                                      [arrived_s, taken_s, checked_s], checked_s, partitions)
                      if valid else ())
         return [ack if ack is not None else next(taken) for ack in acks]
-
-    async def submit_packed(self, payload: bytes, arrived_s: float) -> list[Any]:
-        """A client's request of events for this shard's customers, forwarded unopened by
-        a router (``PackedEvents.shard``): the request's limits checked here (as the edge
-        checks them), then ``take_direct``. Answers ``codec.ack_summary``'s summary; raises
-        ``RequestRejected`` (malformed, or past a limit: nothing taken), ``WrongShard`` (the
-        client's routes are stale), ``BackpressureError`` or ``EngineUnavailable``."""
-        taken_s = time.time()
-        try:
-            events, packed = codec.unpack_events(payload)
-        except CodecError as exc:
-            raise RequestRejected(str(exc), field="events") from exc
-        check_wire_events(events, self.config.grpc)
-        if not events:
-            return codec.ack_summary([], [])
-        return codec.ack_summary(events, await self.take_direct(events, packed, arrived_s,
-                                                                taken_s))
 
     async def _arbitrate(self, sets: list[CandidateSet]) -> bytes:
         """Score at the arbitrator, with the outcomes and budget settlements gathered since

@@ -16,11 +16,8 @@ outcomes, operator calls) over the engine's frames edge (``grpc.frames_port``): 
 messages, keys, TLS and errors without HTTP/2 (``adapters/frames``); ``stream`` stays on gRPC.
 It then asks ``Routes`` and sends each submit's events and each Decide straight to their
 customer's shard, with no router on the way; a shard gone or no longer the customer's owner
-sends the call back through the routers. Over gRPC, ``AsyncShushClient`` asks ``Routes`` too
-and splits each submit's events by shard, one ``SubmitPacked`` per shard with the shard named:
-the router hands each share to its shard unopened (a router whose table says otherwise routes
-it itself). ``direct_to_shards=False`` keeps every call on the routers as sent (for a client
-that cannot reach the shards' ports, or to have the routers batch for the shards).
+sends the call back through the routers. ``direct_to_shards=False`` keeps every call on the
+routers (for a client that cannot reach the shards' ports).
 """
 
 from __future__ import annotations
@@ -33,7 +30,6 @@ import time
 import uuid
 from collections.abc import (
     AsyncIterable,
-    Awaitable,
     Callable,
     Generator,
     Iterable,
@@ -63,7 +59,6 @@ RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXH
 
 EventLike = Signal | Mapping[str, Any]
 T = TypeVar("T")
-K = TypeVar("K")  # what a batch is split by (``_submit_in_shares``)
 Plan = Generator[tuple[Any, float], Any, T]  # yields (request, pause_s), receives replies
 
 
@@ -357,12 +352,10 @@ class _ClientSettings:
         return self._retry_plan(batch, [e.event_id for e in batch],
                                 lambda events: pb.EventBatch(events=events))
 
-    def _packed_plan(self, batch: list[list[Any]], shard: int | None = None
-                     ) -> Plan[SubmitResult]:
-        """``shard``: every event is that shard's customer's (``PackedEvents.shard``)."""
+    def _packed_plan(self, batch: list[list[Any]]) -> Plan[SubmitResult]:
         return self._retry_plan(batch, [str(e[0]) for e in batch],
                                 lambda events: pb.PackedEvents(
-                                    events=codec.pack(codec.EVENTS, events), shard=shard))
+                                    events=codec.pack(codec.EVENTS, events)))
 
     def _retry_plan(self, batch: list[Any], event_ids: list[str],
                     request: Any) -> Plan[SubmitResult]:
@@ -552,7 +545,7 @@ class AsyncShushClient(_ClientSettings):
                         for _ in range(self.connections)] if self.frames_target else []
         if self._frames:  # unary calls go over the frames edge
             self._stubs = itertools.cycle([FramesStub(c) for c in self._frames])
-        self._routes: ShardRoutes | None = None  # each customer's shard, and where it listens
+        self._routes: ShardRoutes | None = None  # where calls go directly (frames only)
         self._routes_due = 0.0  # monotonic time before which Routes is not asked again
         self._routes_stale_s = 0.0  # monotonic time from which the routes are asked again
         self._routes_asked = asyncio.Lock()
@@ -612,48 +605,32 @@ class AsyncShushClient(_ClientSettings):
         return await self._drive(self._stub().SubmitEvents, self._submit_plan(batch))
 
     async def submit_wire(self, batch: list[list[Any]]) -> SubmitResult:
-        """One batch of wire events (``to_wire_event``) in one ``SubmitPacked`` call. Once
-        ``Routes`` has answered, the batch goes in shares, one per shard: over frames each
-        straight to its shard (no router on the way: one process and one hop fewer per
-        event); over gRPC to a router with the shard named, which hands it on unopened."""
-        if self.direct_to_shards:
+        """One batch of wire events (``to_wire_event``) in one ``SubmitPacked`` call; over
+        frames, when the routes name the shards, each shard's share straight to its shard
+        instead (no router on the way: one process and one hop fewer per event)."""
+        if self._frames and self.direct_to_shards:
             routes = await self._current_routes()
-            if routes is not None and self._frames and routes.addresses:
-                return await self._submit_in_shares(batch, routes.address_of,
-                                                    self._submit_at_shard)
-            if routes is not None and not self._frames:
-                return await self._submit_in_shares(batch, routes.table.shard_of,
-                                                    self._submit_for_shard)
+            if routes is not None and routes.addresses:
+                return await self._submit_at_shards(batch, routes)
         return await self._drive(self._stub().SubmitPacked, self._packed_plan(batch))
 
-    async def _submit_at_shard(self, address: str | None, events: list[list[Any]]
-                               ) -> SubmitResult:
-        if address is None:
-            return await self._drive(self._stub().SubmitPacked, self._packed_plan(events))
-        return await self._drive(self._shard_stub(address).SubmitPacked,
-                                 self._packed_plan(events),
-                                 through_router=lambda: self._stub().SubmitPacked)
-
-    async def _submit_for_shard(self, shard: int | None, events: list[list[Any]]
+    async def _submit_at_shards(self, batch: list[list[Any]], routes: ShardRoutes
                                 ) -> SubmitResult:
-        return await self._drive(self._stub().SubmitPacked, self._packed_plan(events, shard))
-
-    async def _submit_in_shares(self, batch: list[list[Any]], share_of: Callable[[str], K],
-                                send: Callable[[K | None, list[list[Any]]],
-                                               Awaitable[SubmitResult]]) -> SubmitResult:
-        """``batch`` in one call per share (``share_of`` a customer id), all at once; the
-        result in the batch's order. An event without a customer id goes in share None, to
-        a router that refuses it."""
-        shares: dict[K | None, list[list[Any]]] = {}
-        for event in batch:
+        shares: dict[str | None, list[list[Any]]] = {}
+        for event in batch:  # an event without a customer id goes to a router, to be refused
             customer_id = event[1] if len(event) > 1 else None
-            key = share_of(customer_id) if isinstance(customer_id, str) and customer_id else None
-            share = shares.get(key)  # (not setdefault: its default is built every call)
+            address = (routes.address_of(customer_id)
+                       if isinstance(customer_id, str) and customer_id else None)
+            share = shares.get(address)
             if share is None:
-                share = shares[key] = []
+                share = shares[address] = []
             share.append(event)
-        results = await asyncio.gather(*(send(key, events) for key, events in shares.items()),
-                                       return_exceptions=True)
+        results = await asyncio.gather(*(
+            self._drive(self._stub().SubmitPacked, self._packed_plan(events))
+            if address is None else
+            self._drive(self._shard_stub(address).SubmitPacked, self._packed_plan(events),
+                        through_router=lambda: self._stub().SubmitPacked)
+            for address, events in shares.items()), return_exceptions=True)
         total = SubmitResult(event_ids=[str(e[0]) for e in batch])
         for result in results:  # the event ids stay in the batch's order
             if isinstance(result, BaseException):  # raised once every share is done

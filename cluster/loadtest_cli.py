@@ -119,8 +119,7 @@ def summary_lines(report: dict[str, Any], *, machine_loop_ms: float | None = Non
     direct = report.get("shard_events_direct") or []
     if any(direct):
         accepted = report["throughput"]["accepted"]
-        lines.append(f"events split by shard in the clients and checked by the shards (over "
-                     f"frames straight to them, over gRPC through a router unopened): "
+        lines.append(f"events straight from the clients to the shards (no router): "
                      f"{sum(direct):,} of {accepted:,} accepted ("
                      + ", ".join(f"shard {i} {n:,}" for i, n in enumerate(direct)) + ")")
     for index, snap in enumerate(report.get("shard_snapshots", [])):
@@ -224,13 +223,11 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
               help="Inbound Decide calls per second (0: none)")
 @click.option("--drain-s", type=float, default=10, show_default=True,
               help="Longest wait for outstanding treatments after the load stops")
-@click.option("--edge", type=click.Choice(["grpc", "grpc-routed", "frames", "frames-routed"]),
+@click.option("--edge", type=click.Choice(["grpc", "frames", "frames-routed"]),
               default="grpc", show_default=True,
-              help="Submits and Decides over gRPC (each submit split by shard, which the "
-              "routers hand on unopened; grpc-routed: whole batches, split by the routers), "
-              "or over the frames edge (the embedded engine serves it; with --target give "
-              "--frames-target): straight to their shards, or with frames-routed through the "
-              "routers")
+              help="Submits and Decides over gRPC, or over the frames edge (the embedded "
+              "engine serves it; with --target give --frames-target): straight to their "
+              "shards, or with frames-routed through the routers")
 @click.option("--frames-target", help="host:port of the --target engine's frames edge")
 @click.option("--shards", type=int, help="Shard actors of the embedded engine")
 @click.option("--routers", type=int, help="Router actors of the embedded engine")
@@ -311,7 +308,7 @@ def loadtest(target: str | None, embedded: bool, config_path: str | None, channe
               store_pids: list[int]) -> dict[str, Any]:
         spec = lt.LoadSpec(target=target_, channel_path=channel_path,
                            frames_target=frames_ if edge.startswith("frames") else None,
-                           direct_to_shards=not edge.endswith("-routed"), **common)
+                           direct_to_shards=edge != "frames-routed", **common)
         if step_mode:
             assert step_from is not None and step_by is not None
             return asyncio.run(lt.run_steps(

@@ -28,29 +28,6 @@ OUTCOMES = "outcomes"
 ACCEPTED, DUPLICATE, REJECTED, RETRY = 0, 1, 2, 3
 
 
-def wire_event_id(event: Any) -> str:
-    """The event id of an item of a packed batch, whatever the item is ("" if none)."""
-    if isinstance(event, list) and event and isinstance(event[0], str):
-        return event[0]
-    return ""
-
-
-def ack_summary(events: list[Any], acks: list[list[Any]]) -> list[Any]:
-    """A request's acks in short, what a ``SubmitReply`` says of them: ``[[accepted,
-    duplicates, rejected, retry], [[event_id, status, reason, field], ...]]``, the second
-    for every event not accepted. A shard answers so for a request it took whole
-    (``submit_packed``)."""
-    counts = [0, 0, 0, 0]
-    others = []
-    for event, ack in zip(events, acks, strict=True):
-        status = ack[0]
-        counts[status] += 1
-        if status != ACCEPTED:  # only exceptions are spelled out; accepted is the default
-            others.append([wire_event_id(event), status, ack[1],
-                           ack[2] if len(ack) > 2 else ""])
-    return [counts, others]
-
-
 def pack(kind: str, items: list[Any], **meta: Any) -> bytes:
     envelope = {"v": WIRE_VERSION, "k": kind, "items": items}
     if meta:

@@ -24,7 +24,7 @@ import ray
 from ...actors.ports import ShardFront
 from ...engine.arbitration import Verdict
 from ...engine.config import EngineConfig
-from ...engine.errors import RequestRejected, WrongShard
+from ...engine.errors import WrongShard
 from ..grpc.gateway import REPORTABLE_OUTCOMES, decided
 from ..grpc.server import ShushServicer
 from .server import FramesServer, server_tls
@@ -45,15 +45,6 @@ class ShardGateway:
         """A client's events for this shard's customers, one ack each (``take_direct``)."""
         taken_s = time.time()
         return await self.shard.take_direct(events, packed, arrived_s or taken_s, taken_s)
-
-    async def submit_to_shard(self, shard: int, payload: bytes, arrived_s: float
-                              ) -> list[Any]:
-        """A request split for ``shard`` (``PackedEvents.shard``) that reached this one's
-        own server: taken here if it is this shard's (``submit_packed``)."""
-        if shard != self.shard.index:
-            raise RequestRejected(f"this is shard {self.shard.index}'s server, not shard "
-                                  f"{shard}'s", field="shard")
-        return await self.shard.submit_packed(payload, arrived_s)
 
     async def decide(self, customer_id: str, channel: str | None, present: bool = False
                      ) -> tuple[Verdict, list[Any], str]:

@@ -47,6 +47,13 @@ def event_to_proto(event: Mapping[str, Any]) -> pb.Event:
         attributes={k: attribute_to_proto(k, v) for k, v in event.get("attributes", {}).items()})
 
 
+def wire_event_id(event: Any) -> str:
+    """The event id of an item of a packed batch, whatever the item is ("" if none)."""
+    if isinstance(event, list) and event and isinstance(event[0], str):
+        return event[0]
+    return ""
+
+
 def event_to_wire(event: pb.Event) -> list[Any]:
     """A protobuf event as the engine's wire list; a missing time stays invalid (None)."""
     return [event.event_id, event.customer_id, event.type,
@@ -54,12 +61,16 @@ def event_to_wire(event: pb.Event) -> list[Any]:
             {k: attribute_from_proto(v) for k, v in event.attributes.items()}]
 
 
-def summary_to_reply(summary: list[Any]) -> pb.SubmitReply:
-    """A ``SubmitReply`` from ``codec.ack_summary``'s summary of a request's acks."""
-    counts, others = summary
-    reply = pb.SubmitReply(acks=[pb.EventAck(event_id=event_id, status=_ACK[status],
-                                             reason=reason, field=field)
-                                 for event_id, status, reason, field in others])
+def acks_to_reply(event_ids: Iterable[str], acks: Iterable[list[Any]]) -> pb.SubmitReply:
+    reply = pb.SubmitReply()
+    counts = [0, 0, 0, 0]
+    for event_id, ack in zip(event_ids, acks, strict=True):
+        status = ack[0]
+        counts[status] += 1
+        if status == codec.ACCEPTED:
+            continue  # only exceptions are spelled out; accepted is the default
+        reply.acks.append(pb.EventAck(event_id=event_id, status=_ACK[status],
+                                      reason=ack[1], field=ack[2] if len(ack) > 2 else ""))
     reply.accepted, reply.duplicates, reply.rejected, reply.retry = counts
     return reply
 

@@ -49,12 +49,6 @@ class EngineGateway:
         packs each shard's share)."""
         return await self.router.submit_events(events, arrived_s or time.time())
 
-    async def submit_to_shard(self, shard: int, payload: bytes, arrived_s: float
-                              ) -> list[Any]:
-        """Packed events the client says are all ``shard``'s, to that shard unopened
-        (``RouterActorBody.forward``); ``codec.ack_summary``'s summary of their acks."""
-        return await self.router.forward(shard, payload, arrived_s)
-
     async def record_outcomes(self, outcomes: list[list[Any]]) -> list[list[Any]]:
         """Wire outcomes ``[treatment_id, customer_id, outcome, at_ms]``; one ack each."""
         return await self.router.route_outcomes(outcomes)

@@ -21,8 +21,7 @@ import grpc
 
 from ...engine import codec
 from ...engine.config import GrpcConfig
-from ...engine.errors import CodecError, ConfigError, EventRejected, RequestRejected, ShushError
-from ...engine.request_limits import check_wire_events
+from ...engine.errors import CodecError, ConfigError, EventRejected, ShushError
 from ..frames.server import FramesServer, server_tls
 from . import convert, limits
 from . import shush_pb2 as pb
@@ -57,26 +56,23 @@ class ShushServicer(pb_grpc.ShushServicer):
         limits.check_events(events, self.config)  # the whole request, before anything is taken
         if not events:
             return pb.SubmitReply()
-        wire = [convert.event_to_wire(e) for e in events]
-        return convert.summary_to_reply(codec.ack_summary(wire, await self.gateway.submit(wire)))
+        acks = await self.gateway.submit([convert.event_to_wire(e) for e in events])
+        return convert.acks_to_reply((e.event_id for e in events), acks)
 
     async def SubmitPacked(self, request: pb.PackedEvents,
                            context: grpc.aio.ServicerContext) -> pb.SubmitReply:
         arrived_s = time.time()
 
         async def work() -> pb.SubmitReply:
-            if request.HasField("shard"):  # split by the client: the shard opens it
-                return convert.summary_to_reply(await self.gateway.submit_to_shard(
-                    request.shard, request.events, arrived_s))
             try:
                 events, packed = codec.unpack_events(request.events)
             except CodecError as exc:
-                raise RequestRejected(str(exc), field="events") from exc
-            check_wire_events(events, self.config)
+                raise limits.RequestRejected(str(exc), field="events") from exc
+            limits.check_wire_events(events, self.config)
             if not events:
                 return pb.SubmitReply()
             acks = await self.gateway.submit(events, arrived_s, packed)
-            return convert.summary_to_reply(codec.ack_summary(events, acks))
+            return convert.acks_to_reply(map(convert.wire_event_id, events), acks)
 
         return await self._guard(context, work)
 

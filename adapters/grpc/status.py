@@ -48,7 +48,7 @@ def refusal_metadata(field: str = "", retry_after_s: float | None = None
 def refusal_of(error: ShushError) -> tuple[str, float | None]:
     """What ``refusal_metadata`` says of ``error``: (the field at fault of a rejected event,
     the wait a busy engine asks for)."""
-    return (error.field if isinstance(error, EventRejected | RequestRejected) else "",
+    return (error.field if isinstance(error, EventRejected) else "",
             error.retry_after_s if isinstance(error, BackpressureError) else None)
 
 

@@ -265,31 +265,6 @@ def test_the_frames_edge_takes_events_and_decides_at_their_shards(running: Runni
         assert [t["action_id"] for t in running.for_customer(c)] == ["low_balance_sms"]
 
 
-def test_grpc_submits_split_by_shard_reach_their_shards_unopened_by_the_routers(
-        running: RunningEngine) -> None:
-    customers = [customer() for _ in range(6)]
-
-    def counts() -> tuple[int, int, int]:
-        health = running.client.health()[1]
-        return (sum(r["forwarded"] for r in health["routers"]),
-                sum(r["received"] for r in health["routers"]),
-                sum(s["events_direct"] for s in health["shards"]))
-
-    async def go() -> int:
-        async with AsyncShushClient(running.engine.target) as client:
-            submitted = await client.submit(
-                [event_dict(c, "balance_update", now_ms(), balance=10.0) for c in customers])
-            return submitted.accepted
-
-    before = counts()
-    assert asyncio.run(go()) == 6
-    # each shard's share handed on unopened (routers count it, no router validated it), and
-    # checked by the shard as a direct share
-    assert [after - b for after, b in zip(counts(), before, strict=True)] == [6, 0, 6]
-    for c in customers:
-        assert [t["action_id"] for t in running.for_customer(c)] == ["low_balance_sms"]
-
-
 def test_unknown_lever_and_oversized_batch_get_clear_errors(running: RunningEngine) -> None:
     with pytest.raises(grpc.RpcError) as info:
         running.client.set_lever("no_such_action", 2.0)

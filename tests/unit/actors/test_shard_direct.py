@@ -12,7 +12,7 @@ import pytest
 
 from shush.engine import codec
 from shush.engine.config import EngineConfig
-from shush.engine.errors import BackpressureError, EngineUnavailable, RequestRejected, WrongShard
+from shush.engine.errors import BackpressureError, EngineUnavailable, WrongShard
 from shush.engine.partitions import PartitionTable
 from tests.factories import event
 from tests.unit.actors.test_shard_turns import _shard
@@ -87,44 +87,5 @@ def test_past_max_queued_events_a_share_is_refused_with_a_retry_after(
         # nothing waits now: a share larger than the bound is still taken
         acks = await shard.take_direct(_withdrawals("c", "d", "e", "f"), None, time.time())
         assert [ack[0] for ack in acks] == [codec.ACCEPTED] * 4
-
-    asyncio.run(scenario())
-
-
-def test_a_request_forwarded_unopened_is_checked_here_and_answered_in_short(
-        tmp_path: Path) -> None:
-    async def scenario() -> None:
-        shard, arbitration, _ = _shard(tmp_path)
-        arbitration.release.set()
-        a, b = _withdrawals("a", "b")
-        again = list(a)  # the same event id twice: the second is a duplicate
-        bad = ["e-bad", *a[1:5], {"amount": "lots"}]
-        counts, others = await shard.submit_packed(
-            codec.pack(codec.EVENTS, [a, bad, b, again]), time.time())
-        assert counts == [2, 1, 1, 0]  # accepted, duplicates, rejected, retry
-        assert [o[:2] for o in others] == [["e-bad", codec.REJECTED], [a[0], codec.DUPLICATE]]
-        assert others[0][3] == "attributes.amount" and "amount" in others[0][2]
-        assert set(shard.core.customers) == {"a", "b"}
-        assert await shard.submit_packed(codec.pack(codec.EVENTS, []), time.time()) == [
-            [0, 0, 0, 0], []]
-
-    asyncio.run(scenario())
-
-
-@pytest.mark.parametrize(("payload", "field", "match"), [
-    (b"\xc1 not msgpack", "events", "undecodable"),
-    (codec.pack(codec.OUTCOMES, []), "events", "expected a events batch"),
-    (codec.pack(codec.EVENTS, [["e1", "a", "savings_withdrawal", 1, "s" * 300, {}]]),
-     "events[0].source", "300 characters"),
-])
-def test_a_forwarded_request_past_a_limit_or_malformed_is_refused_whole(
-        tmp_path: Path, payload: bytes, field: str, match: str) -> None:
-    async def scenario() -> None:
-        shard, _, _ = _shard(tmp_path, config=EngineConfig.model_validate(
-            {"num_shards": 1, "grpc": {"max_string_chars": 256}}))
-        with pytest.raises(RequestRejected, match=match) as refused:
-            await shard.submit_packed(payload, time.time())
-        assert refused.value.field == field
-        assert shard.core.store.read_journal() == [] and shard.events_direct == 0
 
     asyncio.run(scenario())

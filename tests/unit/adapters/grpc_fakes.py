@@ -41,12 +41,6 @@ class FakeGateway:
         self.calls.append(("submit", events))
         return [[codec.ACCEPTED, ""] for _ in events]
 
-    async def submit_to_shard(self, shard: int, payload: bytes, arrived_s: float
-                              ) -> list[Any]:
-        events = codec.unpack(payload, codec.EVENTS)
-        self.calls.append(("submit_to_shard", (shard, events)))
-        return codec.ack_summary(events, [[codec.ACCEPTED, ""]] * len(events))
-
     async def record_outcomes(self, outcomes: list[list[Any]]) -> list[list[Any]]:
         self.calls.append(("record_outcomes", outcomes))
         if self.record_outcomes_missing:

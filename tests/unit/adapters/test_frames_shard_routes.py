@@ -67,10 +67,6 @@ class FakeShard:
         self.taken.append([e[1] for e in events])
         return [[codec.ACCEPTED, ""] for _ in events]
 
-    async def submit_packed(self, payload: bytes, arrived_s: float) -> list[Any]:
-        events = codec.unpack(payload, codec.EVENTS)
-        return codec.ack_summary(events, await self.take_direct(events, payload, arrived_s))
-
     async def decide(self, customer_id: str, channel: str | None, present: bool = False,
                      sent_at_s: float | None = None) -> bytes:
         self.seen.append(customer_id)
@@ -192,12 +188,9 @@ def test_a_shards_server_checks_the_edges_keys() -> None:
 
 
 def submit_all(frames: str, customers: list[str], **settings: Any) -> tuple[int, list[str]]:
-    """Submit one event per customer in one batch: (accepted, the result's event ids).
-    ``frames`` empty: over gRPC to ``settings["target"]``."""
-    target = settings.pop("target", "127.0.0.1:1")
-
+    """Submit one event per customer in one batch: (accepted, the result's event ids)."""
     async def go() -> tuple[int, list[str]]:
-        async with AsyncShushClient(target, frames_target=frames or None, timeout_s=5,
+        async with AsyncShushClient("127.0.0.1:1", frames_target=frames, timeout_s=5,
                                     max_attempts=3, backoff_s=0.01, **settings) as client:
             result = await client.submit_wire([[f"e-{c}", c, "ping", 1, "", {}]
                                                for c in customers])
@@ -215,46 +208,6 @@ def test_each_shards_share_of_a_submit_goes_to_that_shard_and_not_to_a_router() 
     assert shards[0].taken == [[c for c in CUSTOMERS if TABLE.shard_of(c) == 0]]
     assert shards[1].taken == [[c for c in CUSTOMERS if TABLE.shard_of(c) == 1]]
     assert gateway.calls == [("routes", None)]
-
-
-def test_over_grpc_each_shards_share_goes_to_a_router_with_its_shard_named() -> None:
-    with serving_both(GrpcConfig()) as (target, _, gateway):
-        gateway.table = TABLE
-        accepted, event_ids = submit_all("", [*CUSTOMERS, ""], target=target)
-        assert (accepted, event_ids) == (9, [f"e-{c}" for c in [*CUSTOMERS, ""]])
-        assert submit_all("", CUSTOMERS[:2], target=target, direct_to_shards=False)[0] == 2
-    split = sorted((call[0], [e[1] for e in call[1]]) for kind, call in gateway.calls
-                   if kind == "submit_to_shard")
-    assert split == [(k, [c for c in CUSTOMERS if TABLE.shard_of(c) == k]) for k in (0, 1)]
-    # an event without a customer goes as it is, for a router to refuse; and with
-    # direct_to_shards off, the whole batch (Routes not asked)
-    assert [(kind, [e[1] for e in events]) for kind, events in gateway.calls
-            if kind == "submit"] == [("submit", [""]), ("submit", CUSTOMERS[:2])]
-    assert [kind for kind, _ in gateway.calls].count("routes") == 1
-
-
-def test_a_shards_own_server_takes_a_request_split_for_it_and_names_another_shard() -> None:
-    shard = FakeShard(1)
-    mine = [c for c in CUSTOMERS if TABLE.shard_of(c) == 1]
-
-    async def send(address: str, shard_named: int) -> pb.SubmitReply:
-        stub = FramesStub(FramesChannel(address, None, None))
-        try:
-            reply: pb.SubmitReply = await stub.SubmitPacked(pb.PackedEvents(
-                events=codec.pack(codec.EVENTS, [[f"e-{c}", c, "ping", 1, "", {}]
-                                                 for c in mine]), shard=shard_named),
-                timeout=5)
-            return reply
-        finally:
-            await stub.channel.close()
-
-    with shard_servers([shard]) as [address]:
-        assert asyncio.run(send(address, 1)).accepted == len(mine)
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            asyncio.run(send(address, 0))
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "shard 1's server, not shard 0's" in (info.value.details() or "")
-    assert shard.taken == [mine]
 
 
 def test_a_submit_a_shard_refuses_as_not_its_own_goes_through_a_router() -> None:

@@ -21,8 +21,6 @@ from shush.adapters.grpc import shush_pb2_grpc as pb_grpc
 from shush.adapters.grpc.auth import SUBMITTER_METHODS, KeyRing, allowed, hash_key
 from shush.adapters.grpc.server import exposure_warnings, is_loopback
 from shush.engine.config import GrpcConfig
-from shush.engine.errors import RequestRejected
-from shush.engine.request_limits import check_wire_events
 from tests.unit.adapters.grpc_fakes import Certificates, FakeGateway, make_certificates, serving
 
 SUBMITTER_KEY = "sub-7f3a"
@@ -242,11 +240,11 @@ def test_both_request_forms_name_the_field_and_the_limit_broken(
     proto = [convert.event_to_proto(dict(zip(
         ("event_id", "customer_id", "type", "occurred_at_ms", "source", "attributes"), e,
         strict=True))) for e in wire]
-    for check, events in ((check_wire_events, wire), (limits.check_events, proto)):
-        with pytest.raises(RequestRejected) as refused:
+    for check, events in ((limits.check_wire_events, wire), (limits.check_events, proto)):
+        with pytest.raises(limits.RequestRejected) as refused:
             check(events, SMALL)
         assert refused.value.field == field and reason in refused.value.reason
-    check_wire_events(wire[:1], SMALL)
+    limits.check_wire_events(wire[:1], SMALL)
     limits.check_events(proto[:1], SMALL)
 
 

@@ -487,15 +487,14 @@ def test_the_summary_shows_each_shards_snapshots_and_replay_backlog() -> None:
     assert second.startswith("shard 1 snapshots: 9 customers saved, 0 batches")
 
 
-def test_the_summary_shows_how_many_events_the_clients_split_by_shard() -> None:
+def test_the_summary_shows_how_many_events_went_straight_to_the_shards() -> None:
     from shush.cluster.loadtest_cli import summary_lines
 
     data = lt.report_dict(**REPORT_ARGS)
-    assert not any("split by shard" in line for line in summary_lines(data))  # by routers
+    assert not any("straight" in line for line in summary_lines(data))  # through routers
     data["shard_events_direct"] = [600, 398]
-    [line] = [line for line in summary_lines(data) if "split by shard" in line]
-    assert line == ("events split by shard in the clients and checked by the shards (over "
-                    "frames straight to them, over gRPC through a router unopened): 998 of "
+    [line] = [line for line in summary_lines(data) if "straight" in line]
+    assert line == (f"events straight from the clients to the shards (no router): 998 of "
                     f"{data['throughput']['accepted']:,} accepted (shard 0 600, shard 1 398)")
 
 
