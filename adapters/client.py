@@ -48,7 +48,7 @@ from ..engine import codec
 from ..engine.clock import to_ms
 from ..engine.models import Signal
 from ..engine.partitions import PartitionTable
-from .decide_stream import DecideStreamer
+from .decide_stream import BlockingDecideStreamer, DecideStreamer
 from .frames.channel import FramesChannel, FramesStub, client_tls
 from .grpc import convert
 from .grpc import shush_pb2 as pb
@@ -411,6 +411,10 @@ class ShushClient(_ClientSettings):
         super().__init__(target, **settings)
         self._channels = [self._connection.channel() for _ in range(self.connections)]
         self._take_turns(self._channels)
+        # a Decide rides a stream on its connection, as the async client's do
+        self._decide_streamers = [BlockingDecideStreamer(pb_grpc.ShushStub(c))
+                                  for c in self._channels]
+        self._decide_turns = itertools.cycle(self._decide_streamers)
 
     def __enter__(self) -> ShushClient:
         return self
@@ -419,6 +423,8 @@ class ShushClient(_ClientSettings):
         self.close()
 
     def close(self) -> None:
+        for streamer in self._decide_streamers:
+            streamer.close()
         for channel in self._channels:
             channel.close()
 
@@ -484,7 +490,7 @@ class ShushClient(_ClientSettings):
                present: bool = False) -> DecideResult:
         """Ranked actions for the customer now; ``present``: you show the winner, and Shush
         records it as a treatment whose outcomes you report with its ``treatment_id``."""
-        return _decide_result(self._call(self._stub().Decide, pb.DecideRequest(
+        return _decide_result(self._call(next(self._decide_turns), pb.DecideRequest(
             customer_id=customer_id, channel=channel or "", present=present)))
 
     def set_lever(self, action_id: str, lever: float) -> dict[str, float]:

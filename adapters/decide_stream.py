@@ -10,6 +10,9 @@ metadata=...)``) and raises what a unary Decide would: ``grpc.aio.AioRpcError`` 
 code, details and trailing metadata (``shush-field``, ``retry-after-s``). The stream opens at
 the first Decide; when it breaks (a router stopped, the connection dropped) every Decide in
 flight fails ``UNAVAILABLE``, which the client retries, and the next one opens a new stream.
+``BlockingDecideStreamer`` does the same for ``ShushClient`` (any number of threads at once):
+its Decides raise a ``grpc.RpcError`` with the same ``code()``, ``details()`` and
+``trailing_metadata()``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import queue
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
 from typing import Any
 
 import grpc
@@ -130,3 +137,142 @@ def _deadline(timeout: float | None) -> grpc.aio.AioRpcError:
 def _broken(details: str) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(),
                                 grpc.aio.Metadata(), details=details)
+
+
+class DecideStreamError(grpc.RpcError):
+    """A blocking Decide's failure on the stream, with what a unary call's error offers."""
+
+    def __init__(self, code: grpc.StatusCode, details: str,
+                 trailing: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self._code, self._details, self._trailing = code, details, trailing
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._trailing
+
+    def initial_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()
+
+
+_END = None  # what ends a blocking stream's requests (the client half-closes)
+
+
+class BlockingDecideStreamer:
+    """``DecideStreamer`` for the blocking client: a thread reads the stream's answers and
+    hands each to the thread that waits for it. Called like a unary stub method."""
+
+    def __init__(self, stub: pb_grpc.ShushStub) -> None:
+        self._stub = stub
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()  # the stream's opening and the pending Decides
+        self._stream: _BlockingStream | None = None
+
+    def __call__(self, request: pb.DecideRequest, *, timeout: float | None = None,
+                 metadata: tuple[tuple[str, str], ...] = ()) -> pb.DecideReply:
+        stream = self._open(metadata, timeout)
+        call_id = next(self._ids)
+        future: Future[pb.DecideReply] = Future()
+        with self._lock:
+            if stream.error is not None:  # it broke since it was opened
+                raise stream.error
+            stream.pending[call_id] = future
+        try:
+            stream.requests.put(pb.DecideCall(id=call_id, request=request))
+            return future.result(timeout)
+        except TimeoutError:
+            raise DecideStreamError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                    f"Decide: no reply in {timeout} s") from None
+        finally:
+            with self._lock:
+                stream.pending.pop(call_id, None)
+
+    def _open(self, metadata: tuple[tuple[str, str], ...], timeout: float | None
+              ) -> _BlockingStream:
+        """The live stream, opened if need be; a stream the server refuses raises its
+        status (a missing key: ``UNAUTHENTICATED``)."""
+        with self._lock:
+            stream = self._stream
+            if stream is None or stream.error is not None:
+                stream = self._stream = _BlockingStream(self._stub, metadata, self._lock)
+        if not stream.opened.wait(timeout):
+            raise DecideStreamError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                    f"Decide: the stream did not open in {timeout} s")
+        if stream.refused is not None:
+            raise stream.refused
+        return stream
+
+    def close(self) -> None:
+        with self._lock:
+            stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()
+
+
+class _BlockingStream:
+    """One ``DecideStream`` call of ``BlockingDecideStreamer``'s and the thread reading it."""
+
+    def __init__(self, stub: pb_grpc.ShushStub, metadata: tuple[tuple[str, str], ...],
+                 lock: threading.Lock) -> None:
+        self.requests: queue.SimpleQueue[pb.DecideCall | None] = queue.SimpleQueue()
+        self.pending: dict[int, Future[pb.DecideReply]] = {}
+        self.opened = threading.Event()  # the server answered the opening
+        self.refused: grpc.RpcError | None = None  # how, if it refused the stream
+        self.error: grpc.RpcError | None = None  # set once the stream is over
+        self._lock = lock
+        self.call: Any = stub.DecideStream(self._requests(), metadata=metadata)
+        self._reader = threading.Thread(target=self._read, name="shush-decide-stream",
+                                        daemon=True)
+        self._reader.start()
+
+    def _requests(self) -> Iterator[pb.DecideCall]:
+        while (call := self.requests.get()) is not _END:
+            yield call
+
+    def _read(self) -> None:
+        error: grpc.RpcError = _broken_blocking("the Decide stream closed")
+        try:
+            self.call.initial_metadata()  # the headers, or the refusal's final status
+            if self.call.done() and self.call.code() != grpc.StatusCode.OK:
+                self.refused = self.call
+            self.opened.set()
+            for outcome in self.call:
+                with self._lock:
+                    future = self.pending.get(outcome.id)
+                if future is None or future.done():
+                    continue  # its caller gave up (timed out)
+                if outcome.code:
+                    future.set_exception(DecideStreamError(
+                        STATUS_BY_NUMBER.get(outcome.code, grpc.StatusCode.UNKNOWN),
+                        outcome.details,
+                        refusal_metadata(outcome.field, outcome.retry_after_s or None)))
+                else:
+                    future.set_result(outcome.reply)
+            error = _broken_blocking("the server ended the Decide stream")
+        except grpc.RpcError as exc:  # the call failed: a malformed message keeps its status
+            if isinstance(exc, grpc.Call) and exc.code() != grpc.StatusCode.CANCELLED:
+                error = exc
+            else:  # cancelled (a router stopped): UNAVAILABLE, which the client retries
+                error = _broken_blocking(f"the Decide stream broke: {exc}")
+        finally:
+            self.opened.set()
+            with self._lock:
+                self.error = error
+                waiting = list(self.pending.values())
+            for future in waiting:
+                if not future.done():
+                    future.set_exception(error)
+
+    def close(self) -> None:
+        self.requests.put(_END)
+        self.call.cancel()
+        self._reader.join(timeout=5)
+
+
+def _broken_blocking(details: str) -> DecideStreamError:
+    return DecideStreamError(grpc.StatusCode.UNAVAILABLE, details)

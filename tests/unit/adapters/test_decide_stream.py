@@ -1,19 +1,21 @@
 """Decides over one gRPC stream (``DecideStream``): the real grpc.aio server in a thread in
-front of a fake gateway, and the real ``AsyncShushClient``, which multiplexes its Decides
-through a router on that stream."""
+front of a fake gateway, and the real ``AsyncShushClient`` and ``ShushClient``, which
+multiplex their Decides through a router on that stream."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 import pytest
 
-from shush.adapters.client import AsyncShushClient
+from shush.adapters.client import AsyncShushClient, ShushClient
 from shush.adapters.grpc import shush_pb2 as pb
 from shush.adapters.grpc import shush_pb2_grpc as pb_grpc
 from shush.adapters.grpc.auth import hash_key
@@ -201,3 +203,97 @@ def test_the_stream_is_in_the_service_a_unary_decide_is_beside_it() -> None:
 
     with serving(GrpcConfig()) as (target, _):
         assert asyncio.run(both(target)) == ("alice", "bob")
+
+
+# The blocking client (``ShushClient``) on its own stream (``BlockingDecideStreamer``)
+
+def blocking_error(target: str, customer: str, **settings: Any) -> grpc.RpcError:
+    with ShushClient(target, **{"timeout_s": 5, "max_attempts": 1, **settings}) as client, \
+            pytest.raises(grpc.RpcError) as info:
+        client.decide(customer)
+    return info.value
+
+
+def test_blocking_decides_from_many_threads_share_one_stream_and_get_their_own_answers(
+        ) -> None:
+    gateway = SlowGateway(delays_s={f"c{i}": 0.2 - i * 0.01 for i in range(20)})
+    with serving(GrpcConfig(), gateway) as (target, _), ShushClient(
+            target, timeout_s=5, max_attempts=1, connections=1) as client, \
+            ThreadPoolExecutor(max_workers=20) as threads:
+        replies = list(threads.map(lambda i: client.decide(f"c{i}", "web"), range(20)))
+        [streamer] = client._decide_streamers
+        stream = streamer._stream
+        assert client.decide("after").customer_id == "after"
+        assert streamer._stream is stream  # the same stream goes on
+    assert [r.customer_id for r in replies] == [f"c{i}" for i in range(20)]
+    assert gateway.most_at_once == 20  # all in flight together, on one connection
+    assert stream is not None and streamer._stream is None  # closed with the client
+    assert not stream._reader.is_alive()
+
+
+def test_a_failed_blocking_decide_fails_alone_with_what_a_unary_call_raises() -> None:
+    gateway = SlowGateway(fail={"boom": RuntimeError("scorer exploded"),
+                                "busy": BackpressureError("shard full", retry_after_s=0.05)})
+    with serving(GrpcConfig(), gateway) as (target, _):
+        missing = blocking_error(target, "")
+        assert missing.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+        assert "customer_id is missing" in missing.details()  # type: ignore[attr-defined]
+        assert dict(missing.trailing_metadata()) == {  # type: ignore[attr-defined]
+            "shush-field": "customer_id"}
+        boom = blocking_error(target, "boom")
+        assert boom.code() == grpc.StatusCode.INTERNAL  # type: ignore[attr-defined]
+        busy = blocking_error(target, "busy")
+        assert busy.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+        assert dict(busy.trailing_metadata()) == {  # type: ignore[attr-defined]
+            "retry-after-s": "0.050"}
+        gateway.fail["busy"] = BackpressureError("shard full", retry_after_s=0.05)
+        with ShushClient(target, timeout_s=5, max_attempts=3, backoff_s=0.01) as client:
+            assert client.decide("busy").customer_id == "busy"  # retried on the stream
+
+
+def test_a_blocking_decide_past_its_timeout_fails_and_the_next_is_answered() -> None:
+    gateway = SlowGateway(delays_s={"slow": 1.0})
+    with serving(GrpcConfig(), gateway) as (target, _), ShushClient(
+            target, timeout_s=0.3, max_attempts=1, connections=1) as client:
+        with pytest.raises(grpc.RpcError) as info:
+            client.decide("slow")
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
+        time.sleep(1.0)  # its answer arrives now, for nobody
+        assert client.decide("quick").customer_id == "quick"
+
+
+def test_the_blocking_stream_asks_for_the_key() -> None:
+    key = "sub-7f3a"
+    config = GrpcConfig.model_validate({"security": {"api_keys": [
+        {"name": "crm", "sha256": hash_key(key), "role": "submitter"}]}})
+    with serving(config) as (target, gateway):
+        refused = blocking_error(target, "alice")
+        assert refused.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+        assert gateway.calls == []
+        with ShushClient(target, api_key=key, timeout_s=5) as client:
+            assert client.decide("alice").customer_id == "alice"
+
+
+def test_a_blocking_decide_in_flight_when_its_router_stops_is_answered_on_a_new_stream(
+        ) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = GrpcConfig(port=port)
+    first, second = SlowGateway(delays_s={"stuck": 30.0}), SlowGateway()
+    first_server, second_server = BackgroundServer(first, config), BackgroundServer(second,
+                                                                                    config)
+    first_server.start()
+    try:  # retries past grpc's reconnection backoff (~1 s)
+        with ShushClient(f"127.0.0.1:{port}", connections=1, max_attempts=8, backoff_s=0.2,
+                         timeout_s=10) as client, ThreadPoolExecutor(max_workers=1) as thread:
+            stuck = thread.submit(client.decide, "stuck")
+            time.sleep(0.3)  # on the first router's stream, where it never ends
+            first_server.stop(0.1)
+            second_server.start()
+            answered = stuck.result(timeout=20)
+    finally:
+        first_server.stop()
+        second_server.stop()
+    assert answered.customer_id == "stuck"
+    assert (first.calls, second.calls) == ([("decide", "stuck")], [("decide", "stuck")])
