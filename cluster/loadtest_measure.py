@@ -147,7 +147,7 @@ class ResourceSampler:
     process first seen at a later lookup counts from there, as any did from the first sample.
     """
 
-    def __init__(self, extra_pids: Sequence[int] = (), rediscover_every: int = 5, *,
+    def __init__(self, extra_pids: Sequence[int] = (), rediscover_every: int = 2, *,
                  store_pids: Sequence[int] = ()) -> None:
         self.extra_pids = set(extra_pids)
         self.store_pids = set(store_pids)
