@@ -33,12 +33,19 @@ from .grpc import shush_pb2_grpc as pb_grpc
 from .grpc.status import STATUS_BY_NUMBER, refusal_metadata
 
 
+def outcome_status(outcome: pb.DecideOutcome
+                   ) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]]:
+    """What a unary Decide would have failed with, for a failed ``DecideOutcome``: its status
+    code, details and trailing metadata."""
+    return (STATUS_BY_NUMBER.get(outcome.code, grpc.StatusCode.UNKNOWN), outcome.details,
+            refusal_metadata(outcome.field, outcome.retry_after_s or None))
+
+
 def outcome_error(outcome: pb.DecideOutcome) -> grpc.aio.AioRpcError:
     """The error a unary Decide would have raised for a failed ``DecideOutcome``."""
-    trailing = refusal_metadata(outcome.field, outcome.retry_after_s or None)
-    return grpc.aio.AioRpcError(STATUS_BY_NUMBER.get(outcome.code, grpc.StatusCode.UNKNOWN),
-                                grpc.aio.Metadata(), grpc.aio.Metadata(*trailing),
-                                details=outcome.details)
+    code, details, trailing = outcome_status(outcome)
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(*trailing),
+                                details=details)
 
 
 class DecideStreamer:
@@ -247,10 +254,7 @@ class _BlockingStream:
                 if future is None or future.done():
                     continue  # its caller gave up (timed out)
                 if outcome.code:
-                    future.set_exception(DecideStreamError(
-                        STATUS_BY_NUMBER.get(outcome.code, grpc.StatusCode.UNKNOWN),
-                        outcome.details,
-                        refusal_metadata(outcome.field, outcome.retry_after_s or None)))
+                    future.set_exception(DecideStreamError(*outcome_status(outcome)))
                 else:
                     future.set_result(outcome.reply)
             error = _broken_blocking("the server ended the Decide stream")

@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,32 +162,51 @@ def test_a_malformed_message_ends_the_stream_with_invalid_argument() -> None:
         assert gateway.calls == []
 
 
-def test_a_decide_in_flight_when_its_router_stops_is_answered_on_a_new_stream() -> None:
+@dataclass
+class TwoRouters:
+    """Two routers' servers on one port: the first serves, and its Decide for "stuck" never
+    ends; the second is to start once the first stops."""
+
+    target: str
+    first: SlowGateway
+    second: SlowGateway
+    first_server: BackgroundServer
+    second_server: BackgroundServer
+
+    def hand_over(self) -> None:
+        self.first_server.stop(0.1)
+        self.second_server.start()
+
+
+@contextmanager
+def two_routers() -> Iterator[TwoRouters]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     config = GrpcConfig(port=port)
     first, second = SlowGateway(delays_s={"stuck": 30.0}), SlowGateway()
-    first_server, second_server = BackgroundServer(first, config), BackgroundServer(second,
-                                                                                    config)
-    first_server.start()
-
-    async def work(client: AsyncShushClient) -> Any:
-        stuck = asyncio.ensure_future(client.decide("stuck"))
-        await asyncio.sleep(0.3)  # on the first router's stream, where it never ends
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, first_server.stop, 0.1)
-        await loop.run_in_executor(None, second_server.start)
-        return await stuck
-
-    try:  # retries past grpc's reconnection backoff (~1 s)
-        answered = run(f"127.0.0.1:{port}", work, connections=1, max_attempts=8,
-                       backoff_s=0.2)
+    routers = TwoRouters(f"127.0.0.1:{port}", first, second, BackgroundServer(first, config),
+                         BackgroundServer(second, config))
+    routers.first_server.start()
+    try:
+        yield routers
     finally:
-        first_server.stop()
-        second_server.stop()
-    assert answered.customer_id == "stuck"
+        routers.first_server.stop()
+        routers.second_server.stop()
     assert (first.calls, second.calls) == ([("decide", "stuck")], [("decide", "stuck")])
+
+
+def test_a_decide_in_flight_when_its_router_stops_is_answered_on_a_new_stream() -> None:
+    with two_routers() as routers:
+        async def work(client: AsyncShushClient) -> Any:
+            stuck = asyncio.ensure_future(client.decide("stuck"))
+            await asyncio.sleep(0.3)  # on the first router's stream, where it never ends
+            await asyncio.get_running_loop().run_in_executor(None, routers.hand_over)
+            return await stuck
+
+        # retries past grpc's reconnection backoff (~1 s)
+        answered = run(routers.target, work, connections=1, max_attempts=8, backoff_s=0.2)
+    assert answered.customer_id == "stuck"
 
 
 def test_the_stream_is_in_the_service_a_unary_decide_is_beside_it() -> None:
@@ -207,7 +227,8 @@ def test_the_stream_is_in_the_service_a_unary_decide_is_beside_it() -> None:
 
 # The blocking client (``ShushClient``) on its own stream (``BlockingDecideStreamer``)
 
-def blocking_error(target: str, customer: str, **settings: Any) -> grpc.RpcError:
+def blocking_error(target: str, customer: str, **settings: Any) -> Any:
+    """What a blocking Decide raised: a ``grpc.RpcError`` with a code, details and metadata."""
     with ShushClient(target, **{"timeout_s": 5, "max_attempts": 1, **settings}) as client, \
             pytest.raises(grpc.RpcError) as info:
         client.decide(customer)
@@ -236,15 +257,15 @@ def test_a_failed_blocking_decide_fails_alone_with_what_a_unary_call_raises() ->
                                 "busy": BackpressureError("shard full", retry_after_s=0.05)})
     with serving(GrpcConfig(), gateway) as (target, _):
         missing = blocking_error(target, "")
-        assert missing.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
-        assert "customer_id is missing" in missing.details()  # type: ignore[attr-defined]
-        assert dict(missing.trailing_metadata()) == {  # type: ignore[attr-defined]
+        assert missing.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "customer_id is missing" in missing.details()
+        assert dict(missing.trailing_metadata()) == {
             "shush-field": "customer_id"}
         boom = blocking_error(target, "boom")
-        assert boom.code() == grpc.StatusCode.INTERNAL  # type: ignore[attr-defined]
+        assert boom.code() == grpc.StatusCode.INTERNAL
         busy = blocking_error(target, "busy")
-        assert busy.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
-        assert dict(busy.trailing_metadata()) == {  # type: ignore[attr-defined]
+        assert busy.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert dict(busy.trailing_metadata()) == {
             "retry-after-s": "0.050"}
         gateway.fail["busy"] = BackpressureError("shard full", retry_after_s=0.05)
         with ShushClient(target, timeout_s=5, max_attempts=3, backoff_s=0.01) as client:
@@ -257,7 +278,7 @@ def test_a_blocking_decide_past_its_timeout_fails_and_the_next_is_answered() -> 
             target, timeout_s=0.3, max_attempts=1, connections=1) as client:
         with pytest.raises(grpc.RpcError) as info:
             client.decide("slow")
-        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         time.sleep(1.0)  # its answer arrives now, for nobody
         assert client.decide("quick").customer_id == "quick"
 
@@ -268,7 +289,7 @@ def test_the_blocking_stream_asks_for_the_key() -> None:
         {"name": "crm", "sha256": hash_key(key), "role": "submitter"}]}})
     with serving(config) as (target, gateway):
         refused = blocking_error(target, "alice")
-        assert refused.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+        assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
         assert gateway.calls == []
         with ShushClient(target, api_key=key, timeout_s=5) as client:
             assert client.decide("alice").customer_id == "alice"
@@ -276,24 +297,11 @@ def test_the_blocking_stream_asks_for_the_key() -> None:
 
 def test_a_blocking_decide_in_flight_when_its_router_stops_is_answered_on_a_new_stream(
         ) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = GrpcConfig(port=port)
-    first, second = SlowGateway(delays_s={"stuck": 30.0}), SlowGateway()
-    first_server, second_server = BackgroundServer(first, config), BackgroundServer(second,
-                                                                                    config)
-    first_server.start()
-    try:  # retries past grpc's reconnection backoff (~1 s)
-        with ShushClient(f"127.0.0.1:{port}", connections=1, max_attempts=8, backoff_s=0.2,
-                         timeout_s=10) as client, ThreadPoolExecutor(max_workers=1) as thread:
-            stuck = thread.submit(client.decide, "stuck")
-            time.sleep(0.3)  # on the first router's stream, where it never ends
-            first_server.stop(0.1)
-            second_server.start()
-            answered = stuck.result(timeout=20)
-    finally:
-        first_server.stop()
-        second_server.stop()
-    assert answered.customer_id == "stuck"
-    assert (first.calls, second.calls) == ([("decide", "stuck")], [("decide", "stuck")])
+    # retries past grpc's reconnection backoff (~1 s)
+    with two_routers() as routers, ShushClient(
+            routers.target, connections=1, max_attempts=8, backoff_s=0.2,
+            timeout_s=10) as client, ThreadPoolExecutor(max_workers=1) as thread:
+        stuck = thread.submit(client.decide, "stuck")
+        time.sleep(0.3)  # on the first router's stream, where it never ends
+        routers.hand_over()
+        assert stuck.result(timeout=20).customer_id == "stuck"
