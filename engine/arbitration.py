@@ -78,17 +78,19 @@ def candidate_index(sets: Sequence[CandidateSet], table: ActionTable
 
 
 def arbitrate(sets: Sequence[CandidateSet], table: ActionTable, propensity: np.ndarray,
-              *, per_candidate: bool = False) -> list[Verdict]:
+              *, per_candidate: bool = False,
+              index: tuple[np.ndarray, np.ndarray] | None = None) -> list[Verdict]:
     """Score every candidate of every set in one vectorized pass; rank within each set.
 
     ``propensity`` holds P per action in the table's order (a point estimate or a sample), or,
-    with ``per_candidate``, P per candidate in ``candidate_index`` order (context features).
+    with ``per_candidate``, P per candidate in ``candidate_index`` order (context features);
+    ``index``: ``candidate_index(sets, table)``, when the caller has it.
     """
-    sizes = np.fromiter((len(s.action_ids) for s in sets), dtype=np.int64, count=len(sets))
-    total = int(sizes.sum())
+    sizes = [len(s.action_ids) for s in sets]
+    total = sum(sizes)
     if total == 0:
         return [Verdict(s.customer_id, (), None) for s in sets]
-    action_idx, set_idx = candidate_index(sets, table)
+    action_idx, set_idx = index if index is not None else candidate_index(sets, table)
     c = np.fromiter((x for s in sets for x in s.contexts), dtype=np.float64, count=total)
     p = propensity if per_candidate else propensity[action_idx]
     v = table.value[action_idx]
@@ -102,7 +104,7 @@ def arbitrate(sets: Sequence[CandidateSet], table: ActionTable, propensity: np.n
     p_l, c_l, v_l, lev_l, s_l = p.tolist(), c.tolist(), v.tolist(), lever.tolist(), scores.tolist()
     verdicts: list[Verdict] = []
     start = 0
-    for cset, n in zip(sets, sizes.tolist(), strict=True):
+    for cset, n in zip(sets, sizes, strict=True):
         ranked = [Candidate(flat_actions[j], flat_moments[j], p_l[j], c_l[j], v_l[j], lev_l[j],
                             s_l[j])  # positional: in the order of Candidate's fields
                   for j in order[start:start + n]]

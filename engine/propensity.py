@@ -77,6 +77,9 @@ class PropensityModel:
         self.pos: FloatArray = np.zeros((len(self.ids), n_bins), dtype=np.float64)
         self.neg: FloatArray = np.zeros((len(self.ids), n_bins), dtype=np.float64)
         self._rng = np.random.default_rng(seed)
+        # the pooled estimates, kept until the counts change (``_pooled``): every score reads
+        # them, and summing the counts each time was a fixed cost of every Decide (stop 43)
+        self._pooled_now: tuple[FloatArray, FloatArray, FloatArray] | None = None
 
     # -- learning -------------------------------------------------------------------------
     def bins_for(self, action_idx: IntArray, customer_bins: IntArray) -> IntArray:
@@ -93,6 +96,7 @@ class PropensityModel:
             self.pos[i, feature_bin] += 1.0
         else:
             self.neg[i, feature_bin] += 1.0
+        self._pooled_now = None
 
     def update(self, action_idx: IntArray, feature_bins: IntArray,
                positive: NDArray[np.bool_]) -> None:
@@ -100,12 +104,23 @@ class PropensityModel:
         positive = np.asarray(positive, dtype=bool)
         np.add.at(self.pos, (action_idx[positive], feature_bins[positive]), 1.0)
         np.add.at(self.neg, (action_idx[~positive], feature_bins[~positive]), 1.0)
+        self._pooled_now = None
 
     # -- estimates ------------------------------------------------------------------------
-    def _pooled(self) -> tuple[FloatArray, FloatArray]:
-        pos, n = self.pos.sum(axis=1), self.pos.sum(axis=1) + self.neg.sum(axis=1)
-        e0 = self.prior_strength
-        return (self.prior * e0 + pos) / (e0 + n), e0 + n
+    def _pooled(self) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Per action: the pooled estimate, its evidence, and the prior of one of its bins
+        (the pooled estimate for an action learned by features, else ``p0``). Read-only:
+        kept until the counts change."""
+        if self._pooled_now is None:
+            pos = self.pos.sum(axis=1)
+            e0 = self.prior_strength
+            evidence = e0 + (pos + self.neg.sum(axis=1))
+            pooled = (self.prior * e0 + pos) / evidence
+            bin_prior = np.where(self.has_features, pooled, self.prior)
+            for array in (pooled, evidence, bin_prior):
+                array.setflags(write=False)
+            self._pooled_now = (pooled, evidence, bin_prior)
+        return self._pooled_now
 
     def _draw(self, p: FloatArray, evidence: FloatArray) -> FloatArray:
         result: FloatArray = self._rng.beta(1.0 + p * evidence, 1.0 + (1.0 - p) * evidence)
@@ -117,16 +132,15 @@ class PropensityModel:
 
     def sample(self) -> FloatArray:
         """A Thompson draw of P per action (pooled over its bins)."""
-        return self._draw(*self._pooled())
+        pooled, evidence, _ = self._pooled()
+        return self._draw(pooled, evidence)
 
     def estimate(self, action_idx: IntArray, feature_bins: IntArray,
                  sample: bool = False) -> FloatArray:
         """P per candidate (action index, bin): the point estimate, or a Thompson draw."""
         action_idx = np.asarray(action_idx, dtype=np.int64)
         feature_bins = np.asarray(feature_bins, dtype=np.int64)
-        pooled, _ = self._pooled()
-        prior = np.where(self.has_features[action_idx], pooled[action_idx],
-                         self.prior[action_idx])
+        prior = self._pooled()[2][action_idx]
         pos = self.pos[action_idx, feature_bins]
         n = pos + self.neg[action_idx, feature_bins]
         e0 = self.prior_strength
@@ -183,4 +197,5 @@ class PropensityModel:
             n_bins = prod(self.layouts[a])
             self.pos[i, :n_bins] = np.asarray(entry["pos"], dtype=np.float64)
             self.neg[i, :n_bins] = np.asarray(entry["neg"], dtype=np.float64)
+        self._pooled_now = None
         return fresh

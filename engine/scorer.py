@@ -41,7 +41,7 @@ class Scorer:
                         dtype=np.int64).reshape(len(sets), len(self.cardinalities))
         bins = self.propensity.bins_for(action_idx, rows[set_idx])
         p = self.propensity.estimate(action_idx, bins, sample=self.explore)
-        return arbitrate(sets, self.table, p, per_candidate=True)
+        return arbitrate(sets, self.table, p, per_candidate=True, index=(action_idx, set_idx))
 
     def learn(self, items: Sequence[Sequence[Any]]) -> int:
         """Outcomes ``[action_id, feature_row_code, positive]``; unknown actions are skipped.

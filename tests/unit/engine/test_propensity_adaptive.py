@@ -58,6 +58,23 @@ def test_learns_per_bin_with_the_pooled_prior() -> None:
         [(pooled * 2 + 40) / 52, (0.5 * 2 + 1) / 5])
 
 
+def test_estimates_follow_every_change_of_the_counts() -> None:
+    """The pooled estimates are kept between changes: each way of learning renews them."""
+    m = model()
+    assert m.mean()[1] == pytest.approx(0.5)
+    m.record("b", True)
+    assert m.mean()[1] == pytest.approx((0.5 * 2 + 1) / 3)
+    m.update(np.array([1]), np.array([0]), np.array([False]))
+    assert m.mean()[1] == pytest.approx((0.5 * 2 + 1) / 4)
+    assert m.estimate(np.array([0]), np.array([3]))[0] == pytest.approx(0.3)
+    m.record("a", True, feature_bin=1)  # a's unseen bins start from a's new pooled estimate
+    assert m.estimate(np.array([0]), np.array([3]))[0] == pytest.approx((0.3 * 2 + 1) / 3)
+    m.load_snapshot(model().to_snapshot())
+    assert m.mean().tolist() == pytest.approx([0.3, 0.5])
+    with pytest.raises(ValueError):
+        m.mean()[0] = 1.0  # shared until the next change: a caller cannot alter it
+
+
 def test_snapshot_round_trip_and_layout_change() -> None:
     m = model()
     m.record("a", True, 4)
