@@ -141,6 +141,11 @@ class ArbitrationActorBody:
     async def levers(self) -> dict[str, float]:
         return self.scorer.table.levers()
 
+    async def serving(self) -> None:
+        """Nothing: an arbitrator serves no clients (the supervisor's check, as for the
+        others)."""
+        return None
+
     async def health(self) -> dict[str, Any]:
         return {"index": self.index, "scored": self.scored, "learned": self.learned,
                 "lane_calls": self.lane_host.served()}

@@ -77,20 +77,21 @@ async def call(handle: ActorHandle, method: str, *args: Any, timeout_s: float,
 Liveness = Literal["alive", "restarting", "dead"]
 
 
-async def probe(handle: ActorHandle, method: str, *, timeout_s: float) -> Liveness:
-    """How an actor answers a cheap call: ``alive``; ``restarting`` when Ray is restarting it
-    (its constructor may take seconds: reloading snapshots, replaying the journal) or it did
-    not answer in time; ``dead`` when Ray will not restart it."""
+async def probe(handle: ActorHandle, method: str, *, timeout_s: float
+                ) -> tuple[Liveness, Any]:
+    """How an actor answers a cheap call, and its reply (``None`` unless it replied):
+    ``alive``; ``restarting`` when Ray is restarting it (its constructor may take seconds:
+    reloading snapshots, replaying the journal) or it did not answer in time; ``dead`` when
+    Ray will not restart it."""
     try:
         async with asyncio.timeout(timeout_s):
-            await getattr(handle, method).remote()
+            return "alive", await getattr(handle, method).remote()
     except (ray.exceptions.ActorUnavailableError, TimeoutError, GetTimeoutError):
-        return "restarting"
+        return "restarting", None
     except RayActorError:  # ActorDiedError: killed for good, or out of restarts
-        return "dead"
+        return "dead", None
     except RayTaskError:  # the method failed, but the actor answered
-        return "alive"
-    return "alive"
+        return "alive", None
 
 
 def call_blocking(handle: ActorHandle, method: str, *args: Any, timeout_s: float,

@@ -251,6 +251,11 @@ class RouterActorBody:
         if edge is not None:
             await edge.stop(grace_s)
 
+    async def serving(self) -> EdgePorts | None:
+        """The ports this router serves (``None``: none, e.g. after Ray restarted it): the
+        supervisor's check every ``health_interval_s``, cheaper than ``health``."""
+        return self.edge_ports if self.edge is not None else None
+
     async def health(self) -> dict[str, Any]:
         ports = self.edge_ports
         return {"index": self.index, "buffered": self.buffered,

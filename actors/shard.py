@@ -559,6 +559,14 @@ class ShardActorBody:
             self.shard_server = server
         return self.shard_address
 
+    async def serving(self) -> str | None:
+        """Where this shard serves clients (``None``: nowhere, e.g. after Ray restarted it):
+        the supervisor's check every ``health_interval_s``, cheaper than ``health``. It
+        starts the background loops (timers, sweep, snapshots, redispatch) of a shard Ray
+        restarted, traffic or not."""
+        self._ensure_background()
+        return self.shard_address if self.shard_server is not None else None
+
     async def lane(self) -> list[str]:
         """Where this shard serves its lane (``actors.lanes``): ``[node id, socket path]``.
         Callers on the same node send batches, Decides and outcomes there instead of

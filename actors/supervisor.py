@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import msgpack
@@ -164,15 +165,20 @@ class SupervisorActorBody:
                 log.exception("supervisor: a scheduled run failed to start")
 
     async def check_once(self) -> dict[str, int]:
-        """Ping every actor; re-create the ones that are gone; return what was replaced."""
+        """Ask every actor what it serves (``serving``, a cheap call); re-create the ones
+        that are gone; ask those that serve nothing (re-created, or restarted by Ray) to
+        serve again. Return what was replaced. Only those are asked: asking every router and
+        shard to serve at every check cost three Ray calls a second (~2 ms of CPU each)."""
         replaced = {"arbitration": 0, "shard": 0, "router": 0}
+        unserved: dict[str, list[int]] = {}
         for kind, group, create in (("arbitration", self.arbitrators, self._create_arbitrator),
                                     ("shard", self.shards, self._create_shard),
                                     ("router", self.routers, self._create_router)):
             found = await asyncio.gather(*(
-                ray_calls.probe(h, "health", timeout_s=self.config.call_timeout_s)
+                ray_calls.probe(h, "serving", timeout_s=self.config.call_timeout_s)
                 for h in group))
-            for i, liveness in enumerate(found):
+            unserved[kind] = []
+            for i, (liveness, reply) in enumerate(found):
                 if self._down.check((kind, i), liveness, time.monotonic()):
                     log.warning("supervisor: %s %d is gone (%s); re-creating it",
                                 kind, i, liveness)
@@ -180,9 +186,17 @@ class SupervisorActorBody:
                     group[i] = create(i)
                     replaced[kind] += 1
                     self.restarts[kind] += 1
-        if self.edge_ports is not None:  # a re-created or Ray-restarted actor serves again
-            await self._serve_on(self.routers, self.edge_ports)
-            await self._serve_clients()
+                    unserved[kind].append(i)
+                elif liveness != "alive":
+                    if kind == "shard":  # its clients go through the routers meanwhile
+                        self.shard_addresses.pop(i, None)
+                elif reply is None:
+                    unserved[kind].append(i)
+                elif kind == "shard":
+                    self.shard_addresses[i] = reply
+        if self.edge_ports is not None:
+            await self._serve_on(unserved["router"], self.edge_ports)
+            await self._serve_clients(unserved["shard"])
         return replaced  # peers find a re-created actor by its name
 
     # -- the edge -------------------------------------------------------------------------
@@ -195,21 +209,22 @@ class SupervisorActorBody:
             ports = await ray_calls.call(self.routers[0], "serve",
                                          EdgePorts(grpc.port, grpc.frames_port),
                                          timeout_s=self.config.call_timeout_s)
-            await self._serve_on(self.routers[1:], ports, strict=True)
+            await self._serve_on(range(1, len(self.routers)), ports, strict=True)
             self.edge_ports = ports
-            await self._serve_clients()
+            await self._serve_clients(range(len(self.shards)))
         return self.edge_ports
 
-    async def _serve_clients(self) -> None:
-        """Ask every shard to serve submits and Decides directly (when this engine's shards
+    async def _serve_clients(self, indexes: Iterable[int]) -> None:
+        """Ask these shards to serve submits and Decides directly (when this engine's shards
         have a ``ShardServer``); keep their addresses for ``shard_routes``. A shard that
         cannot is left out: clients reach its customers through the routers."""
-        if self.shard_server_factory is None:
+        indexes = list(indexes)
+        if self.shard_server_factory is None or not indexes:
             return
-        served = await asyncio.gather(*(ray_calls.call(s, "serve_clients",
+        served = await asyncio.gather(*(ray_calls.call(self.shards[i], "serve_clients",
                                                        timeout_s=self.config.call_timeout_s)
-                                        for s in self.shards), return_exceptions=True)
-        for i, address in enumerate(served):
+                                        for i in indexes), return_exceptions=True)
+        for i, address in zip(indexes, served, strict=True):
             if isinstance(address, str):
                 self.shard_addresses[i] = address
             else:
@@ -222,14 +237,15 @@ class SupervisorActorBody:
         """The shards serving clients directly: index -> host:port."""
         return dict(self.shard_addresses)
 
-    async def _serve_on(self, routers: list[Any], ports: EdgePorts, *,
+    async def _serve_on(self, indexes: Iterable[int], ports: EdgePorts, *,
                         strict: bool = False) -> None:
-        """Ask ``routers`` to serve ``ports``. ``strict``: a router that cannot serve fails the
-        call (start), instead of being logged and asked again after the next check."""
-        served = await asyncio.gather(*(ray_calls.call(r, "serve", ports,
+        """Ask these routers to serve ``ports``. ``strict``: a router that cannot serve fails
+        the call (start), instead of being logged and asked again after the next check."""
+        indexes = list(indexes)
+        served = await asyncio.gather(*(ray_calls.call(self.routers[i], "serve", ports,
                                                        timeout_s=self.config.call_timeout_s)
-                                        for r in routers), return_exceptions=not strict)
-        for i, result in enumerate(served):
+                                        for i in indexes), return_exceptions=not strict)
+        for i, result in zip(indexes, served, strict=True):
             if isinstance(result, BaseException):
                 log.warning("supervisor: router %d does not serve %s yet: %s",
                             i, ports, result)
