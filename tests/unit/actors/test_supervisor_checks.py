@@ -26,15 +26,19 @@ class _Method:
 class FakeActor:
     """An actor handle whose ``serving`` answers what it was told to serve."""
 
-    def __init__(self, serves: Any, *, address: str | None = None) -> None:
+    def __init__(self, serves: Any, *, address: str | None = None,
+                 restarting: bool = False) -> None:
         self.serves = serves
         self.address = address  # what serve_clients hands out
+        self.restarting = restarting  # Ray is restarting it: no answer yet
         self.calls: list[str] = []
 
     def __getattr__(self, name: str) -> _Method:
         return _Method(self, name)
 
     async def answer(self, name: str, *args: Any) -> Any:
+        if self.restarting:
+            raise TimeoutError
         if name == "serve":
             self.serves = args[0]
         elif name == "serve_clients":
@@ -84,3 +88,16 @@ def test_without_shard_servers_no_shard_is_asked() -> None:
     asyncio.run(body.check_once())
     assert body.shards[0].calls == ["serving"]
     assert body.shard_addresses == {}
+
+
+def test_a_restarting_shard_leaves_the_routes_until_it_serves_again() -> None:
+    body = supervisor()
+    body.routers = [FakeActor(PORTS)]
+    body.shards = [FakeActor("h:7001"), FakeActor(None, address="h:7003", restarting=True)]
+    body.shard_addresses = {0: "h:7001", 1: "h:7002"}
+    asyncio.run(body.check_once())
+    assert body.shard_addresses == {0: "h:7001"}  # its clients go through the routers
+    assert body.shards[1].calls == ["serving"]  # not asked to serve while it recovers
+    body.shards[1].restarting = False
+    asyncio.run(body.check_once())
+    assert body.shard_addresses == {0: "h:7001", 1: "h:7003"}
