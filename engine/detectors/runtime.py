@@ -5,9 +5,10 @@ every read of a detector's own field (``self.op``, ``self.value``, ``self.where`
 through the hook, a few hundred instructions where a slot read takes a few, and a balance
 update makes some thirty such reads across its detectors.
 
-``runtime(spec)`` copies a validated spec's fields onto an instance of a plain class with
-``__slots__``, made once per detector kind from the spec class's own functions (its classes up
-to pydantic's ``BaseModel``). The engine thus runs exactly the methods the specs carry, the
+``runtime(spec)`` copies a validated spec's fields, and the private attributes it derived from
+them at validation (a trend's bounds), onto an instance of a plain class with ``__slots__``,
+made once per detector kind from the spec class's own functions (its classes up to
+pydantic's ``BaseModel``). The engine thus runs exactly the methods the specs carry, the
 ones the detector tests call, on plain attributes. Nested models (a sequence's steps) become
 runtimes too, in a tuple. A runtime is read-only, pickles as its spec, and keeps the spec
 (``runtime.spec``) for what reads the catalog rather than events. Methods that call
@@ -35,6 +36,8 @@ def runtime(spec: Spec) -> Spec:
     set_slot(made, "spec", spec)
     for name in type(spec).model_fields:
         set_slot(made, name, _plain(getattr(spec, name)))
+    for name in type(spec).__private_attributes__:
+        set_slot(made, name, getattr(spec, name))
     return made
 
 
@@ -57,7 +60,7 @@ def _runtime_class(spec_class: type[BaseModel]) -> type:
                     name in class_vars):
                 namespace[name] = value
     namespace.update(
-        __slots__=("spec", *spec_class.model_fields),
+        __slots__=("spec", *spec_class.model_fields, *spec_class.__private_attributes__),
         __module__=spec_class.__module__,
         __qualname__=f"{spec_class.__qualname__}.Runtime",
         __doc__=f"{spec_class.__name__} as it runs (see ``{__name__}``).",
