@@ -49,6 +49,7 @@ class RouterActorBody:
     def __init__(self, index: int, config_json: str, catalog_wire: dict[str, Any],
                  table_wire: dict[str, Any], dead_letter_factory: SinkFactory,
                  edge_factory: EdgeFactory | None = None) -> None:
+        heap.collect_rarely()  # a request's events live until it is answered
         self.index = index
         self.edge_factory = edge_factory
         self.edge: EdgeServer | None = None

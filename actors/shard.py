@@ -70,7 +70,7 @@ class ShardActorBody:
                  table_wire: dict[str, Any], channel_factory: ChannelFactory,
                  store_factory: StoreFactory,
                  shard_server_factory: ShardServerFactory | None = None) -> None:
-        heap.tune_for_resident_state()
+        heap.collect_rarely()
         self.config = EngineConfig.model_validate_json(config_json)
         gil.hand_over_every(self.config.gil_switch_interval_ms)
         store = store_factory()

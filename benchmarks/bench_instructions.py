@@ -75,7 +75,7 @@ def child(phase: str, work: int, customers: int) -> None:
     from shush.engine.arbitration import ActionTable, arbitrate
     from shush.engine.propensity import PropensityModel
 
-    heap.tune_for_resident_state()  # collections as rare as in a shard process
+    heap.collect_rarely()  # collections as rare as in a shard process
     core, population = _core(customers)
     heap.freeze_resident()  # the set-up's objects, out of every later collection
     if phase == "apply":

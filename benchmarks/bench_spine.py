@@ -108,7 +108,7 @@ def _drive(events: list[list[object]], config: EngineConfig, shards: list[ShardC
            ) -> tuple[float, float]:
     """Route, journal, apply and decide ``events`` in batches, as routers and shards do;
     return the seconds and the process's CPU seconds it took."""
-    heap.tune_for_resident_state()  # as in a shard process
+    heap.collect_rarely()  # as in a shard process
     catalog = shards[0].catalog
     table = config.partition_table()
     actions = ActionTable(catalog.actions)

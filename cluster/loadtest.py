@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import psutil
 
+from ..actors import heap
 from .loadtest_measure import (
     LatencyHistogram,
     LatencyMatcher,
@@ -77,6 +78,7 @@ class ClientCounters:
 def client_main(process: int, spec: LoadSpec, tag: str, population_size: int,
                 start_at: Any, go: Any, out: Any) -> None:
     """Entry point of a client process (multiprocessing, spawn)."""
+    heap.collect_rarely()  # a batch's events live until it is acknowledged
     try:
         import uvloop
 
@@ -105,6 +107,7 @@ async def _client(process: int, spec: LoadSpec, tag: str, population_size: int,
                                 timeout_s=spec.timeout_s, frames_target=spec.frames_target,
                                 direct_to_shards=spec.direct_to_shards) as client:
         await client.health()
+        heap.freeze_resident()  # what lives through the run, out of the collector's sight
         out.put(("ready", process, None))
         await asyncio.get_running_loop().run_in_executor(None, go.wait)
         start = float(start_at.value)
