@@ -243,7 +243,7 @@ class ShardCore:
         accepted = moments_made = 0  # added to the stats once, after the loop
         for event in events:
             try:
-                signal = SignalRecord._make(event)
+                signal = SignalRecord(*event)
                 if signal.type not in signals:
                     raise ValueError(f"unknown signal type {signal.type!r}")
                 if signal.type in profile_signals:

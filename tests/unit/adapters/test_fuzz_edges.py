@@ -105,7 +105,7 @@ def router_decode(batch: bytes, catalog: Catalog) -> list[SignalRecord | EventRe
     for event in codec.unpack(batch, codec.EVENTS):
         try:
             validate_wire_event(event, catalog.signal_schemas)
-            results.append(SignalRecord._make(event))
+            results.append(SignalRecord(*event))
         except EventRejected as exc:
             results.append(exc)
     return results
