@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from ..engine.arbitration import CandidateSet
@@ -54,11 +54,9 @@ class CustomerContext:
     namespace: Mapping[str, Any] | None = None  # for contact.service_issue_when
 
 
-class _ActionPolicies(NamedTuple):
-    action: Action
-    settings: ActionPolicy
-    contact_class: ContactClass
-    suppression: tuple[SuppressionRule, ...]
+# (action, its policy settings, contact class, suppression rules): a plain tuple, which
+# CPython unpacks in a few instructions (a NamedTuple goes through the iterator protocol)
+_ActionPolicies = tuple[Action, ActionPolicy, ContactClass, tuple[SuppressionRule, ...]]
 
 
 @record
@@ -83,10 +81,10 @@ class PolicyChain:
         self._bypass = frozenset(policy.contact.emergency_bypass)
         # what the chain reads of each action on every check: its policy settings, contact
         # class and suppression rules, looked up once (catalogs do not change under a chain)
-        self._per_action = {a: _ActionPolicies(action, policy.for_action(a),
-                                               policy.contact_class(action),
-                                               policy.suppression_for(a))
-                            for a, action in actions.items()}
+        self._per_action: dict[str, _ActionPolicies] = {
+            a: (action, policy.for_action(a), policy.contact_class(action),
+                policy.suppression_for(a))
+            for a, action in actions.items()}
 
     # -- helpers --------------------------------------------------------------------------
     @property

@@ -11,7 +11,7 @@ import pytest
 from detector_kit import DAY, HOUR, T0, make_catalog
 from pydantic import BaseModel
 
-from shush.engine.catalog import Catalog, DetectorStep
+from shush.engine.catalog import Catalog
 from shush.engine.customer import CustomerState
 from shush.engine.detectors.float_buffer import plain
 from shush.engine.detectors.runtime import runtime
@@ -77,8 +77,8 @@ def test_every_kind_runs_as_a_slotted_plain_copy_of_its_spec(catalog: Catalog) -
 
 def test_the_hot_paths_hold_the_runtimes(catalog: Catalog) -> None:
     for steps in catalog.detector_steps.values():
-        for step in steps:
-            assert step.detector is catalog.runtimes[step.id]
+        for detector, detector_id, _, _ in steps:
+            assert detector is catalog.runtimes[detector_id]
     assert all(combination is catalog.runtimes["cb"]
                for combination in catalog.combinations_by_member["cn"])
 
@@ -99,8 +99,7 @@ def _spec_driven(wire: dict[str, Any]) -> Catalog:
     """The same catalog with the pydantic specs on its hot paths instead of the runtimes."""
     specs = Catalog.from_wire(wire)
     specs.runtimes = dict(specs.detectors)
-    specs.detector_steps = {kind: tuple(DetectorStep(specs.detectors[s.id], *s[1:])
-                                        for s in steps)
+    specs.detector_steps = {kind: tuple((specs.detectors[s[1]], *s[1:]) for s in steps)
                             for kind, steps in specs.detector_steps.items()}
     specs.combinations_by_member = {
         member: [specs.detectors[c.id] for c in combos]  # type: ignore[misc]
