@@ -11,8 +11,8 @@ cycles, and a cycle is still found at the next collection.
 A router and a load-test client hold no such state, but a request's events (a list and a dict
 each, a thousand in a large batch) stay alive until the request is answered: with the default
 thresholds a young collection ran every ~350 events and found them all alive, then rescanned
-them in the older generations. Collecting as rarely as a shard does took 6-13 % off a router's
-CPU per event at saturation (stop 44: 6.9 and 7.2 µs against 7.4 and 8.3).
+them in the older generations. Collecting as rarely as a shard does took 2-13 % off a router's
+CPU per event at saturation (stop 44, four pairs of runs: 6.9-9.6 µs against 7.4-10.5).
 
 What survives a while is customer state, and the older generations only fill with it: each
 older collection rescans all of it, so its pause grows with the resident set (220-290 ms at

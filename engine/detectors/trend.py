@@ -5,7 +5,7 @@
 below (``direction: down``) or above (``up``) them as a value ``z_threshold`` true standard
 deviations from a normal series' mean would, which happens ``normal_tail(z_threshold)`` of the
 time by chance (2.3 % for 2). With ``n`` values the mean and spread are estimates, so the
-bound is Student's t (``student_t.py``): with 5 values a plain z-score of 3.7, with 30 of 2.2
+bound is Student's t (``student_t.py``): with 5 values a plain z-score of 3.5, with 30 of 2.2
 (the plain z-score's bound of 2 fired on 8.9 % of normal noise with 5 values, 3.2 % with 30).
 ``method: ewma_slope``: an exponentially weighted slope (per day) of the series; fires when it
 falls below ``-slope_per_day`` (down) or rises above ``slope_per_day`` (up).
