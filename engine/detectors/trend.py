@@ -27,6 +27,7 @@ from .float_buffer import float_buffer
 from .student_t import MAX_Z, t_bound
 
 DAY_MS = 86_400_000
+MAX_POINTS = 256
 
 
 class TrendDetector(NumericSignalDetector):
@@ -34,14 +35,15 @@ class TrendDetector(NumericSignalDetector):
     attribute: str = Field(description="Numeric attribute followed")
     method: Literal["zscore", "ewma_slope"] = "zscore"
     direction: Literal["down", "up"] = "down"
-    points: int = Field(30, ge=3, le=256, description="Rolling history length (zscore)")
+    points: int = Field(30, ge=3, le=MAX_POINTS, description="Rolling history length (zscore)")
     min_points: int = Field(5, ge=2, le=256, description="Values needed before firing")
     z_threshold: float | None = Field(None, gt=0, le=MAX_Z, description="Standard deviations "
                                       "(zscore), as rare as for a series of known mean and spread")
     slope_per_day: float | None = Field(None, gt=0, description="Slope magnitude (ewma_slope)")
     alpha: float = Field(0.3, gt=0, le=1, description="EWMA weight of the newest slope")
     # zscore: the bound on the plain z-score (population standard deviation) with n values,
-    # at index n (``_z_bounds``)
+    # at index n (``_z_bounds``), for any n up to MAX_POINTS: a customer's history may hold
+    # more values than ``points`` after a catalog lowered it (the window keeps its length)
     _bounds: tuple[float, ...] = PrivateAttr(default=())
 
     @model_validator(mode="after")
@@ -54,7 +56,7 @@ class TrendDetector(NumericSignalDetector):
 
     def model_post_init(self, context: Any, /) -> None:
         if self.z_threshold is not None:
-            self._bounds = _z_bounds(self.z_threshold, self.points)
+            self._bounds = _z_bounds(self.z_threshold, MAX_POINTS)
 
     def detect(self, state: dict[str, Any], signal: SignalRecord,
                view: CustomerView) -> Moment | None:

@@ -51,3 +51,15 @@ def test_zscore_fires_on_normal_noise_as_often_as_its_threshold_says(n: int) -> 
     expected = normal_tail(2.0)
     spread = math.sqrt(expected * (1 - expected) / trials)
     assert abs(fired / trials - expected) < 4 * spread
+
+
+def test_a_history_longer_than_points_after_a_catalog_change_still_counts() -> None:
+    """A catalog that lowers ``points`` (same version) leaves each customer's window as long
+    as it was: the bound for its length is there, and a drop still fires."""
+    detector = runtime(TrendDetector(id="t", signal="a", attribute="x", z_threshold=2.0,
+                                     points=10, min_points=5, moment="m"))
+    values = [100.0 + (i % 3) for i in range(40)]
+    state = {"buf": array("d", values), "s": sum(values), "ss": sum(v * v for v in values)}
+    assert detector._zscore(state, 101.0) is False
+    assert detector._zscore(state, 80.0) is True
+    assert len(state["buf"]) == 40
