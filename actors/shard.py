@@ -255,15 +255,20 @@ class ShardActorBody:
                      self.core.index)
         self.fenced = True
 
-    async def submit(self, batch: bytes, stamps: list[float | None] | None = None) -> bytes:
+    async def submit(self, batch: bytes, stamps: list[float | None] | None = None,
+                     partitions: list[int] | None = None) -> bytes:
         """A router's batch (``take``); ``stamps``: the router's, for the batch's way in
-        (``WayIn``, in health)."""
+        (``WayIn``, in health); ``partitions``: its events per partition, as the router
+        counted them (``codec.flat_counts``; counted here when absent or not the batch's)."""
         arrived_s = time.time()
         try:
             events, packed = codec.unpack_events(batch)
         except CodecError as exc:
             return codec.pack(codec.ACKS, [], refused=str(exc))
-        return codec.pack(codec.ACKS, await self.take(events, packed, stamps, arrived_s))
+        counts = None if partitions is None else codec.counts_from_flat(partitions,
+                                                                        len(events))
+        return codec.pack(codec.ACKS, await self.take(events, packed, stamps, arrived_s,
+                                                      counts))
 
     async def take(self, events: list[Any], packed: bytes | None,
                    stamps: list[float | None] | None, arrived_s: float,

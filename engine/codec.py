@@ -73,6 +73,23 @@ def unpack_events(data: bytes) -> tuple[list[Any], bytes | None]:
     return items, packed
 
 
+def flat_counts(counts: dict[int, int]) -> list[int]:
+    """A batch's events per partition as they travel between actors: ``[partition, count,
+    ...]`` (a lane's msgpack maps take string keys only)."""
+    return [number for item in counts.items() for number in item]
+
+
+def counts_from_flat(flat: Any, events: int) -> dict[int, int] | None:
+    """``flat_counts`` back, or ``None`` unless it counts exactly ``events`` events."""
+    if type(flat) is not list or len(flat) % 2:
+        return None
+    counts = dict(zip(flat[::2], flat[1::2], strict=True))
+    if len(counts) * 2 != len(flat) or not all(
+            type(p) is int and type(c) is int and c > 0 for p, c in counts.items()):
+        return None
+    return counts if sum(counts.values()) == events else None
+
+
 def encode_candidate_sets(sets: list[CandidateSet], **meta: Any) -> bytes:
     return pack(CANDIDATES, [[s.customer_id, list(s.action_ids), list(s.contexts),
                               list(s.moment_ids), list(s.features)] for s in sets], **meta)

@@ -131,8 +131,8 @@ class RecentIds:
 class CustomerState:
     __slots__ = (
         "_recent", "active_ms", "contacts", "customer_id", "deferred", "detector_state",
-        "due_moved", "last", "last_event_ms", "moments", "partition", "placed_ms", "profile",
-        "timer_due", "timers", "treated", "undecided",
+        "due_moved", "hot_row", "last", "last_event_ms", "moments", "partition", "placed_ms",
+        "profile", "timer_due", "timers", "treated", "undecided",
     )
 
     def __init__(self, customer_id: str, *, dedup_ids: int = 64) -> None:
@@ -154,6 +154,8 @@ class CustomerState:
         # the partition its id hashes to, kept by the shard hosting it (-1: not asked yet);
         # not in snapshots: a hash of the id, and the partition count is the engine's
         self.partition = -1
+        # its row in the shard's hot columns (-1: not asked yet), kept there; not in snapshots
+        self.hot_row = -1
         # a timer or a deferred send changed since the shard last took ``next_due_ms`` (it
         # clears this when it does): most turns change neither, and the shard skips those
         self.due_moved = False

@@ -21,13 +21,15 @@ class HeldShard:
     def __init__(self) -> None:
         self.batches: list[list[Any]] = []
         self.stamps: list[list[float | None]] = []
+        self.partitions: list[list[int]] = []
         self.release = asyncio.Event()
 
     async def call(self, index: int, method: str, payload: bytes, stamps: list[float | None],
-                   *, timeout_s: float) -> bytes:
+                   partitions: list[int], *, timeout_s: float) -> bytes:
         events = codec.unpack(payload, codec.EVENTS)
         self.batches.append(events)
         self.stamps.append(stamps)
+        self.partitions.append(partitions)
         await self.release.wait()
         return codec.pack(codec.ACKS, [[codec.ACCEPTED, ""] for _ in events])
 
@@ -66,6 +68,13 @@ def test_events_buffered_while_the_window_is_full_leave_as_one_batch(tmp_path: P
         assert [len(b) for b in shard.batches] == [3, 8]  # four submits, one batch
         assert [len(r) for r in replies] == [3, 2, 2, 2, 2]
         assert router.buffered == 0
+        # each batch carries its events per partition, the four submits' counts summed
+        table = PartitionTable.round_robin(16, 1)
+        for batch, flat in zip(shard.batches, shard.partitions, strict=True):
+            expected: dict[int, int] = {}
+            for e in batch:
+                expected[table.partition(e[1])] = expected.get(table.partition(e[1]), 0) + 1
+            assert codec.counts_from_flat(flat, len(batch)) == expected
 
     asyncio.run(scenario())
 
@@ -86,7 +95,8 @@ def test_a_backlog_is_cut_into_batches_of_at_most_max_batch_events(tmp_path: Pat
 def test_a_failing_delivery_answers_every_caller_with_retry(tmp_path: Path) -> None:
     class BrokenShard(HeldShard):
         async def call(self, index: int, method: str, payload: bytes,
-                       stamps: list[float | None], *, timeout_s: float) -> bytes:
+                       stamps: list[float | None], partitions: list[int], *,
+                       timeout_s: float) -> bytes:
             raise RuntimeError("boom")
 
     async def scenario() -> None:

@@ -82,6 +82,22 @@ def test_a_later_update_overwrites_and_first_seen_keeps_the_minimum() -> None:
     assert cols.last_contact[0] == T0 + 10
 
 
+def test_a_customer_keeps_its_row_and_a_row_it_keeps_from_elsewhere_is_checked() -> None:
+    cols, other = HotColumns(TYPICAL), HotColumns(TYPICAL)
+    other.update(customer("x"))
+    state = customer("alice", segment="mass")
+    assert cols.update(customer("bob")) == 0
+    assert cols.update(state) == 1 and state.hot_row == 1
+    assert cols.update(state) == 1  # from the customer, no lookup
+    assert other.update(state) == 1 and other.row_of("alice") == 1  # row 1 there is new
+    state.hot_row = 0  # bob's row here: not alice's, so looked up
+    assert cols.update(state) == 1 and state.hot_row == 1
+    assert cols.discard("alice")
+    assert cols.update(state) == 2 and cols.row_of("alice") == 2  # a discarded row: a new one
+    again = customer("alice")  # activated anew: a new object finds the row
+    assert cols.update(again) == 2 and again.hot_row == 2
+
+
 def test_an_update_without_the_profile_keeps_its_columns_but_a_new_row_takes_it() -> None:
     cols = HotColumns(TYPICAL)
     state = customer("e", {"balance_update": {"balance": 10, "_at": T0}}, segment="mass",

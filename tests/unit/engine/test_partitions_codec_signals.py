@@ -78,6 +78,16 @@ def test_an_events_batch_gives_its_items_packed_as_they_came() -> None:
         codec.unpack_events(codec.pack(codec.ACKS, []))
 
 
+def test_a_batchs_partition_counts_travel_flat_and_come_back_only_if_they_add_up() -> None:
+    counts = {3: 2, 17: 1, 0: 5}
+    flat = codec.flat_counts(counts)
+    assert msgpack.unpackb(msgpack.packb(flat)) == flat  # a lane's msgpack carries it
+    assert codec.counts_from_flat(flat, 8) == counts
+    assert codec.counts_from_flat(flat, 7) is None  # not this batch's: the shard counts
+    for bad in ([3, 2, 17], [3, 2, 3, 6], ["3", 8], [3, 0, 0, 8], [3, 8.0], {3: 8}, None):
+        assert codec.counts_from_flat(bad, 8) is None, bad
+
+
 def test_verdicts_and_their_meta_come_back_from_one_reply() -> None:
     best = Candidate(action_id="x", moment_id="m", p=0.5, c=1.0, v=2.0, l=1.0, score=1.0)
     verdicts = [Verdict("a", (best,), "x", ()), Verdict("b", (), None, ())]
