@@ -236,7 +236,9 @@ class ShardCore:
                    and type(e[1]) is str}
         now_ms = self.clock.now_ms()  # when this turn's customers were last active
         # the customers of this batch, each looked up once in the shard's table of them (a
-        # lookup there misses the cache: two per customer were 5 % of a saturated shard)
+        # lookup there misses the cache: two per customer were 5 % of a saturated shard); one
+        # whose every event is refused below still counts as changed: a snapshot it did not
+        # need, where keeping the others apart cost 1.5 % more instructions per event
         batch: dict[str, CustomerState] = {}
         absent: list[str] = []  # those not in memory: passivated, or new
         resident = self.customers.get
