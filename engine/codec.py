@@ -81,12 +81,11 @@ def flat_counts(counts: dict[int, int]) -> list[int]:
 
 def counts_from_flat(flat: Any, events: int) -> dict[int, int] | None:
     """``flat_counts`` back, or ``None`` unless it counts exactly ``events`` events."""
-    if type(flat) is not list or len(flat) % 2:
+    if type(flat) is not list or len(flat) % 2 or not all(type(n) is int for n in flat):
         return None
     counts = dict(zip(flat[::2], flat[1::2], strict=True))
-    if len(counts) * 2 != len(flat) or not all(
-            type(p) is int and type(c) is int and c > 0 for p, c in counts.items()):
-        return None
+    if len(counts) * 2 != len(flat) or min(counts.values(), default=1) < 1:
+        return None  # a partition twice, or a count below one
     return counts if sum(counts.values()) == events else None
 
 

@@ -84,7 +84,8 @@ def test_a_batchs_partition_counts_travel_flat_and_come_back_only_if_they_add_up
     assert msgpack.unpackb(msgpack.packb(flat)) == flat  # a lane's msgpack carries it
     assert codec.counts_from_flat(flat, 8) == counts
     assert codec.counts_from_flat(flat, 7) is None  # not this batch's: the shard counts
-    for bad in ([3, 2, 17], [3, 2, 3, 6], ["3", 8], [3, 0, 0, 8], [3, 8.0], {3: 8}, None):
+    for bad in ([3, 2, 17], [3, 2, 3, 6], ["3", 8], [3, 0, 0, 8], [3, 8.0], [[3], 8],
+                [True, 8], {3: 8}, None):
         assert codec.counts_from_flat(bad, 8) is None, bad
 
 
