@@ -294,7 +294,8 @@ class HotColumns:
         shard's per-event work when the spec watches no signal."""
         customer_id = customer.customer_id
         row = customer.hot_row  # kept on the customer: its id's lookup in ``_rows``, a table
-        # of every customer of the shard, missed the cache (1.6 % of a saturated shard)
+        # of every customer of the shard, missed the cache (1.6 % of a saturated shard); the
+        # check is ``self.customer_id(row) == customer_id``, inlined (once per customer a turn)
         if not (0 <= row < self._size and self._ids[row] == customer_id):
             found = self._rows.get(customer_id)
             if found is None:

@@ -36,7 +36,7 @@ class TrendDetector(NumericSignalDetector):
     method: Literal["zscore", "ewma_slope"] = "zscore"
     direction: Literal["down", "up"] = "down"
     points: int = Field(30, ge=3, le=MAX_POINTS, description="Rolling history length (zscore)")
-    min_points: int = Field(5, ge=2, le=256, description="Values needed before firing")
+    min_points: int = Field(5, ge=2, le=MAX_POINTS, description="Values needed before firing")
     z_threshold: float | None = Field(None, gt=0, le=MAX_Z, description="Standard deviations "
                                       "(zscore), as rare as for a series of known mean and spread")
     slope_per_day: float | None = Field(None, gt=0, description="Slope magnitude (ewma_slope)")
