@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from workload import bank_events
 
+from shush.actors import heap
 from shush.actors.shard_always_on import ShardAlwaysOn
 from shush.actors.shard_core import ShardCore
 from shush.actors.shard_persistence import ShardPersistence
@@ -38,14 +39,18 @@ from shush.engine.propensity import PropensityModel
 
 
 def run(url: str, events: list[list[object]], start_ms: int) -> dict[str, float]:
-    catalog = load_engine_catalog(load_config())
+    config = load_config()
+    catalog = load_engine_catalog(config)
     store = make_store(url)
     clock = ManualClock(start_ms)
 
     def shard() -> tuple[ShardCore, ShardPersistence]:
+        """A shard as a shard actor builds it: with its hot columns, which tell a customer
+        new since the last snapshot from one to read back (a restart reads none of those)."""
         persistence = ShardPersistence(store, 0, PartitionTable.round_robin(1024, 1), 3600.0)
+        always_on = ShardAlwaysOn(config.sweep, config.runs, 1, catalog)
         return ShardCore(0, catalog, ShardConfig(max_resident_customers=10**9), clock,
-                         MemoryChannel(), store, persistence), persistence
+                         MemoryChannel(), store, persistence, always_on), persistence
 
     core, persistence = shard()
     table = ActionTable(catalog.actions)
@@ -120,6 +125,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--customers", type=int, default=20_000)
     args = parser.parse_args()
+    heap.collect_rarely()  # as in a shard process: the replay rate is a shard actor's
     start_ms = int(time.time() * 1000)
     events = bank_events(args.events, args.customers, start_ms=start_ms)
     workdir = Path(tempfile.mkdtemp(prefix="shush-durability-"))
