@@ -5,7 +5,7 @@ GIL to hand the loop each incoming call and each reply to a call it made. While 
 computes (a batch applied, a turn of decisions settled) such a thread waits for the
 interpreter's switch interval before it may take the GIL, 5 ms by default, and one call or
 reply takes the GIL several times. ``benchmarks/bench_gil_handoff.py`` keeps a loop busy with
-2 ms steps and times calls in and replies back; see the README for its figures.
+2 ms steps and times calls in and replies back; docs/performance-history.md has its figures.
 """
 
 from __future__ import annotations

@@ -4,12 +4,12 @@
                                       [--customers 2000] [--phase apply --phase decide]
 
 Timings on this shared 2-core machine move by ±10-20 % from run to run, which hides the 1-5 %
-a change to the per-event path makes (many of the README's "within the noise"). Here each
-phase runs twice in a child process under ``valgrind --tool=callgrind``, with more work the
-second time, and the difference of the two instruction counts (callgrind's ``Ir``) is divided
-by the work added: the start-up, imports and set-up cancel out. With a fixed hash seed and
-one BLAS thread, two runs of the same code agree to within one instruction per event, so a
-change's effect shows in one run each.
+a change to the per-event path makes (many of docs/performance-history.md's "within the
+noise"). Here each phase runs twice in a child process under ``valgrind --tool=callgrind``,
+with more work the second time, and the difference of the two instruction counts
+(callgrind's ``Ir``) is divided by the work added: the start-up, imports and set-up cancel
+out. With a fixed hash seed and one BLAS thread, two runs of the same code agree to within
+one instruction per event, so a change's effect shows in one run each.
 Instructions are not time: a change that saves memory traffic (cache misses) more than
 instructions shows less here than it does in ``shush loadtest``.
 

@@ -196,7 +196,8 @@ class Progress:
 # sample reads ~340 files under /proc, ~13 ms of CPU in one burst, on the two cores the engine
 # runs on: every second that is ~1.3 us of CPU per event at 10,000 events/s. Every 5 s, the
 # load generator (this process included) took 19.9-20.4 us per event against 19.6-24.7;
-# Decide and submit -> treatment latencies moved within the noise (the README's stop 42).
+# Decide and submit -> treatment latencies moved within the noise (stop 42 in
+# docs/performance-history.md).
 # CPU time by role is a running count either way.
 RESOURCE_SAMPLE_S = 5.0
 DECIDE_PROCESS = -1  # the Decide process's tag on the queue (client processes count from 0)

@@ -4,7 +4,8 @@ of the router it lives in, answered by the same ``ShushServicer``.
 Why it exists: a grpc.aio call crosses three threads each way (grpc's I/O thread, its
 completion-queue poller, the event loop), and on a loaded 2-core machine each crossing waits
 for a CPU. A bare grpc.aio echo took 2.2 ms at p50 and 8.2 at p99 beside a loadtest at
-10,000 events/s, a frames-style echo on the same loop 0.5 and 4.4 (the README's stop 27).
+10,000 events/s, a frames-style echo on the same loop 0.5 and 4.4 (stop 27 in
+docs/performance-history.md).
 Here a request is read, served and answered by the loop's own callbacks.
 
 It keeps the gRPC edge's guarantees: the same API keys and roles (checked per call before

@@ -6,11 +6,11 @@ A client that asked ``Routes`` (the partition table and these servers' addresses
 each customer to its shard and calls it; a call that reaches the wrong shard (stale routes)
 gets ``FAILED_PRECONDITION``, and the client asks the routers instead. Through a router a
 Decide wakes five processes in turn (client, router, shard, router, client); here three. On
-a loaded 2-core machine each wake-up can wait for a CPU, so the tail is in their number (the
-README's stop 27). A submit skips the router's unpacking, checks, split and re-packing (stop
-38): the shard checks the events itself (``ShardActorBody.take_direct``). Keys, roles, TLS,
-limits and errors are the edge's (``ShushServicer`` on ``FramesServer``), from the same
-``grpc`` settings.
+a loaded 2-core machine each wake-up can wait for a CPU, so the tail is in their number
+(docs/performance-history.md, stop 27). A submit skips the router's unpacking, checks, split
+and re-packing (stop 38): the shard checks the events itself
+(``ShardActorBody.take_direct``). Keys, roles, TLS, limits and errors are the edge's
+(``ShushServicer`` on ``FramesServer``), from the same ``grpc`` settings.
 """
 
 from __future__ import annotations

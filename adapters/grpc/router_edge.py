@@ -4,7 +4,8 @@ actor's event loop and hands events to that router in-process.
 Every router serves the same port: grpc binds it with SO_REUSEPORT (its default on Linux), so
 the kernel spreads client connections over the routers, and when a router dies its clients
 reconnect to the others. Against a gateway in the driver process that called a router, a batch
-skips one actor call each way and a second decoding (stop 19's figures in the README).
+skips one actor call each way and a second decoding (stop 19's figures in
+docs/performance-history.md).
 """
 
 from __future__ import annotations
