@@ -49,7 +49,7 @@ def settings(pairs: list[str], flag: str) -> dict[str, str]:
 def worktree(ref: str, into: Path) -> Path:
     """A detached worktree of ``ref`` under ``into``; returns the directory to put on
     ``PYTHONPATH`` (it holds the worktree as ``shush``)."""
-    tree = into / "tree"
+    tree = into / "tree"  # (``main`` removes it)
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "--quiet",
                     str(tree), ref], check=True)
     package_parent = into / "pkg"
@@ -101,25 +101,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="shush-ab-") as scratch:
         out_dir = args.out or Path(scratch) / "reports"
         out_dir.mkdir(parents=True, exist_ok=True)
-        env_a = {**os.environ, **a_env}
-        if args.base is not None:
-            package_parent = worktree(args.base, Path(scratch))
-            env_a["PYTHONPATH"] = os.pathsep.join(
-                p for p in (str(package_parent), os.environ.get("PYTHONPATH")) if p)
-        env_b = {**os.environ, **b_env}
-        code_a, code_b = code_of(env_a), code_of(env_b)
-        print(f"A runs {code_a}\nB runs {code_b}", flush=True)
-        if args.base is not None and code_a == code_b:
-            sys.exit("A's worktree is not the shush that A imports: is PYTHONPATH ignored?")
-        try:
+        tree = Path(scratch) / "tree"
+        try:  # from here on, a worktree made for A is removed however the A/B ends
+            env_a = {**os.environ, **a_env}
+            if args.base is not None:
+                package_parent = worktree(args.base, Path(scratch))
+                env_a["PYTHONPATH"] = os.pathsep.join(
+                    p for p in (str(package_parent), os.environ.get("PYTHONPATH")) if p)
+            env_b = {**os.environ, **b_env}
+            code_a, code_b = code_of(env_a), code_of(env_b)
+            print(f"A runs {code_a}\nB runs {code_b}", flush=True)
+            if args.base is not None and code_a == code_b:
+                sys.exit("A's worktree is not the shush that A imports: is PYTHONPATH ignored?")
             reports: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}
             for i in range(1, args.pairs + 1):
                 reports["A"].append(run_once("A", i, env_a, loadtest_args, out_dir))
                 reports["B"].append(run_once("B", i, env_b, loadtest_args, out_dir))
         finally:
-            if args.base is not None:
+            if tree.exists():
                 subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
-                                str(Path(scratch) / "tree")], check=False)
+                                str(tree)], check=False)
     print()
     print(f"A: {args.base or 'this checkout'} {' '.join(args.a_env)}".rstrip())
     print(f"B: this checkout {' '.join(args.b_env)}".rstrip())
