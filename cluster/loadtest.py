@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import math
 import multiprocessing as mp
 import os
@@ -321,6 +322,7 @@ async def _coordinate(spec: LoadSpec, population: Population, tail: TreatmentTai
                 next_sample += RESOURCE_SAMPLE_S
                 sample = sampler.sample()
                 sample["t_s"] = round(now - start, 1)
+                sample["cpu_s"] = sampler.cpu_seconds()  # since the first sample, by role
                 samples.append(sample)
             if now >= start and on_progress is not None:
                 on_progress(_progress(spec, start, now, totals, matcher, totals.decide,
@@ -559,6 +561,7 @@ def report_dict(*, spec: LoadSpec, population: int, profile_s: float, span_s: fl
                       "cpu_wait_seconds": cpu_wait_seconds or {},
                       "cpu_wait_per_cpu": wait_per_cpu(cpu_wait_seconds or {},
                                                        cpu_seconds or {}),
+                      "cpu_by_window": cpu_by_window(samples, timeline),
                       "samples": samples},
         "timeline": timeline,
     }
@@ -572,6 +575,27 @@ def cpu_per_event(cpu_seconds: dict[str, float], accepted: int) -> dict[str, flo
     per_event = {role: round(s * 1e6 / accepted, 1) for role, s in cpu_seconds.items()}
     per_event["all"] = round(sum(cpu_seconds.values()) * 1e6 / accepted, 1)
     return per_event
+
+
+def cpu_by_window(samples: Sequence[dict[str, Any]], timeline: Sequence[dict[str, Any]]
+                  ) -> list[dict[str, Any]]:
+    """CPU seconds by role and events accepted between each two resource samples that hold
+    ``cpu_s`` (the sampler's running totals), for the windows in which events were accepted
+    (the timeline's seconds, by reply time, from the first sample's second to the next's).
+
+    Within one run the load generator does the same work for every event, so its CPU per
+    event moves only with the machine: a rate that drops while every role's CPU per event
+    rises alike is the machine slowing; one that drops while only the engine's rises is the
+    engine's work growing (``loadtest_cli.cpu_stretches`` shows them side by side)."""
+    marks = [(round(s["t_s"]), s["cpu_s"]) for s in samples if "cpu_s" in s]
+    windows = []
+    for (start, before), (end, after) in itertools.pairwise(marks):
+        accepted = sum(row["accepted"] for row in timeline if start <= row["t_s"] < end)
+        if end > start and accepted:
+            windows.append({"from_s": start, "to_s": end, "accepted": accepted,
+                            "cpu_s": {role: round(seconds - before.get(role, 0.0), 3)
+                                      for role, seconds in after.items()}})
+    return windows
 
 
 def wait_per_cpu(wait_seconds: dict[str, float], cpu_seconds: dict[str, float]

@@ -76,6 +76,44 @@ def accepted_by_stretch(report: dict[str, Any], stretches: int = 10) -> list[flo
     return [sum(rates[a:b]) / (b - a) for a, b in itertools.pairwise(bounds)]
 
 
+def cpu_stretches(report: dict[str, Any], stretches: int = 6) -> list[dict[str, Any]]:
+    """The resource samples' windows (``cpu_by_window``) merged into up to ``stretches``
+    consecutive stretches: each one's span, and its CPU µs per accepted event by role and in
+    all (``loadtest.cpu_per_event``), and the shards' against the load generator's
+    (``shards_x_load``; ``None`` without both)."""
+    from .loadtest import cpu_per_event
+    from .loadtest_measure import LOAD_ROLE
+
+    windows = report["resources"].get("cpu_by_window") or []
+    if not windows:
+        return []
+    count = min(stretches, len(windows))
+    bounds = [round(i * len(windows) / count) for i in range(count + 1)]
+    merged = []
+    for a, b in itertools.pairwise(bounds):
+        part = windows[a:b]
+        cpu: dict[str, float] = {}
+        for window in part:
+            for role, seconds in window["cpu_s"].items():
+                cpu[role] = cpu.get(role, 0.0) + seconds
+        per_event = cpu_per_event(cpu, sum(w["accepted"] for w in part))
+        shards, load = per_event.get("shards"), per_event.get(LOAD_ROLE)
+        merged.append({"from_s": part[0]["from_s"], "to_s": part[-1]["to_s"],
+                       "us_per_event": per_event,
+                       "shards_x_load": round(shards / load, 2) if shards and load else None})
+    return merged
+
+
+def _stretch_cpu(stretch: dict[str, Any]) -> str:
+    """``0-10 s 33.1 (shards 21.2, 6.20 x the load generator)``."""
+    per_event = stretch["us_per_event"]
+    shown = f"{stretch['from_s']}-{stretch['to_s']} s {per_event['all']:,.1f}"
+    if stretch["shards_x_load"] is not None:
+        shown += (f" (shards {per_event['shards']:,.1f}, {stretch['shards_x_load']:.2f} x the "
+                  "load generator)")
+    return shown
+
+
 def summary_lines(report: dict[str, Any], *, machine_loop_ms: float | None = None
                   ) -> list[str]:
     t, e, r, tr = (report["throughput"], report["errors"], report["resources"],
@@ -104,6 +142,11 @@ def summary_lines(report: dict[str, Any], *, machine_loop_ms: float | None = Non
                        key=lambda role: -per_event[role])
         lines.append("CPU per accepted event (µs): " + ", ".join(
             f"{role} {per_event[role]:,.1f}" for role in roles) + f"; all {per_event['all']:,.1f}")
+    stretched = cpu_stretches(report)
+    if len(stretched) > 1:
+        lines.append("CPU per accepted event over the run (µs, all roles; the load generator "
+                     "does the same work throughout, so shards against it move only with the "
+                     "engine's work): " + "; ".join(_stretch_cpu(s) for s in stretched))
     waits = r.get("cpu_wait_per_cpu") or {}
     if waits:
         lines.append("Waiting for a CPU while runnable, per second of CPU: " + ", ".join(

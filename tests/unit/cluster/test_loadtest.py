@@ -513,3 +513,54 @@ def test_the_summary_shows_a_rate_that_drifts_within_the_run() -> None:
     data["timeline"] = []
     assert accepted_by_stretch(data) == []
     assert not any("stretches" in line for line in summary_lines(data))
+
+
+def _sample(t_s: float, shards: float, load: float) -> dict[str, Any]:
+    return {"ray_cpu_pct": 100.0, "ray_rss_mb": 900.0, "driver_cpu_pct": 5.0,
+            "machine_cpu_pct": 150.0, "t_s": t_s,
+            "cpu_s": {"shards": shards, "load generator": load}}
+
+
+def test_cpu_by_window_divides_each_windows_cpu_by_its_accepted_events() -> None:
+    samples = [_sample(0.0, 0.0, 0.0), _sample(5.1, 2.0, 0.5), _sample(9.9, 6.0, 1.0),
+               _sample(15.0, 6.0, 1.0)]
+    # 1,000 accepted a second for 10 s, then nothing (the drain)
+    timeline = [{"t_s": t, "sent": 1_000, "accepted": 1_000 if t < 10 else 0}
+                for t in range(15)]
+    windows = lt.cpu_by_window(samples, timeline)
+    assert windows == [  # sample times round to the timeline's seconds; the drain is left out
+        {"from_s": 0, "to_s": 5, "accepted": 5_000,
+         "cpu_s": {"shards": 2.0, "load generator": 0.5}},
+        {"from_s": 5, "to_s": 10, "accepted": 5_000,
+         "cpu_s": {"shards": 4.0, "load generator": 0.5}}]
+    assert lt.cpu_by_window(samples[:1], timeline) == []
+    assert lt.cpu_by_window([{"t_s": 0.0}, {"t_s": 5.0}], timeline) == []  # older reports
+
+
+def test_the_summary_tells_a_slower_machine_from_more_engine_work() -> None:
+    from shush.cluster.loadtest_cli import cpu_stretches, summary_lines
+
+    timeline = [{"t_s": t, "sent": 1_000, "accepted": 1_000} for t in range(20)]
+    # the machine slows in the second 10 s (every role's CPU per event doubles), then the
+    # engine's work grows in the last 10 s (only the shards' grows)
+    samples = [_sample(t, shards, load) for t, shards, load in (
+        (0, 0.0, 0.0), (10, 0.2, 0.04), (20, 0.6, 0.12))]
+    data = lt.report_dict(**{**REPORT_ARGS, "samples": samples, "timeline": timeline,
+                             "cpu_seconds": {"shards": 0.6, "load generator": 0.12}})
+    assert [s["shards_x_load"] for s in cpu_stretches(data)] == [5.0, 5.0]
+    samples.append(_sample(30, 1.2, 0.16))
+    timeline += [{"t_s": t, "sent": 1_000, "accepted": 1_000} for t in range(20, 30)]
+    data = lt.report_dict(**{**REPORT_ARGS, "samples": samples, "timeline": timeline,
+                             "cpu_seconds": {"shards": 1.2, "load generator": 0.16}})
+    stretches = cpu_stretches(data)
+    assert [s["shards_x_load"] for s in stretches] == [5.0, 5.0, 15.0]
+    assert [s["us_per_event"]["all"] for s in stretches] == [24.0, 48.0, 64.0]
+    assert [(s["from_s"], s["to_s"]) for s in cpu_stretches(data, stretches=2)] == [
+        (0, 20), (20, 30)]
+    [line] = [line for line in summary_lines(data) if "over the run (µs" in line]
+    assert line.endswith("0-10 s 24.0 (shards 20.0, 5.00 x the load generator); 10-20 s 48.0 "
+                         "(shards 40.0, 5.00 x the load generator); 20-30 s 64.0 (shards 60.0, "
+                         "15.00 x the load generator)")
+    data = lt.report_dict(**REPORT_ARGS)  # no windows: no line
+    assert cpu_stretches(data) == []
+    assert not any("over the run (µs" in line for line in summary_lines(data))
