@@ -6,8 +6,9 @@ indexes. Adding shards moves partitions, never rehashes customers (DESIGN.md).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
+
+from .stable_hash import digest8
 
 # Customers whose partition a table remembers (about 5 MB when full; then it starts over)
 PARTITIONS_KEPT = 1 << 16
@@ -16,8 +17,7 @@ PARTITIONS_KEPT = 1 << 16
 def partition_of(customer_id: str, num_partitions: int) -> int:
     """A stable hash (BLAKE2b, not Python's salted ``hash``) of the id, modulo the partitions
     (``PartitionTable.partition`` remembers it)."""
-    digest = hashlib.blake2b(customer_id.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") % num_partitions
+    return int.from_bytes(digest8(customer_id), "little") % num_partitions
 
 
 class PartitionTable:
