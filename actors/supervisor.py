@@ -354,6 +354,14 @@ class SupervisorActorBody:
                  "holdout_rate": row.holdout_rate, "lift": row.lift}
                 for row in lift_report(resolutions)]
 
+    async def checkpoint(self) -> list[int]:
+        """Snapshot every shard now (``ShardActorBody.flush``): the customers each saved. A
+        shard that cannot answers with its error (``EngineUnavailable``: it is down)."""
+        saved: list[int] = await asyncio.gather(
+            *(ray_calls.call(s, "flush", timeout_s=self.config.call_timeout_s)
+              for s in self.shards))
+        return saved
+
     async def health(self) -> dict[str, Any]:
         async def report(handle: Any) -> dict[str, Any]:
             try:

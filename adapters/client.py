@@ -501,6 +501,10 @@ class ShushClient(_ClientSettings):
     def levers(self) -> dict[str, float]:
         return dict(self._call(self._stub().GetLevers, pb.LeversRequest()).levers)
 
+    def checkpoint(self) -> int:
+        """Snapshot every shard now (operator role); the customers saved."""
+        return int(self._call(self._stub().Checkpoint, pb.CheckpointRequest()).saved)
+
     def explain(self, customer_id: str) -> list[dict[str, Any]]:
         reply = self._call(self._stub().Explain, pb.ExplainRequest(customer_id=customer_id))
         decisions: list[dict[str, Any]] = json.loads(reply.decisions_json)
@@ -752,6 +756,10 @@ class AsyncShushClient(_ClientSettings):
 
     async def levers(self) -> dict[str, float]:
         return dict((await self._call(self._stub().GetLevers, pb.LeversRequest())).levers)
+
+    async def checkpoint(self) -> int:
+        """Snapshot every shard now (operator role); the customers saved."""
+        return int((await self._call(self._stub().Checkpoint, pb.CheckpointRequest())).saved)
 
     async def explain(self, customer_id: str) -> list[dict[str, Any]]:
         reply = await self._call(self._stub().Explain, pb.ExplainRequest(customer_id=customer_id))

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import logging
 import math
 import multiprocessing as mp
 import os
@@ -60,6 +61,8 @@ from .loadtest_workload import (
     sender_slots,
     slot_offsets_s,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -231,8 +234,10 @@ async def run_load(spec: LoadSpec, *, tag: str | None = None, extra_pids: Sequen
         profiles = list(population.profile_batches(1000, int(time.time() * 1000)))
         for offset in range(0, len(profiles), 4):
             await asyncio.gather(*(client.submit_wire(b) for b in profiles[offset:offset + 4]))
+        profile_s = time.perf_counter() - started
+        saved = await _checkpoint(client)
+        checkpoint_s = time.perf_counter() - started - profile_s
         before = await _shard_timings(client)
-    profile_s = time.perf_counter() - started
 
     tail = TreatmentTail(spec.channel_path, TRIGGER_MOMENT.encode())  # the matcher's lines
     ctx = mp.get_context("spawn")
@@ -248,6 +253,7 @@ async def run_load(spec: LoadSpec, *, tag: str | None = None, extra_pids: Sequen
     try:
         report = await _coordinate(spec, population, tail, procs, helpers, start_at, go, out,
                                    extra_pids, store_pids, profile_s, on_progress)
+        report["profiles"].update(saved=saved, checkpoint_s=round(checkpoint_s, 2))
         async with AsyncShushClient(spec.target, timeout_s=spec.timeout_s) as client:
             after = await _shard_timings(client)
         for key in SHARD_TIMINGS:
@@ -287,6 +293,27 @@ async def _shard_timings(client: Any) -> list[dict[str, Any]]:
              **{key: shard.get(key, 0) for key in (*SHARD_SNAPSHOTS, "replay_backlog",
                                                     "events_direct")}}
             for shard in detail.get("shards", [])]
+
+
+async def _checkpoint(client: Any) -> int | None:
+    """Snapshot the profiles before the load (``Checkpoint``): customers saved. Otherwise
+    the first snapshot rounds of the run save the whole population loaded seconds before
+    (in a 120-s run at 50,000 events/s, the shards used 6.1-7.2 times the load generator's
+    CPU per event in the first 20 s, and 5.7-5.9 times from there to the end). ``None``
+    when the engine refuses (a submitter's API key, an engine without the call): the run
+    then pays for those snapshots, as before."""
+    import grpc
+
+    try:
+        saved: int = await client.checkpoint()
+        return saved
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() not in (grpc.StatusCode.PERMISSION_DENIED,
+                              grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.UNIMPLEMENTED):
+            raise
+        log.warning("no checkpoint after the profiles (%s): the run's first snapshot rounds "
+                    "save them", exc.details())
+        return None
 
 
 async def _coordinate(spec: LoadSpec, population: Population, tail: TreatmentTail,

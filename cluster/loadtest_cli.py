@@ -132,6 +132,13 @@ def summary_lines(report: dict[str, Any], *, machine_loop_ms: float | None = Non
         f" of one core, of {100 * r['cpu_count']} % on {r['cpu_count']} cores (load "
         f"generator included)",
     ]
+    profiles = report.get("profiles") or {}
+    if "saved" in profiles:
+        lines.append(
+            f"before the load: {profiles['customers']:,} profiles in {profiles['seconds']} s, "
+            + (f"then a checkpoint saved {profiles['saved']:,} customers in "
+               f"{profiles['checkpoint_s']} s" if profiles["saved"] is not None else
+               "no checkpoint (the engine refused it): the run's snapshots save them"))
     stretches = accepted_by_stretch(report)
     if len(stretches) > 1:
         lines.append(f"accepted ev/s over the run, in {len(stretches)} equal stretches: "

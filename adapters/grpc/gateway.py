@@ -100,6 +100,13 @@ class EngineGateway:
             self.supervisor, "levers", timeout_s=self.config.call_timeout_s, what="levers")
         return result
 
+    async def checkpoint(self) -> list[int]:
+        """Every shard snapshotted now: the customers each saved."""
+        result: list[int] = await ray_calls.call(
+            self.supervisor, "checkpoint", timeout_s=self.config.call_timeout_s,
+            what="checkpoint")
+        return result
+
     async def health(self) -> dict[str, Any]:
         result: dict[str, Any] = await ray_calls.call(
             self.supervisor, "health", timeout_s=self.config.call_timeout_s, what="health")

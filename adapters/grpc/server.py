@@ -195,6 +195,14 @@ class ShushServicer(pb_grpc.ShushServicer):
 
         return await self._guard(context, work)
 
+    async def Checkpoint(self, request: pb.CheckpointRequest,
+                         context: grpc.aio.ServicerContext) -> pb.CheckpointReply:
+        async def work() -> pb.CheckpointReply:
+            saved = await self.gateway.checkpoint()
+            return pb.CheckpointReply(saved=sum(saved), shards=len(saved))
+
+        return await self._guard(context, work)
+
     async def GetLevers(self, request: pb.LeversRequest,
                         context: grpc.aio.ServicerContext) -> pb.LeversReply:
         async def work() -> pb.LeversReply:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0bshush.proto\x12\x08shush.v1\"]\n\x0e\x41ttributeValue\x12\x10\n\x06number\x18\x01 \x01(\x01H\x00\x12\x11\n\x07integer\x18\x02 \x01(\x12H\x00\x12\x0e\n\x04text\x18\x03 \x01(\tH\x00\x12\x0e\n\x04\x66lag\x18\x04 \x01(\x08H\x00\x42\x06\n\x04kind\"\xe6\x01\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x16\n\x0eoccurred_at_ms\x18\x04 \x01(\x03\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x33\n\nattributes\x18\x06 \x03(\x0b\x32\x1f.shush.v1.Event.AttributesEntry\x1aK\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.shush.v1.AttributeValue:\x02\x38\x01\"-\n\nEventBatch\x12\x1f\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x0f.shush.v1.Event\"\x1e\n\x0cPackedEvents\x12\x0e\n\x06\x65vents\x18\x01 \x01(\x0c\"`\n\x08\x45ventAck\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12#\n\x06status\x18\x02 \x01(\x0e\x32\x13.shush.v1.AckStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05\x66ield\x18\x04 \x01(\t\"v\n\x0bSubmitReply\x12 \n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x12.shush.v1.EventAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12\x12\n\nduplicates\x18\x03 \x01(\r\x12\x10\n\x08rejected\x18\x04 \x01(\r\x12\r\n\x05retry\x18\x05 \x01(\r\"F\n\rDecideRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x0f\n\x07present\x18\x03 \x01(\x08\"o\n\x0cRankedAction\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x11\n\tmoment_id\x18\x02 \x01(\t\x12\t\n\x01p\x18\x03 \x01(\x01\x12\t\n\x01\x63\x18\x04 \x01(\x01\x12\t\n\x01v\x18\x05 \x01(\x01\x12\t\n\x01l\x18\x06 \x01(\x01\x12\r\n\x05score\x18\x07 \x01(\x01\"B\n\rRemovedAction\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x9a\x01\n\x0b\x44\x65\x63ideReply\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0e\n\x06winner\x18\x02 \x01(\t\x12&\n\x06ranked\x18\x03 \x03(\x0b\x32\x16.shush.v1.RankedAction\x12(\n\x07removed\x18\x04 \x03(\x0b\x32\x17.shush.v1.RemovedAction\x12\x14\n\x0ctreatment_id\x18\x05 \x01(\t\"B\n\nDecideCall\x12\n\n\x02id\x18\x01 \x01(\x04\x12(\n\x07request\x18\x02 \x01(\x0b\x32\x17.shush.v1.DecideRequest\"\x86\x01\n\rDecideOutcome\x12\n\n\x02id\x18\x01 \x01(\x04\x12$\n\x05reply\x18\x02 \x01(\x0b\x32\x15.shush.v1.DecideReply\x12\x0c\n\x04\x63ode\x18\x03 \x01(\r\x12\x0f\n\x07\x64\x65tails\x18\x04 \x01(\t\x12\r\n\x05\x66ield\x18\x05 \x01(\t\x12\x15\n\rretry_after_s\x18\x06 \x01(\x01\"\x0f\n\rHealthRequest\"3\n\x0bHealthReply\x12\x0f\n\x07serving\x18\x01 \x01(\x08\x12\x13\n\x0b\x64\x65tail_json\x18\x02 \x01(\t\"3\n\x0fSetLeverRequest\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\r\n\x05lever\x18\x02 \x01(\x01\"\x0f\n\rLeversRequest\"o\n\x0bLeversReply\x12\x31\n\x06levers\x18\x01 \x03(\x0b\x32!.shush.v1.LeversReply.LeversEntry\x1a-\n\x0bLeversEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"%\n\x0e\x45xplainRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\"&\n\x0c\x45xplainReply\x12\x16\n\x0e\x64\x65\x63isions_json\x18\x01 \x01(\t\"T\n\x07Outcome\x12\x14\n\x0ctreatment_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x0f\n\x07outcome\x18\x03 \x01(\t\x12\r\n\x05\x61t_ms\x18\x04 \x01(\x03\"3\n\x0cOutcomeBatch\x12#\n\x08outcomes\x18\x01 \x03(\x0b\x32\x11.shush.v1.Outcome\"u\n\nOutcomeAck\x12\r\n\x05index\x18\x01 \x01(\r\x12\x14\n\x0ctreatment_id\x18\x02 \x01(\t\x12#\n\x06status\x18\x03 \x01(\x0e\x32\x13.shush.v1.AckStatus\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\r\n\x05\x66ield\x18\x05 \x01(\t\"y\n\x0cOutcomeReply\x12\"\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x14.shush.v1.OutcomeAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12\x12\n\nduplicates\x18\x03 \x01(\r\x12\x10\n\x08rejected\x18\x04 \x01(\r\x12\r\n\x05retry\x18\x05 \x01(\r\"\x8d\x01\n\x10PopulationFilter\x12\x0c\n\x04zips\x18\x01 \x03(\t\x12\x0f\n\x07regions\x18\x02 \x03(\t\x12\x10\n\x08segments\x18\x03 \x03(\t\x12\x11\n\tcountries\x18\x04 \x03(\t\x12\x14\n\x0cproducts_any\x18\x05 \x03(\t\x12\r\n\x05where\x18\x06 \x01(\t\x12\x10\n\x08\x65veryone\x18\x07 \x01(\x08\"\xd9\x01\n\x0fStartRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12.\n\npopulation\x18\x02 \x01(\x0b\x32\x1a.shush.v1.PopulationFilter\x12\x0e\n\x06moment\x18\x03 \x01(\t\x12\x0f\n\x07urgency\x18\x04 \x01(\x01\x12\x13\n\x0bhalf_life_s\x18\x05 \x01(\x01\x12\x12\n\nrate_per_s\x18\x06 \x01(\x01\x12\x18\n\x10\x62ypass_soft_caps\x18\x07 \x01(\x08\x12\x11\n\tdedup_key\x18\x08 \x01(\t\x12\x0f\n\x07purpose\x18\t \x01(\t\"\xab\x01\n\x0bRunProgress\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x10\n\x08selected\x18\x03 \x01(\x04\x12\x10\n\x08injected\x18\x04 \x01(\x04\x12\x0f\n\x07treated\x18\x05 \x01(\x04\x12\x0f\n\x07skipped\x18\x06 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x07 \x01(\x04\x12\x12\n\nstarted_ms\x18\x08 \x01(\x03\x12\x13\n\x0b\x66inished_ms\x18\t \x01(\x03\"\r\n\x0bRunsRequest\"0\n\tRunsReply\x12#\n\x04runs\x18\x01 \x03(\x0b\x32\x15.shush.v1.RunProgress\"\x0f\n\rReportRequest\"\"\n\x0bReportReply\x12\x13\n\x0breport_json\x18\x01 \x01(\t\"\x0f\n\rRoutesRequest\"/\n\rShardEndpoint\x12\r\n\x05shard\x18\x01 \x01(\r\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"W\n\x0bRoutesReply\x12\x0e\n\x06owners\x18\x01 \x03(\r\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\'\n\x06\x64\x65\x63ide\x18\x03 \x03(\x0b\x32\x17.shush.v1.ShardEndpoint*A\n\tAckStatus\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x00\x12\r\n\tDUPLICATE\x10\x01\x12\x0c\n\x08REJECTED\x10\x02\x12\t\n\x05RETRY\x10\x03\x32\xdc\x06\n\x05Shush\x12;\n\x0cSubmitEvents\x12\x14.shush.v1.EventBatch\x1a\x15.shush.v1.SubmitReply\x12=\n\x0cStreamEvents\x12\x14.shush.v1.EventBatch\x1a\x15.shush.v1.SubmitReply(\x01\x12=\n\x0cSubmitPacked\x12\x16.shush.v1.PackedEvents\x1a\x15.shush.v1.SubmitReply\x12\x38\n\x06\x44\x65\x63ide\x12\x17.shush.v1.DecideRequest\x1a\x15.shush.v1.DecideReply\x12\x41\n\x0c\x44\x65\x63ideStream\x12\x14.shush.v1.DecideCall\x1a\x17.shush.v1.DecideOutcome(\x01\x30\x01\x12\x38\n\x06Health\x12\x17.shush.v1.HealthRequest\x1a\x15.shush.v1.HealthReply\x12?\n\rRecordOutcome\x12\x16.shush.v1.OutcomeBatch\x1a\x16.shush.v1.OutcomeReply\x12\x38\n\x06Routes\x12\x17.shush.v1.RoutesRequest\x1a\x15.shush.v1.RoutesReply\x12<\n\x08SetLever\x12\x19.shush.v1.SetLeverRequest\x1a\x15.shush.v1.LeversReply\x12;\n\tGetLevers\x12\x17.shush.v1.LeversRequest\x1a\x15.shush.v1.LeversReply\x12;\n\x07\x45xplain\x12\x18.shush.v1.ExplainRequest\x1a\x16.shush.v1.ExplainReply\x12<\n\x08StartRun\x12\x19.shush.v1.StartRunRequest\x1a\x15.shush.v1.RunProgress\x12\x36\n\x08ListRuns\x12\x15.shush.v1.RunsRequest\x1a\x13.shush.v1.RunsReply\x12\x38\n\x06Report\x12\x17.shush.v1.ReportRequest\x1a\x15.shush.v1.ReportReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0bshush.proto\x12\x08shush.v1\"]\n\x0e\x41ttributeValue\x12\x10\n\x06number\x18\x01 \x01(\x01H\x00\x12\x11\n\x07integer\x18\x02 \x01(\x12H\x00\x12\x0e\n\x04text\x18\x03 \x01(\tH\x00\x12\x0e\n\x04\x66lag\x18\x04 \x01(\x08H\x00\x42\x06\n\x04kind\"\xe6\x01\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x16\n\x0eoccurred_at_ms\x18\x04 \x01(\x03\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x33\n\nattributes\x18\x06 \x03(\x0b\x32\x1f.shush.v1.Event.AttributesEntry\x1aK\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.shush.v1.AttributeValue:\x02\x38\x01\"-\n\nEventBatch\x12\x1f\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x0f.shush.v1.Event\"\x1e\n\x0cPackedEvents\x12\x0e\n\x06\x65vents\x18\x01 \x01(\x0c\"`\n\x08\x45ventAck\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12#\n\x06status\x18\x02 \x01(\x0e\x32\x13.shush.v1.AckStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05\x66ield\x18\x04 \x01(\t\"v\n\x0bSubmitReply\x12 \n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x12.shush.v1.EventAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12\x12\n\nduplicates\x18\x03 \x01(\r\x12\x10\n\x08rejected\x18\x04 \x01(\r\x12\r\n\x05retry\x18\x05 \x01(\r\"F\n\rDecideRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x0f\n\x07present\x18\x03 \x01(\x08\"o\n\x0cRankedAction\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x11\n\tmoment_id\x18\x02 \x01(\t\x12\t\n\x01p\x18\x03 \x01(\x01\x12\t\n\x01\x63\x18\x04 \x01(\x01\x12\t\n\x01v\x18\x05 \x01(\x01\x12\t\n\x01l\x18\x06 \x01(\x01\x12\r\n\x05score\x18\x07 \x01(\x01\"B\n\rRemovedAction\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x9a\x01\n\x0b\x44\x65\x63ideReply\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0e\n\x06winner\x18\x02 \x01(\t\x12&\n\x06ranked\x18\x03 \x03(\x0b\x32\x16.shush.v1.RankedAction\x12(\n\x07removed\x18\x04 \x03(\x0b\x32\x17.shush.v1.RemovedAction\x12\x14\n\x0ctreatment_id\x18\x05 \x01(\t\"B\n\nDecideCall\x12\n\n\x02id\x18\x01 \x01(\x04\x12(\n\x07request\x18\x02 \x01(\x0b\x32\x17.shush.v1.DecideRequest\"\x86\x01\n\rDecideOutcome\x12\n\n\x02id\x18\x01 \x01(\x04\x12$\n\x05reply\x18\x02 \x01(\x0b\x32\x15.shush.v1.DecideReply\x12\x0c\n\x04\x63ode\x18\x03 \x01(\r\x12\x0f\n\x07\x64\x65tails\x18\x04 \x01(\t\x12\r\n\x05\x66ield\x18\x05 \x01(\t\x12\x15\n\rretry_after_s\x18\x06 \x01(\x01\"\x0f\n\rHealthRequest\"3\n\x0bHealthReply\x12\x0f\n\x07serving\x18\x01 \x01(\x08\x12\x13\n\x0b\x64\x65tail_json\x18\x02 \x01(\t\"3\n\x0fSetLeverRequest\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\r\n\x05lever\x18\x02 \x01(\x01\"\x0f\n\rLeversRequest\"\x13\n\x11\x43heckpointRequest\"0\n\x0f\x43heckpointReply\x12\r\n\x05saved\x18\x01 \x01(\x04\x12\x0e\n\x06shards\x18\x02 \x01(\r\"o\n\x0bLeversReply\x12\x31\n\x06levers\x18\x01 \x03(\x0b\x32!.shush.v1.LeversReply.LeversEntry\x1a-\n\x0bLeversEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"%\n\x0e\x45xplainRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\"&\n\x0c\x45xplainReply\x12\x16\n\x0e\x64\x65\x63isions_json\x18\x01 \x01(\t\"T\n\x07Outcome\x12\x14\n\x0ctreatment_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x0f\n\x07outcome\x18\x03 \x01(\t\x12\r\n\x05\x61t_ms\x18\x04 \x01(\x03\"3\n\x0cOutcomeBatch\x12#\n\x08outcomes\x18\x01 \x03(\x0b\x32\x11.shush.v1.Outcome\"u\n\nOutcomeAck\x12\r\n\x05index\x18\x01 \x01(\r\x12\x14\n\x0ctreatment_id\x18\x02 \x01(\t\x12#\n\x06status\x18\x03 \x01(\x0e\x32\x13.shush.v1.AckStatus\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\r\n\x05\x66ield\x18\x05 \x01(\t\"y\n\x0cOutcomeReply\x12\"\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x14.shush.v1.OutcomeAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12\x12\n\nduplicates\x18\x03 \x01(\r\x12\x10\n\x08rejected\x18\x04 \x01(\r\x12\r\n\x05retry\x18\x05 \x01(\r\"\x8d\x01\n\x10PopulationFilter\x12\x0c\n\x04zips\x18\x01 \x03(\t\x12\x0f\n\x07regions\x18\x02 \x03(\t\x12\x10\n\x08segments\x18\x03 \x03(\t\x12\x11\n\tcountries\x18\x04 \x03(\t\x12\x14\n\x0cproducts_any\x18\x05 \x03(\t\x12\r\n\x05where\x18\x06 \x01(\t\x12\x10\n\x08\x65veryone\x18\x07 \x01(\x08\"\xd9\x01\n\x0fStartRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12.\n\npopulation\x18\x02 \x01(\x0b\x32\x1a.shush.v1.PopulationFilter\x12\x0e\n\x06moment\x18\x03 \x01(\t\x12\x0f\n\x07urgency\x18\x04 \x01(\x01\x12\x13\n\x0bhalf_life_s\x18\x05 \x01(\x01\x12\x12\n\nrate_per_s\x18\x06 \x01(\x01\x12\x18\n\x10\x62ypass_soft_caps\x18\x07 \x01(\x08\x12\x11\n\tdedup_key\x18\x08 \x01(\t\x12\x0f\n\x07purpose\x18\t \x01(\t\"\xab\x01\n\x0bRunProgress\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x10\n\x08selected\x18\x03 \x01(\x04\x12\x10\n\x08injected\x18\x04 \x01(\x04\x12\x0f\n\x07treated\x18\x05 \x01(\x04\x12\x0f\n\x07skipped\x18\x06 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x07 \x01(\x04\x12\x12\n\nstarted_ms\x18\x08 \x01(\x03\x12\x13\n\x0b\x66inished_ms\x18\t \x01(\x03\"\r\n\x0bRunsRequest\"0\n\tRunsReply\x12#\n\x04runs\x18\x01 \x03(\x0b\x32\x15.shush.v1.RunProgress\"\x0f\n\rReportRequest\"\"\n\x0bReportReply\x12\x13\n\x0breport_json\x18\x01 \x01(\t\"\x0f\n\rRoutesRequest\"/\n\rShardEndpoint\x12\r\n\x05shard\x18\x01 \x01(\r\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"W\n\x0bRoutesReply\x12\x0e\n\x06owners\x18\x01 \x03(\r\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\'\n\x06\x64\x65\x63ide\x18\x03 \x03(\x0b\x32\x17.shush.v1.ShardEndpoint*A\n\tAckStatus\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x00\x12\r\n\tDUPLICATE\x10\x01\x12\x0c\n\x08REJECTED\x10\x02\x12\t\n\x05RETRY\x10\x03\x32\xa2\x07\n\x05Shush\x12;\n\x0cSubmitEvents\x12\x14.shush.v1.EventBatch\x1a\x15.shush.v1.SubmitReply\x12=\n\x0cStreamEvents\x12\x14.shush.v1.EventBatch\x1a\x15.shush.v1.SubmitReply(\x01\x12=\n\x0cSubmitPacked\x12\x16.shush.v1.PackedEvents\x1a\x15.shush.v1.SubmitReply\x12\x38\n\x06\x44\x65\x63ide\x12\x17.shush.v1.DecideRequest\x1a\x15.shush.v1.DecideReply\x12\x41\n\x0c\x44\x65\x63ideStream\x12\x14.shush.v1.DecideCall\x1a\x17.shush.v1.DecideOutcome(\x01\x30\x01\x12\x38\n\x06Health\x12\x17.shush.v1.HealthRequest\x1a\x15.shush.v1.HealthReply\x12?\n\rRecordOutcome\x12\x16.shush.v1.OutcomeBatch\x1a\x16.shush.v1.OutcomeReply\x12\x38\n\x06Routes\x12\x17.shush.v1.RoutesRequest\x1a\x15.shush.v1.RoutesReply\x12<\n\x08SetLever\x12\x19.shush.v1.SetLeverRequest\x1a\x15.shush.v1.LeversReply\x12;\n\tGetLevers\x12\x17.shush.v1.LeversRequest\x1a\x15.shush.v1.LeversReply\x12;\n\x07\x45xplain\x12\x18.shush.v1.ExplainRequest\x1a\x16.shush.v1.ExplainReply\x12<\n\x08StartRun\x12\x19.shush.v1.StartRunRequest\x1a\x15.shush.v1.RunProgress\x12\x36\n\x08ListRuns\x12\x15.shush.v1.RunsRequest\x1a\x13.shush.v1.RunsReply\x12\x38\n\x06Report\x12\x17.shush.v1.ReportRequest\x1a\x15.shush.v1.ReportReply\x12\x44\n\nCheckpoint\x12\x1b.shush.v1.CheckpointRequest\x1a\x19.shush.v1.CheckpointReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,8 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVENT_ATTRIBUTESENTRY']._serialized_options = b'8\001'
   _globals['_LEVERSREPLY_LEVERSENTRY']._loaded_options = None
   _globals['_LEVERSREPLY_LEVERSENTRY']._serialized_options = b'8\001'
-  _globals['_ACKSTATUS']._serialized_start=2789
-  _globals['_ACKSTATUS']._serialized_end=2854
+  _globals['_ACKSTATUS']._serialized_start=2860
+  _globals['_ACKSTATUS']._serialized_end=2925
   _globals['_ATTRIBUTEVALUE']._serialized_start=25
   _globals['_ATTRIBUTEVALUE']._serialized_end=118
   _globals['_EVENT']._serialized_start=121
@@ -71,42 +71,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SETLEVERREQUEST']._serialized_end=1386
   _globals['_LEVERSREQUEST']._serialized_start=1388
   _globals['_LEVERSREQUEST']._serialized_end=1403
-  _globals['_LEVERSREPLY']._serialized_start=1405
-  _globals['_LEVERSREPLY']._serialized_end=1516
-  _globals['_LEVERSREPLY_LEVERSENTRY']._serialized_start=1471
-  _globals['_LEVERSREPLY_LEVERSENTRY']._serialized_end=1516
-  _globals['_EXPLAINREQUEST']._serialized_start=1518
-  _globals['_EXPLAINREQUEST']._serialized_end=1555
-  _globals['_EXPLAINREPLY']._serialized_start=1557
-  _globals['_EXPLAINREPLY']._serialized_end=1595
-  _globals['_OUTCOME']._serialized_start=1597
-  _globals['_OUTCOME']._serialized_end=1681
-  _globals['_OUTCOMEBATCH']._serialized_start=1683
-  _globals['_OUTCOMEBATCH']._serialized_end=1734
-  _globals['_OUTCOMEACK']._serialized_start=1736
-  _globals['_OUTCOMEACK']._serialized_end=1853
-  _globals['_OUTCOMEREPLY']._serialized_start=1855
-  _globals['_OUTCOMEREPLY']._serialized_end=1976
-  _globals['_POPULATIONFILTER']._serialized_start=1979
-  _globals['_POPULATIONFILTER']._serialized_end=2120
-  _globals['_STARTRUNREQUEST']._serialized_start=2123
-  _globals['_STARTRUNREQUEST']._serialized_end=2340
-  _globals['_RUNPROGRESS']._serialized_start=2343
-  _globals['_RUNPROGRESS']._serialized_end=2514
-  _globals['_RUNSREQUEST']._serialized_start=2516
-  _globals['_RUNSREQUEST']._serialized_end=2529
-  _globals['_RUNSREPLY']._serialized_start=2531
-  _globals['_RUNSREPLY']._serialized_end=2579
-  _globals['_REPORTREQUEST']._serialized_start=2581
-  _globals['_REPORTREQUEST']._serialized_end=2596
-  _globals['_REPORTREPLY']._serialized_start=2598
-  _globals['_REPORTREPLY']._serialized_end=2632
-  _globals['_ROUTESREQUEST']._serialized_start=2634
-  _globals['_ROUTESREQUEST']._serialized_end=2649
-  _globals['_SHARDENDPOINT']._serialized_start=2651
-  _globals['_SHARDENDPOINT']._serialized_end=2698
-  _globals['_ROUTESREPLY']._serialized_start=2700
-  _globals['_ROUTESREPLY']._serialized_end=2787
-  _globals['_SHUSH']._serialized_start=2857
-  _globals['_SHUSH']._serialized_end=3717
+  _globals['_CHECKPOINTREQUEST']._serialized_start=1405
+  _globals['_CHECKPOINTREQUEST']._serialized_end=1424
+  _globals['_CHECKPOINTREPLY']._serialized_start=1426
+  _globals['_CHECKPOINTREPLY']._serialized_end=1474
+  _globals['_LEVERSREPLY']._serialized_start=1476
+  _globals['_LEVERSREPLY']._serialized_end=1587
+  _globals['_LEVERSREPLY_LEVERSENTRY']._serialized_start=1542
+  _globals['_LEVERSREPLY_LEVERSENTRY']._serialized_end=1587
+  _globals['_EXPLAINREQUEST']._serialized_start=1589
+  _globals['_EXPLAINREQUEST']._serialized_end=1626
+  _globals['_EXPLAINREPLY']._serialized_start=1628
+  _globals['_EXPLAINREPLY']._serialized_end=1666
+  _globals['_OUTCOME']._serialized_start=1668
+  _globals['_OUTCOME']._serialized_end=1752
+  _globals['_OUTCOMEBATCH']._serialized_start=1754
+  _globals['_OUTCOMEBATCH']._serialized_end=1805
+  _globals['_OUTCOMEACK']._serialized_start=1807
+  _globals['_OUTCOMEACK']._serialized_end=1924
+  _globals['_OUTCOMEREPLY']._serialized_start=1926
+  _globals['_OUTCOMEREPLY']._serialized_end=2047
+  _globals['_POPULATIONFILTER']._serialized_start=2050
+  _globals['_POPULATIONFILTER']._serialized_end=2191
+  _globals['_STARTRUNREQUEST']._serialized_start=2194
+  _globals['_STARTRUNREQUEST']._serialized_end=2411
+  _globals['_RUNPROGRESS']._serialized_start=2414
+  _globals['_RUNPROGRESS']._serialized_end=2585
+  _globals['_RUNSREQUEST']._serialized_start=2587
+  _globals['_RUNSREQUEST']._serialized_end=2600
+  _globals['_RUNSREPLY']._serialized_start=2602
+  _globals['_RUNSREPLY']._serialized_end=2650
+  _globals['_REPORTREQUEST']._serialized_start=2652
+  _globals['_REPORTREQUEST']._serialized_end=2667
+  _globals['_REPORTREPLY']._serialized_start=2669
+  _globals['_REPORTREPLY']._serialized_end=2703
+  _globals['_ROUTESREQUEST']._serialized_start=2705
+  _globals['_ROUTESREQUEST']._serialized_end=2720
+  _globals['_SHARDENDPOINT']._serialized_start=2722
+  _globals['_SHARDENDPOINT']._serialized_end=2769
+  _globals['_ROUTESREPLY']._serialized_start=2771
+  _globals['_ROUTESREPLY']._serialized_end=2858
+  _globals['_SHUSH']._serialized_start=2928
+  _globals['_SHUSH']._serialized_end=3858
 # @@protoc_insertion_point(module_scope)

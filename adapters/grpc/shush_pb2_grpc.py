@@ -5,7 +5,7 @@ import warnings
 
 from . import shush_pb2 as shush__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -104,6 +104,11 @@ class ShushStub:
                 request_serializer=shush__pb2.ReportRequest.SerializeToString,
                 response_deserializer=shush__pb2.ReportReply.FromString,
                 _registered_method=True)
+        self.Checkpoint = channel.unary_unary(
+                '/shush.v1.Shush/Checkpoint',
+                request_serializer=shush__pb2.CheckpointRequest.SerializeToString,
+                response_deserializer=shush__pb2.CheckpointReply.FromString,
+                _registered_method=True)
 
 
 class ShushServicer:
@@ -194,6 +199,12 @@ class ShushServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Checkpoint(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShushServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -266,6 +277,11 @@ def add_ShushServicer_to_server(servicer, server):
                     servicer.Report,
                     request_deserializer=shush__pb2.ReportRequest.FromString,
                     response_serializer=shush__pb2.ReportReply.SerializeToString,
+            ),
+            'Checkpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.Checkpoint,
+                    request_deserializer=shush__pb2.CheckpointRequest.FromString,
+                    response_serializer=shush__pb2.CheckpointReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -646,6 +662,33 @@ class Shush:
             '/shush.v1.Shush/Report',
             shush__pb2.ReportRequest.SerializeToString,
             shush__pb2.ReportReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Checkpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shush.v1.Shush/Checkpoint',
+            shush__pb2.CheckpointRequest.SerializeToString,
+            shush__pb2.CheckpointReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -299,3 +299,16 @@ def test_a_presented_inbound_offer_is_recorded_and_its_outcome_counts(
     assert running.for_customer(ivy, timeout_s=0.2) == []  # the caller showed it, not Shush
     [row] = [r for r in running.client.report() if r["action_id"] == "card_upgrade"]
     assert row["treated"] >= 1 and row["outcomes"].get("accepted", 0) >= 1
+
+
+def test_a_checkpoint_saves_every_changed_customer_so_a_restart_replays_nothing(
+        running: RunningEngine) -> None:
+    alice, bob = customer(), customer()
+    result = running.client.submit([
+        event_dict(alice, "balance_update", now_ms(), balance=900.0),
+        event_dict(bob, "balance_update", now_ms(), balance=700.0)])
+    assert result.accepted == 2
+    assert running.client.checkpoint() >= 2  # these two, and any other test's left unsaved
+    _, detail = running.client.health()
+    assert [shard["replay_backlog"] for shard in detail["shards"]] == [0] * len(
+        detail["shards"])

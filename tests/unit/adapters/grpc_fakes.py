@@ -68,6 +68,10 @@ class FakeGateway:
     async def levers(self) -> dict[str, float]:
         return dict(self.lever_values)
 
+    async def checkpoint(self) -> list[int]:
+        self.calls.append(("checkpoint", None))
+        return [3, 4]  # customers saved by each of two shards
+
     async def health(self) -> dict[str, Any]:
         return {"routers": [{"alive": True}], "shards": [{"alive": True}],
                 "arbitrators": [{"alive": True}]}

@@ -108,7 +108,7 @@ def test_a_submitter_submits_decides_reports_outcomes_but_sets_no_lever(
         assert client.health()[0] is True
         before = list(gateway.calls)
         for call in (lambda: client.set_lever("rate_offer", 9.0), lambda: client.levers(),
-                     lambda: client.explain("alice")):
+                     lambda: client.explain("alice"), lambda: client.checkpoint()):
             code, details = _code(call)
             assert code == grpc.StatusCode.PERMISSION_DENIED
             assert "operator" in details and "'crm'" in details
@@ -122,6 +122,7 @@ def test_an_operator_may_call_everything(authed: tuple[str, FakeGateway]) -> Non
         assert client.set_lever("rate_offer", 2.5) == {"rate_offer": 2.5}
         assert client.levers() == {"rate_offer": 2.5}
         assert client.explain("alice") == []
+        assert client.checkpoint() == 7  # every shard's customers saved
         assert client.submit([EVENT]).accepted == 1
 
 

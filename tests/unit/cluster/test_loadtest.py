@@ -564,3 +564,17 @@ def test_the_summary_tells_a_slower_machine_from_more_engine_work() -> None:
     data = lt.report_dict(**REPORT_ARGS)  # no windows: no line
     assert cpu_stretches(data) == []
     assert not any("over the run (µs" in line for line in summary_lines(data))
+
+
+def test_the_summary_says_whether_the_profiles_were_saved_before_the_load() -> None:
+    from shush.cluster.loadtest_cli import summary_lines
+
+    data = lt.report_dict(**REPORT_ARGS)
+    assert not any("before the load" in line for line in summary_lines(data))
+    data["profiles"].update(saved=100, checkpoint_s=0.8)
+    [line] = [line for line in summary_lines(data) if "before the load" in line]
+    assert line == ("before the load: 100 profiles in 0.5 s, then a checkpoint saved 100 "
+                    "customers in 0.8 s")
+    data["profiles"].update(saved=None)
+    [line] = [line for line in summary_lines(data) if "before the load" in line]
+    assert line.endswith("no checkpoint (the engine refused it): the run's snapshots save them")
