@@ -214,9 +214,10 @@ class ShardActorBody:
                     self._passivate()
                 await self._save(partitions)
 
-    async def _save(self, partitions: list[int]) -> None:
+    async def _save(self, partitions: list[int]) -> int:
         """One snapshot step (the caller holds the batch lock): the partitions' changed
-        customers packed a chunk at a time, then written with their marks raised."""
+        customers packed a chunk at a time, then written with their marks raised; the
+        customers saved."""
         step = self.persistence.take_snapshot(partitions)
         try:
             now_ms = self.core.clock.now_ms()
@@ -232,7 +233,7 @@ class ShardActorBody:
         except BaseException:
             self.persistence.settle_snapshot(step, saved=False)
             raise
-        self.persistence.settle_snapshot(step, saved=True)
+        return self.persistence.settle_snapshot(step, saved=True)
 
     async def _catch_up(self, events: int) -> None:
         """Snapshot ahead of a batch of ``events`` while a restart would replay more than
@@ -580,6 +581,26 @@ class ShardActorBody:
 
     async def explain(self, customer_id: str) -> list[dict[str, Any]]:
         return self.core.recent_decisions(customer_id)
+
+    async def checkpoint(self) -> int:
+        """Snapshot every changed customer now, in the snapshot rounds' short steps (batches,
+        Decides and decisions go on between them, as in any round): once it returns, a
+        restart replays nothing journaled before the call. A customer awaiting a decision
+        keeps that in its snapshot. The customers saved. (``flush``, at a clean stop, decides
+        first and saves in one transaction, with nothing coming in.)"""
+        persistence = self.persistence
+        saved = 0
+        for partitions in persistence.steps(persistence.partitions,
+                                            max_customers=SNAPSHOT_CUSTOMERS_PER_STEP,
+                                            max_partitions=SNAPSHOT_PARTITIONS_PER_STEP):
+            await ray_calls.let_calls_in()
+            try:
+                async with self._batches:
+                    saved += await self._save(partitions)
+            except FencedError:
+                self._fence()
+                raise
+        return saved
 
     async def flush(self) -> int:
         """Decide what awaits a decision, then snapshot every changed customer (a clean stop

@@ -355,10 +355,10 @@ class SupervisorActorBody:
                 for row in lift_report(resolutions)]
 
     async def checkpoint(self) -> list[int]:
-        """Snapshot every shard now (``ShardActorBody.flush``): the customers each saved. A
-        shard that cannot answers with its error (``EngineUnavailable``: it is down)."""
+        """Snapshot every shard now (``ShardActorBody.checkpoint``): the customers each saved.
+        A shard that cannot answers with its error (``EngineUnavailable``: it is down)."""
         saved: list[int] = await asyncio.gather(
-            *(ray_calls.call(s, "flush", timeout_s=self.config.call_timeout_s)
+            *(ray_calls.call(s, "checkpoint", timeout_s=self.config.call_timeout_s)
               for s in self.shards))
         return saved
 
