@@ -18,7 +18,11 @@ What is measured:
   rate (a process of its own), and how late its timer let each go (``Decide send lag``: a
   part of that latency which is the load generator's own);
 - CPU and resident memory of the Ray processes (and of the engine's driver process when
-  embedded), sampled every ``RESOURCE_SAMPLE_S`` with psutil; CPU time by role in total.
+  embedded), sampled every ``RESOURCE_SAMPLE_S`` with psutil; CPU time by role in total and
+  between each two samples (``cpu_by_window``).
+
+Before the load it loads the population's profiles and asks the engine for a ``Checkpoint``,
+so that the run does not pay for saving them (``_checkpoint``).
 
 Latencies go into HdrHistograms (microsecond resolution, three significant digits).
 Pure pieces (the schedule, the population, the histograms, the report) need no Ray.
