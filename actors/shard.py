@@ -204,15 +204,20 @@ class ShardActorBody:
         batch lock (Decides, decisions, timers) go on between chunks of packing."""
         async with self._batches:
             self._passivate()
-        steps = self.persistence.steps(self.persistence.due_partitions(),
-                                       max_customers=SNAPSHOT_CUSTOMERS_PER_STEP,
-                                       max_partitions=SNAPSHOT_PARTITIONS_PER_STEP)
-        for partitions in steps:
+        await self._save_in_steps(self.persistence.due_partitions())
+
+    async def _save_in_steps(self, partitions: list[int]) -> int:
+        """``partitions``' changed customers saved in short steps (``_save``), each between
+        batches, passivating once per ``timer_tick_s`` meanwhile; the customers saved."""
+        saved = 0
+        for step in self.persistence.steps(partitions, max_customers=SNAPSHOT_CUSTOMERS_PER_STEP,
+                                           max_partitions=SNAPSHOT_PARTITIONS_PER_STEP):
             await ray_calls.let_calls_in()  # calls that came in during the last step go first
             async with self._batches:
                 if time.monotonic() >= self._passivate_due:
                     self._passivate()
-                await self._save(partitions)
+                saved += await self._save(step)
+        return saved
 
     async def _save(self, partitions: list[int]) -> int:
         """One snapshot step (the caller holds the batch lock): the partitions' changed
@@ -588,19 +593,11 @@ class ShardActorBody:
         restart replays nothing journaled before the call. A customer awaiting a decision
         keeps that in its snapshot. The customers saved. (``flush``, at a clean stop, decides
         first and saves in one transaction, with nothing coming in.)"""
-        persistence = self.persistence
-        saved = 0
-        for partitions in persistence.steps(persistence.partitions,
-                                            max_customers=SNAPSHOT_CUSTOMERS_PER_STEP,
-                                            max_partitions=SNAPSHOT_PARTITIONS_PER_STEP):
-            await ray_calls.let_calls_in()
-            try:
-                async with self._batches:
-                    saved += await self._save(partitions)
-            except FencedError:
-                self._fence()
-                raise
-        return saved
+        try:
+            return await self._save_in_steps(self.persistence.partitions)
+        except FencedError:
+            self._fence()
+            raise
 
     async def flush(self) -> int:
         """Decide what awaits a decision, then snapshot every changed customer (a clean stop

@@ -63,17 +63,20 @@ def final_table(report: dict[str, Any]) -> Table:
     return table
 
 
+def _equal_parts(items: list[Any], parts: int) -> list[list[Any]]:
+    """``items`` in up to ``parts`` consecutive runs of about equal length (none if empty)."""
+    count = min(parts, len(items))
+    bounds = [round(i * len(items) / count) for i in range(count + 1)] if count else []
+    return [items[a:b] for a, b in itertools.pairwise(bounds)]
+
+
 def accepted_by_stretch(report: dict[str, Any], stretches: int = 10) -> list[float]:
     """Accepted events/s in up to ``stretches`` equal stretches of the load, in order (from
     the timeline, by reply time): a rate that drifts within the run, as state piles up or a
     store slows, shows here and not in the run's mean."""
     rates = [row["accepted"] for row in report["timeline"]
              if row["t_s"] < report["spec"]["duration_s"]]
-    if not rates:
-        return []
-    count = min(stretches, len(rates))
-    bounds = [round(i * len(rates) / count) for i in range(count + 1)]
-    return [sum(rates[a:b]) / (b - a) for a, b in itertools.pairwise(bounds)]
+    return [sum(part) / len(part) for part in _equal_parts(rates, stretches)]
 
 
 def cpu_stretches(report: dict[str, Any], stretches: int = 6) -> list[dict[str, Any]]:
@@ -84,14 +87,8 @@ def cpu_stretches(report: dict[str, Any], stretches: int = 6) -> list[dict[str, 
     from .loadtest import cpu_per_event
     from .loadtest_measure import LOAD_ROLE
 
-    windows = report["resources"].get("cpu_by_window") or []
-    if not windows:
-        return []
-    count = min(stretches, len(windows))
-    bounds = [round(i * len(windows) / count) for i in range(count + 1)]
     merged = []
-    for a, b in itertools.pairwise(bounds):
-        part = windows[a:b]
+    for part in _equal_parts(report["resources"].get("cpu_by_window") or [], stretches):
         cpu: dict[str, float] = {}
         for window in part:
             for role, seconds in window["cpu_s"].items():
